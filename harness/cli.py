@@ -1,0 +1,278 @@
+"""The `harness` command: parses arguments and calls the module that does the work.
+
+Exit codes: 0 done; 1 a sweep stopped short (too many failed trials); 2 bad input (spec,
+data, paths, options); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from harness.search import DEFAULT_STORAGE
+from harness.tracking import DEFAULT_TRACKING_URI
+
+app = typer.Typer(
+    help="Optuna sweeps of TRL DPO trainings, tracked in MLflow, scored and reported.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+Storage = Annotated[
+    str, typer.Option("--storage", help=f"Optuna storage URL. Default: {DEFAULT_STORAGE} (in this folder).")
+]
+TrackingUri = Annotated[
+    str | None,
+    typer.Option(
+        "--tracking-uri",
+        help=f"MLflow tracking URI. Default: $MLFLOW_TRACKING_URI, else {DEFAULT_TRACKING_URI}.",
+    ),
+]
+OutputDir = Annotated[
+    Path, typer.Option("--output-dir", help="Checkpoints, logs and caches: <dir>/<study>/trial-NNN/.")
+]
+ReportDir = Annotated[
+    Path | None, typer.Option("--report-dir", help="Where the HTML report goes. Default: reports/<study>/.")
+]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show each trial's status and library output.")]
+
+
+def _quiet_libraries(verbose: bool) -> None:
+    """Libraries log at INFO and draw progress bars; users want that only with -v."""
+    import logging
+
+    level = "INFO" if verbose else "WARNING"
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", level)  # read by MLflow when it is first imported
+    if not verbose:  # read by transformers, datasets and the hub client when first imported
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(level)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _input_errors() -> tuple[type[Exception], ...]:
+    from harness.data import DataError
+    from harness.spec import SpecError
+
+    return SpecError, DataError
+
+
+def _bad_input(exc: Exception) -> typer.Exit:
+    err.print(f"error: {exc}", highlight=False, markup=False)
+    return typer.Exit(2)
+
+
+@app.command()
+def sweep(
+    spec: Annotated[Path, typer.Argument(help="Sweep spec (YAML), e.g. sweeps/beta.yaml.")],
+    trials: Annotated[
+        int | None, typer.Option("--trials", min=1, help="Total finished trials (overrides search.trials).")
+    ] = None,
+    storage: Storage = DEFAULT_STORAGE,
+    tracking_uri: TrackingUri = None,
+    output_dir: OutputDir = Path("outputs"),
+    report_dir: ReportDir = None,
+    verbose: Verbose = False,
+) -> None:
+    """Run (or resume) a sweep: the study is topped up to its declared number of finished trials."""
+    from harness.progress import SweepProgress
+    from harness.sweep import Sweep, SweepOptions
+    from harness.tracking import default_uri
+
+    _quiet_libraries(verbose)
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` stops as cleanly as Ctrl-C
+    options = SweepOptions(
+        storage=storage,
+        tracking_uri=tracking_uri or default_uri(),
+        output_dir=output_dir,
+        report_dir=report_dir,
+        trials=trials,
+        verbose=verbose,
+    )
+    try:
+        runner = Sweep(spec, options, SweepProgress(console, verbose))
+        outcome = runner.run()
+    except _input_errors() as exc:
+        raise _bad_input(exc) from None
+    if outcome.baseline_failed:
+        err.print("Stopped: the base model could not be scored (see above); no trial was run.")
+        raise typer.Exit(1)
+    if outcome.interrupted:
+        err.print(f"Interrupted. Run the same command to resume ({outcome.finished}/{outcome.target} finished).")
+        raise typer.Exit(130)
+    _print_outcome(outcome, options)
+    if not outcome.complete:
+        raise typer.Exit(1)
+
+
+def _print_outcome(outcome: object, options: object) -> None:
+    from harness.sweep import SweepOptions, SweepOutcome
+
+    assert isinstance(outcome, SweepOutcome) and isinstance(options, SweepOptions)
+    if outcome.complete:
+        console.print(f"[bold green]Done[/]: {outcome.finished}/{outcome.target} trials finished.")
+    else:
+        console.print(
+            f"[bold red]Stopped[/]: {outcome.failed_in_a_row} trials failed in a row; "
+            f"{outcome.finished}/{outcome.target} finished. Fix the cause and run the same command to resume."
+        )
+    if outcome.report:
+        console.print(f"Report: {outcome.report}")
+    console.print(f"Browse the runs: harness ui --tracking-uri {options.tracking_uri}")
+
+
+@app.command()
+def validate(spec: Annotated[Path, typer.Argument(help="Sweep spec (YAML).")]) -> None:
+    """Check a spec (and the files it names) and print what it would run."""
+    from harness.spec import load_spec, summary
+
+    try:
+        loaded = load_spec(spec)
+        _check_files(loaded, spec)
+    except _input_errors() as exc:
+        raise _bad_input(exc) from None
+    console.print(f"[green]{spec}: valid[/]")
+    for key, value in summary(loaded).items():
+        if isinstance(value, dict):
+            console.print(f"  {key}:")
+            for k, v in value.items():
+                console.print(f"    {k}: {v}")
+        else:
+            console.print(f"  {key}: {value}")
+
+
+def _check_files(spec: object, path: Path) -> None:
+    """Local data files and eval suites are read; hub datasets are left for the sweep (they need network)."""
+    from harness import data
+    from harness.scoring import check_evals
+    from harness.spec import SweepSpec
+
+    assert isinstance(spec, SweepSpec)
+    local = {n: s for n, s in spec.data.sources.items() if s.path}
+    if local:
+        data.load_sources(spec.data.model_copy(update={"sources": local, "mix": None}), spec.seed, path.parent)
+    check_evals(spec.evals, path.parent)
+
+
+@app.command("eval")
+def eval_(
+    model: Annotated[
+        str, typer.Argument(help="A model folder, a hub id, 'toy', or a trial folder (outputs/<study>/trial-NNN).")
+    ],
+    evals: Annotated[
+        Path | None,
+        typer.Option("--evals", help="A sweep spec (or any YAML with an 'evals:' section). Default: a trial's own."),
+    ] = None,
+    base: Annotated[
+        str | None,
+        typer.Option("--base", help="Reference model for the comparison and probes. Default: a trial's base."),
+    ] = None,
+    log_to: Annotated[
+        str | None, typer.Option("--log-to", help="Also log the scorecard as a run of this MLflow experiment.")
+    ] = None,
+    tracking_uri: TrackingUri = None,
+    output_dir: OutputDir = Path("outputs"),
+    verbose: Verbose = False,
+) -> None:
+    """Print the scorecard of one model next to its base model's."""
+    from harness.evaluate import evaluate, resolve_target
+    from harness.models import cache_dir
+
+    _quiet_libraries(verbose)
+    try:
+        target = resolve_target(model, evals, base, cache_dir(output_dir))
+        from harness.scoring import check_evals
+
+        check_evals(target.evals, target.spec_dir)
+    except _input_errors() as exc:
+        raise _bad_input(exc) from None
+    card, base_card = evaluate(target, log=lambda text: err.print(f"[dim]{text}[/]"))
+    _print_scorecard(target.model, card.metrics, base_card.metrics if base_card else None)
+    if log_to:
+        _log_eval(log_to, tracking_uri, target, card.metrics)
+
+
+def _print_scorecard(name: str, metrics: dict[str, float], base: dict[str, float] | None) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"Scorecard: {name}", title_justify="left")
+    table.add_column("metric")
+    table.add_column("model", justify="right")
+    if base is not None:
+        table.add_column("base", justify="right")
+        table.add_column("Δ", justify="right")
+    for key in sorted(metrics):
+        row = [key, f"{metrics[key]:.4g}"]
+        if base is not None:
+            b = base.get(key)
+            row += [f"{b:.4g}", f"{metrics[key] - b:+.4g}"] if b is not None else ["", ""]
+        table.add_row(*row)
+    console.print(table)
+
+
+def _log_eval(experiment: str, tracking_uri: str | None, target: Any, metrics: dict[str, float]) -> None:
+    from harness.tracking import ROLE_TAG, Tracker, default_uri
+
+    tracker = Tracker(tracking_uri or default_uri())
+    run = tracker.client.create_run(tracker.experiment(experiment), tags={ROLE_TAG: "eval"}, run_name="eval")
+    tracker.log_params(run.info.run_id, {"model": target.model, "base": target.base})
+    tracker.log_metrics(run.info.run_id, metrics)
+    tracker.end(run.info.run_id, "FINISHED")
+    console.print(f"Logged to MLflow experiment '{experiment}' as run {run.info.run_id}")
+
+
+@app.command()
+def report(
+    studies: Annotated[list[str], typer.Argument(help="One study, or several to compare side by side.")],
+    storage: Storage = DEFAULT_STORAGE,
+    tracking_uri: TrackingUri = None,
+    report_dir: ReportDir = None,
+) -> None:
+    """Write the HTML report of a study (or a comparison of several) from Optuna and MLflow."""
+    from harness.report import ReportError, build_report
+    from harness.tracking import default_uri
+
+    _quiet_libraries(False)
+    folder = report_dir or Path("reports") / "-vs-".join(studies)
+    try:
+        path = build_report(studies, storage, tracking_uri or default_uri(), folder)
+    except ReportError as exc:
+        raise _bad_input(exc) from None
+    console.print(f"Report: {path}")
+
+
+@app.command()
+def ui(
+    tracking_uri: TrackingUri = None,
+    port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1.")] = 5000,
+) -> None:
+    """Open the MLflow UI over the harness's tracking store (on 127.0.0.1)."""
+    from harness.tracking import default_uri
+
+    uri = tracking_uri or default_uri()
+    console.print(f"MLflow UI for {uri} at http://127.0.0.1:{port} (Ctrl-C to stop)")
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1"]
+    try:
+        code = subprocess.call([*command, "--port", str(port)], env=os.environ.copy())
+    except KeyboardInterrupt:
+        code = 0
+    raise typer.Exit(code)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,104 @@
+"""`harness eval`: the scorecard of any model folder, hub id or trial checkpoint, next to its base.
+
+A trial checkpoint (outputs/<study>/trial-NNN) carries its resolved config and its pairs, so
+it is scored exactly as the sweep scored it, against the model it was trained from.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.scoring import Context, Scorecard
+from harness.spec import EvalsSpec, SpecError
+
+
+@dataclass
+class EvalTarget:
+    model: str  # what is scored: a folder or hub id
+    base: str | None  # its reference: the model DPO started from
+    evals: EvalsSpec
+    spec_dir: Path | None
+    seed: int = 0
+    train_pairs: list[dict] = field(default_factory=list)
+    heldout_pairs: list[dict] = field(default_factory=list)
+
+
+def resolve_target(target: str, evals_file: Path | None, base: str | None, cache: Path) -> EvalTarget:
+    """Work out what to score, against what, with which suites."""
+    from harness import models
+
+    folder = Path(target)
+    trial_dir = folder if (folder / "trial_config.yaml").is_file() else folder.parent
+    config = (
+        yaml.safe_load((trial_dir / "trial_config.yaml").read_text())
+        if (trial_dir / "trial_config.yaml").is_file()
+        else None
+    )
+    if config is not None:
+        model = str(trial_dir / "model")
+        base = base or config["model"]["path"]
+    else:
+        model = models.resolve(target, cache)
+        base = models.resolve(base, cache) if base else None
+    evals, spec_dir = _evals(evals_file, config)
+    pairs = _pairs(trial_dir) if config is not None else {}
+    seed = int(config["seed"]) if config else 0
+    return EvalTarget(model, base, evals, spec_dir, seed, pairs.get("train", []), pairs.get("heldout", []))
+
+
+def _evals(evals_file: Path | None, config: dict | None) -> tuple[EvalsSpec, Path | None]:
+    if evals_file is not None:
+        try:
+            raw = yaml.safe_load(evals_file.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise SpecError(str(evals_file), [("", None, f"cannot read: {exc}")]) from None
+        section = raw.get("evals") if isinstance(raw, dict) else None
+        if not isinstance(section, dict):
+            raise SpecError(str(evals_file), [("evals", None, "expected an 'evals:' mapping (a sweep spec has one)")])
+        try:
+            return EvalsSpec.model_validate(section), evals_file.parent
+        except Exception as exc:
+            raise SpecError(str(evals_file), [("evals", None, str(exc))]) from None
+    if config is not None and config.get("evals"):
+        return EvalsSpec.model_validate(config["evals"]), Path(config.get("spec_dir") or ".")
+    raise SpecError("--evals", [("", None, "give --evals FILE (a sweep spec or a YAML with an 'evals:' section)")])
+
+
+def _pairs(trial_dir: Path) -> dict[str, list[dict]]:
+    path = trial_dir / "pairs.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def evaluate(target: EvalTarget, log: Any = print) -> tuple[Scorecard, Scorecard | None]:
+    """(the model's card, the base's card); probes that need pairs or a base are skipped when absent."""
+    from harness import models, scoring
+
+    evals = target.evals
+    base_card, base_model = None, None
+    if target.base:
+        log(f"scoring the base model {target.base}")
+        base_model, base_tok = models.load(target.base)
+        base_card = scoring.score(base_model, base_tok, Context(evals, target.spec_dir, target.seed))
+    probes = list(evals.probes)
+    if base_model is None and probes:
+        log("probes need a base model (--base): skipped")
+        probes = []
+    if "overfit" in probes and not target.heldout_pairs:
+        log("overfit probes need the trial's pairs (score a trial folder): skipped")
+        probes.remove("overfit")
+    log(f"scoring {target.model}")
+    model, tokenizer = models.load(target.model)
+    ctx = Context(
+        evals.model_copy(update={"probes": probes}),
+        target.spec_dir,
+        target.seed,
+        target.train_pairs,
+        target.heldout_pairs,
+        base_card,
+    )
+    return scoring.score(model, tokenizer, ctx, base_model), base_card

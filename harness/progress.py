@@ -1,0 +1,98 @@
+"""What a user sees while a sweep runs: one line per trial, a live bar for the one running.
+
+Quiet by default; -v adds each trial's status changes and logged step metrics.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+def format_params(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={_fmt(v)}" for k, v in params.items())
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}" if 1e-3 <= abs(value) < 1e4 or value == 0 else f"{value:.2e}"
+    return str(value)
+
+
+class SweepProgress:
+    def __init__(self, console: Console, verbose: bool = False):
+        console.soft_wrap = True  # one line per trial, even in logs and pipes
+        self.console = console
+        self.verbose = verbose
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self.sweep_task: Any = None
+        self.trial_task: Any = None
+
+    def start(self, spec: Any, target: int, finished: int) -> None:
+        objectives = ", ".join(f"{o.direction} {o.metric}" for o in spec.search.objectives)
+        resumed = f", resuming with {finished} finished" if finished else ""
+        self.console.print(
+            f"[bold]Sweep {spec.study}[/]: {target} trials{resumed}; sampler {spec.search.sampler}; {objectives}"
+        )
+        self.bar.start()
+        self.sweep_task = self.bar.add_task("trials", total=target, completed=finished, detail="")
+
+    def baseline_started(self) -> None:
+        self.trial_task = self.bar.add_task("base model", total=None, detail="starting")
+
+    def baseline_ended(self, result: Any) -> None:
+        self.bar.remove_task(self.trial_task)
+        self.trial_task = None
+        if result.state == "COMPLETE":
+            shown = {k: v for k, v in result.scores.items() if not k.startswith("bench.") or k.count(".") == 2}
+            scores = " ".join(f"{k}={_fmt(v)}" for k, v in list(shown.items())[:6])
+            self.console.print(f"[blue]•[/] base model  {scores}")
+        else:
+            self.console.print(f"[red]✗[/] base model could not be scored: {result.reason}")
+
+    def trial_started(self, number: int, params: dict[str, Any]) -> None:
+        self.trial_task = self.bar.add_task(f"trial {number}", total=None, detail="starting")
+        if self.verbose:
+            self.console.print(f"  trial {number} starts: {format_params(params)}")
+
+    def event(self, event: tuple) -> None:
+        kind = event[0]
+        if kind == "status":
+            self.bar.update(self.trial_task, detail=event[2])
+            if self.verbose:
+                self.console.print(f"  trial {event[1]}: {event[2]}")
+        elif kind == "step":
+            self.bar.update(self.trial_task, completed=event[2], total=event[3], detail="training")
+
+    def trial_ended(self, number: int, params: dict[str, Any], result: Any, shown: list[str]) -> None:
+        """One line per trial; `shown` are the metrics to print (objectives, then constrained ones)."""
+        if self.trial_task is not None:
+            self.bar.remove_task(self.trial_task)
+            self.trial_task = None
+        seconds = result.seconds.get("time.total_s", 0.0)
+        if result.state == "COMPLETE":
+            self.bar.advance(self.sweep_task)
+            scores = " ".join(f"{name}={_fmt(result.scores.get(name))}" for name in shown)
+            self.console.print(f"[green]✓[/] trial {number}  {format_params(params)}  →  {scores}  ({seconds:.0f} s)")
+        elif result.state == "PRUNED":
+            self.bar.advance(self.sweep_task)
+            self.console.print(f"[yellow]✂[/] trial {number}  {format_params(params)}  PRUNED: {result.reason}")
+        else:
+            first_line = (result.reason or "").splitlines()[0] if result.reason else "unknown reason"
+            self.console.print(f"[red]✗[/] trial {number}  {format_params(params)}  FAILED: {first_line}")
+
+    def note(self, text: str) -> None:
+        self.console.print(f"[dim]{text}[/]")
+
+    def stop(self) -> None:
+        self.bar.stop()

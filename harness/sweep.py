@@ -1,0 +1,338 @@
+"""The sweep: an Optuna study driven trial by trial, each trial tracked as an MLflow child run.
+
+Data flows one way: spec -> study -> trials (each in its own process) -> Optuna values and
+MLflow runs. A sweep holds `search.trials` finished trials; running the same command again
+resumes it: trials a dead sweep left RUNNING are closed as failed and the missing ones run.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness import search
+from harness.spec import SweepSpec, load_spec
+from harness.tracking import TRIAL_TAG, Tracker, default_uri
+from harness.trial import COMPLETE, FAILED, PRUNED, TrialRequest, TrialResult, mlflow_params, resolve_config
+from harness.trial import run as trial_job
+
+DEFAULT_OUTPUT_DIR = Path("outputs")
+DEFAULT_REPORT_ROOT = Path("reports")
+WORKER_ATTR, PID_ATTR, RUN_ATTR, REASON_ATTR = "worker", "trial_pid", "mlflow_run_id", "fail_reason"
+
+
+@dataclass
+class SweepOptions:
+    storage: str = search.DEFAULT_STORAGE
+    tracking_uri: str = field(default_factory=default_uri)
+    output_dir: Path = DEFAULT_OUTPUT_DIR
+    report_dir: Path | None = None  # default: reports/<study>/
+    trials: int | None = None  # overrides search.trials
+    verbose: bool = False
+
+
+@dataclass
+class SweepOutcome:
+    study: str
+    target: int
+    finished: int
+    failed_in_a_row: int
+    interrupted: bool = False
+    baseline_failed: bool = False
+
+    report: Path | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.finished >= self.target
+
+
+class Sweep:
+    """One invocation of `harness sweep`: resume or start the study and top it up."""
+
+    def __init__(self, spec_path: Path, options: SweepOptions, progress: Any):
+        self.spec_path = spec_path
+        self.options = options
+        self.progress = progress  # harness.progress.SweepProgress: what the user sees
+        self.spec: SweepSpec = load_spec(spec_path)
+        if options.trials is not None:
+            self.spec = self.spec.with_trials(options.trials)
+        self.output_dir = (options.output_dir / self.spec.study).resolve()
+
+    def check_inputs(self) -> None:
+        """Everything that can be wrong with the user's files fails here, before anything is written."""
+        from harness import data
+        from harness.scoring import check_evals
+
+        data.load_sources(self.spec.data, self.spec.seed, self.spec_path.parent)
+        check_evals(self.spec.evals, self.spec_path.parent)
+
+    def run(self) -> SweepOutcome:
+        from harness.worker import Worker
+
+        self.check_inputs()
+        spec = self.spec
+        study = search.open_study(spec, self.options.storage)
+        tracker = Tracker(self.options.tracking_uri)
+        experiment = tracker.experiment(spec.study)
+        parent = tracker.parent_run(experiment, spec.study)
+        self._describe_parent(tracker, parent)
+        self._reclaim_orphans(study, tracker, experiment)
+        target = self._target(study)
+        self.progress.start(spec, target, _finished(study))
+        worker, in_a_row = Worker(), 0
+        try:
+            if not self._baseline(worker, tracker, parent):
+                self.progress.stop()
+                tracker.end(parent, "FAILED", reason="the base model could not be scored")
+                return SweepOutcome(spec.study, target, _finished(study), 0, baseline_failed=True)
+            while _finished(study) + _running(study) < target and in_a_row < spec.search.max_failures:
+                result = self._one_trial(study, tracker, experiment, parent, worker)
+                in_a_row = in_a_row + 1 if result.state == FAILED else 0
+                self._report()
+        except KeyboardInterrupt:
+            tracker.end(parent, "KILLED", reason="interrupted (Ctrl-C); run the same command to resume")
+            self.progress.stop()
+            return SweepOutcome(spec.study, target, _finished(study), in_a_row, interrupted=True)
+        self.progress.stop()
+        outcome = SweepOutcome(spec.study, target, _finished(study), in_a_row, report=self._report())
+        if outcome.report:
+            tracker.log_artifact(parent, outcome.report, "report")
+        self._close_parent(study, tracker, parent, outcome)
+        return outcome
+
+    # ------------------------------------------------------------ one trial
+
+    def _one_trial(self, study: Any, tracker: Tracker, experiment: str, parent: str, worker: Any) -> TrialResult:
+        spec = self.spec
+        trial = study.ask()
+        params = search.suggest(trial, spec)
+        trial.set_user_attr(WORKER_ATTR, _worker_id())
+        run_id = tracker.child_run(experiment, parent, spec.study, trial.number)
+        trial.set_user_attr(RUN_ATTR, run_id)
+        tracker.log_params(run_id, mlflow_params(resolve_config(spec, params)))
+        self.progress.trial_started(trial.number, params)
+        request = TrialRequest(
+            spec=spec.model_dump(mode="json", by_alias=True),
+            spec_dir=str(self.spec_path.parent.resolve()),
+            number=trial.number,
+            params=params,
+            run_id=run_id,
+            tracking_uri=self.options.tracking_uri,
+            storage=self.options.storage,
+            trial_id=trial._trial_id,
+            output_dir=str(self.output_dir),
+            cache_dir=str(_cache_dir(self.options.output_dir)),
+            verbose=self.options.verbose,
+        )
+        started = time.monotonic()
+        try:
+            result = worker.run(
+                trial_job,
+                request,
+                on_event=self.progress.event,
+                on_start=lambda pid: trial.set_user_attr(PID_ATTR, pid),
+                heartbeat=lambda: _heartbeat(study, trial),
+            )
+        except KeyboardInterrupt:
+            self._record(study, trial, tracker, run_id, TrialResult(FAILED, reason="interrupted (Ctrl-C)"), "KILLED")
+            raise
+        result.seconds["time.total_s"] = time.monotonic() - started
+        self._record(study, trial, tracker, run_id, result)
+        self.progress.trial_ended(trial.number, params, result, search.shown_metrics(spec))
+        return result
+
+    def _record(
+        self,
+        study: Any,
+        trial: Any,
+        tracker: Tracker,
+        run_id: str,
+        result: TrialResult,
+        status: str | None = None,
+    ) -> None:
+        """Tell Optuna and MLflow the same outcome."""
+        from optuna.trial import TrialState
+
+        trial.set_user_attr("scores", result.scores)
+        trial.set_user_attr("seconds", result.seconds)
+        state, values = result.state, None
+        if state == COMPLETE:
+            search.constrain(trial, self.spec, result.scores)
+            try:
+                values = search.objective_values(self.spec, result.scores)
+            except KeyError as exc:
+                state, result.reason = FAILED, str(exc.args[0])
+        if result.reason:
+            trial.set_user_attr(REASON_ATTR, result.reason)
+        optuna_state = {COMPLETE: TrialState.COMPLETE, PRUNED: TrialState.PRUNED}.get(state, TrialState.FAIL)
+        study.tell(trial, values=values, state=optuna_state)
+        tracker.log_metrics(run_id, {"time.total_s": result.seconds.get("time.total_s", 0.0)})
+        mlflow_status = status or ("FAILED" if state == FAILED else "FINISHED")
+        tracker.end(run_id, mlflow_status, state=state, reason=result.reason)
+
+    # ------------------------------------------------------------ the report
+
+    @property
+    def report_dir(self) -> Path:
+        return self.options.report_dir or DEFAULT_REPORT_ROOT / self.spec.study
+
+    def _report(self) -> Path | None:
+        """Build (or refresh) the HTML report; a report problem never stops a sweep."""
+        from harness.report import build_report
+
+        try:
+            return build_report([self.spec.study], self.options.storage, self.options.tracking_uri, self.report_dir)
+        except Exception as exc:
+            self.progress.note(f"the report could not be built: {type(exc).__name__}: {exc}")
+            return None
+
+    # ------------------------------------------------------------ the base model
+
+    def _baseline(self, worker: Any, tracker: Tracker, parent: str) -> bool:
+        """Score the base model once per study (cached), and log its card on the parent run."""
+        import json
+
+        from harness import baseline
+        from harness.scoring import Scorecard
+        from harness.scoring.suites import load_identity
+        from harness.spec import resolve_path
+
+        path = baseline.card_path(self.output_dir)
+        if not path.is_file():
+            request = baseline.BaselineRequest(
+                spec=self.spec.model_dump(mode="json", by_alias=True),
+                spec_dir=str(self.spec_path.parent.resolve()),
+                output_dir=str(self.output_dir),
+                cache_dir=str(_cache_dir(self.options.output_dir)),
+                verbose=self.options.verbose,
+            )
+            self.progress.baseline_started()
+            result = worker.run(baseline.run, request, on_event=self.progress.event)
+            self.progress.baseline_ended(result)
+            if result.state != COMPLETE:
+                return False
+        card = Scorecard.from_json(json.loads(path.read_text()))
+        if not tracker.client.get_run(parent).data.metrics:
+            tracker.log_metrics(parent, card.metrics)
+            for name, payload in card.artifacts.items():
+                tracker.log_dict(parent, payload, f"base/{name}")
+            tracker.log_dict(parent, card.items, "base/scorecard_items.json")
+            if self.spec.evals.identity:  # the report names the identity without needing the suite file
+                suite = load_identity(resolve_path(self.spec.evals.identity, self.spec_path.parent))
+                tracker.log_dict(parent, suite.model_dump(mode="json"), "base/identity_suite.json")
+        return True
+
+    # ------------------------------------------------------------ resume
+
+    def _reclaim_orphans(self, study: Any, tracker: Tracker, experiment: str) -> None:
+        """Close what a dead sweep left RUNNING, in Optuna and in MLflow, as failed."""
+        import optuna
+        from optuna.trial import TrialState
+
+        for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if _is_orphan(frozen):
+                reason = "the sweep process died while this trial ran (closed on resume)"
+                optuna.Trial(study, frozen._trial_id).set_user_attr(REASON_ATTR, reason)
+                study.tell(frozen.number, state=TrialState.FAIL)
+                self.progress.note(f"trial {frozen.number} was left running by a dead sweep: marked FAIL")
+        if search.uses_heartbeat(study):
+            optuna.storages.fail_stale_trials(study)
+        # A run's trial number says whether it is live: a RUNNING trial's run belongs to a live worker.
+        live = {str(t.number) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        for run in tracker.runs(experiment, self.spec.study, status="RUNNING"):
+            if run.data.tags.get(TRIAL_TAG) not in live:
+                reason = "the sweep process died (closed on resume)"
+                tracker.end(run.info.run_id, "FAILED", state=FAILED, reason=reason)
+
+    def _target(self, study: Any) -> int:
+        size = search.grid_size(self.spec)
+        if size is not None and size < self.spec.search.trials:
+            self.progress.note(f"the grid holds {size} points: running {size} trials, not {self.spec.search.trials}")
+            return size
+        return self.spec.search.trials
+
+    # ------------------------------------------------------------ the parent run
+
+    def _describe_parent(self, tracker: Tracker, parent: str) -> None:
+        from harness.spec import summary
+        from harness.trial import library_versions
+
+        spec = self.spec
+        params = {
+            "study": spec.study,
+            "model.name": spec.model.name,
+            "sampler": spec.search.sampler,
+            "objectives": ", ".join(f"{o.direction} {o.metric}" for o in spec.search.objectives),
+            "spec_hash": spec.spec_hash(),
+            **{f"version.{k}": v for k, v in library_versions().items()},
+        }
+        existing = tracker.client.get_run(parent).data.params
+        tracker.log_params(parent, {k: v for k, v in params.items() if k not in existing})
+        tracker.set_tags(parent, {"harness.trials": spec.search.trials})  # a tag: --trials may change it
+        tracker.log_dict(parent, spec.model_dump(mode="json", by_alias=True), "spec.json")
+        tracker.log_dict(parent, summary(spec), "summary.json")
+        tracker.log_artifact(parent, self.spec_path)
+
+    def _close_parent(self, study: Any, tracker: Tracker, parent: str, outcome: SweepOutcome) -> None:
+        from optuna.trial import TrialState
+
+        counts = {s.name.lower(): len(study.get_trials(deepcopy=False, states=(s,))) for s in TrialState}
+        tracker.log_metrics(parent, {f"trials.{k}": v for k, v in counts.items()})
+        best = search.best_trials(study)
+        if len(best) == 1:
+            tracker.log_metrics(parent, {f"best.{k}": v for k, v in best[0].user_attrs.get("scores", {}).items()})
+            tracker.set_tags(parent, {"harness.best_trial": best[0].number})
+        elif best:
+            tracker.set_tags(parent, {"harness.pareto_trials": ",".join(str(t.number) for t in best)})
+        if outcome.complete:
+            tracker.end(parent, "FINISHED")
+        else:
+            reason = f"stopped after {outcome.failed_in_a_row} failed trials in a row"
+            tracker.end(parent, "FAILED", reason=reason)
+
+
+def _finished(study: Any) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def _running(study: Any) -> int:
+    """Trials other workers are running right now (a multi-worker study must not overshoot)."""
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+
+def _worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _is_orphan(frozen: Any) -> bool:
+    """A RUNNING trial whose sweep process on this host is gone (other hosts' are left to heartbeats)."""
+    host, _, pid = str(frozen.user_attrs.get(WORKER_ATTR, "")).rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return not frozen.user_attrs.get(WORKER_ATTR)  # no owner recorded: nobody can be running it
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return int(pid) == os.getpid()
+
+
+def _heartbeat(study: Any, trial: Any) -> None:
+    if search.uses_heartbeat(study):
+        study._storage.record_heartbeat(trial._trial_id)
+
+
+def _cache_dir(output_dir: Path) -> Path:
+    from harness.models import cache_dir
+
+    return cache_dir(output_dir.resolve())

@@ -1,0 +1,246 @@
+"""One trial: sampled params -> data mix -> DPO training -> checkpoint -> scorecard.
+
+`run` executes inside a trial process of its own (see harness.sweep), so whatever happens here
+(an exception, a NaN loss, running out of memory, being killed) can only end this trial. It
+streams step metrics to the trial's MLflow run while it trains and sends progress events and
+its result back to the orchestrator through `events`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.spec import SweepSpec
+
+COMPLETE, PRUNED, FAILED = "COMPLETE", "PRUNED", "FAIL"
+
+
+@dataclass
+class TrialRequest:
+    """Everything a trial process needs; plain data so it crosses the process boundary."""
+
+    spec: dict[str, Any]
+    spec_dir: str
+    number: int
+    params: dict[str, Any]
+    run_id: str
+    tracking_uri: str
+    storage: str
+    trial_id: int
+    output_dir: str
+    cache_dir: str
+    verbose: bool = False
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.output_dir) / f"trial-{self.number:03d}"
+
+
+@dataclass
+class TrialResult:
+    state: str
+    scores: dict[str, float] = field(default_factory=dict)
+    reason: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def resolve_config(spec: SweepSpec, params: dict[str, Any]) -> dict[str, Any]:
+    """The trial's complete settings: the spec with the sampled params written over it."""
+    train = dict(spec.train) | {k: v for k, v in params.items() if "." not in k}
+    mix = dict(spec.data.mix or {name: 1.0 for name in spec.data.sources})
+    mix |= {k.removeprefix("mix."): v for k, v in params.items() if k.startswith("mix.")}
+    total = sum(mix.values()) or 1.0
+    lora = spec.model.lora.model_dump() if spec.model.lora else None
+    if lora is not None:
+        lora |= {k.removeprefix("lora."): v for k, v in params.items() if k.startswith("lora.")}
+    return {
+        "study": spec.study,
+        "seed": spec.seed,
+        "spec_hash": spec.spec_hash(),
+        "params": dict(params),
+        "model": {
+            "name": spec.model.name,
+            "revision": spec.model.revision,
+            "dtype": spec.model.dtype,
+            "lora": lora,
+        },
+        "data": {
+            "mix": {name: mix.get(name, 0.0) for name in spec.data.sources},  # weights, as searched
+            "shares": {name: mix.get(name, 0.0) / total for name in spec.data.sources},
+            "size": spec.data.size,
+            "eval_fraction": spec.data.eval_fraction,
+        },
+        "train": train,
+        "evals": spec.evals.model_dump(mode="json"),  # a checkpoint says how it is scored (harness eval)
+    }
+
+
+def mlflow_params(config: dict[str, Any]) -> dict[str, Any]:
+    """One param per setting; searched knobs keep their Optuna names (beta, mix.identity, lora.r)."""
+    from harness.tracking import flatten
+
+    params = dict(config["train"])
+    params |= {f"mix.{k}": v for k, v in config["data"]["mix"].items()}
+    params |= {f"data.share.{k}": round(v, 6) for k, v in config["data"]["shares"].items()}
+    params |= {"data.size": config["data"]["size"], "data.eval_fraction": config["data"]["eval_fraction"]}
+    params |= {"model.name": config["model"]["name"], "model.dtype": config["model"]["dtype"]}
+    params |= flatten({"lora": config["model"]["lora"]}) if config["model"]["lora"] else {"lora": "none"}
+    params |= {"seed": config["seed"], "spec_hash": config["spec_hash"]}
+    params |= {f"version.{k}": v for k, v in library_versions().items()}
+    return params
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for package in ("torch", "transformers", "trl", "peft", "optuna", "mlflow", "lm_eval"):
+        try:
+            out[package] = version(package.replace("_", "-"))
+        except PackageNotFoundError:
+            out[package] = "not installed"
+    return out
+
+
+# ---------------------------------------------------------------- inside the trial process
+
+
+def run(request: TrialRequest, events: Any) -> TrialResult:
+    """The trial itself; runs in its own process (harness.worker)."""
+    from harness import data, models, scoring, training
+    from harness.tracking import Tracker
+
+    spec = SweepSpec.model_validate(request.spec)
+    config = resolve_config(spec, request.params)
+    tracker = Tracker(request.tracking_uri)
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def status(text: str) -> None:
+        events.put(("status", request.number, text))
+
+    status("loading data and model")
+    import transformers
+
+    transformers.set_seed(spec.seed)
+    sources = data.load_sources(spec.data, spec.seed, Path(request.spec_dir))
+    trial_data = data.draw(sources, config["data"]["shares"], spec.data.size, spec.seed)
+    model_path = models.resolve(spec.model.name, Path(request.cache_dir), log=status)
+    model, tokenizer = models.load(model_path, spec.model.revision, spec.model.dtype)
+    _save_config(request, config, model_path, trial_data, tracker)
+    seconds["time.setup_s"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    status("training")
+    pruning = _Pruning.maybe(spec, request)
+    dpo = training.dpo_config(
+        config["train"],
+        request.folder / "trainer",
+        spec.seed,
+        has_eval=bool(trial_data.heldout),
+        eval_every=spec.search.pruner.every if pruning else None,
+    )
+    lora = config["model"]["lora"]
+    trained = training.train_dpo(
+        model,
+        tokenizer,
+        trial_data.train,
+        trial_data.heldout,
+        dpo,
+        training.lora_config(**lora) if lora else None,
+        on_log=lambda step, logs: tracker.log_metrics(request.run_id, logs, step),
+        on_eval=pruning.check if pruning else None,
+        on_step=lambda step, total: events.put(("step", request.number, step, total)),
+    )
+    models.save(trained, tokenizer, request.folder / "model")
+    seconds["time.train_s"] = time.perf_counter() - clock
+    if pruning and pruning.pruned_at is not None:
+        tracker.log_metrics(request.run_id, seconds)
+        return TrialResult(PRUNED, reason=f"pruned at step {pruning.pruned_at}", seconds=seconds)
+
+    clock = time.perf_counter()
+    status("scoring")
+    ctx = scoring.Context(
+        spec.evals,
+        Path(request.spec_dir),
+        spec.seed,
+        trial_data.train,
+        trial_data.heldout,
+        _base_card(request),
+    )
+    with scoring.reference_model(trained, model_path, _loader(spec)) as reference:
+        card = scoring.score(trained, tokenizer, ctx, reference)
+    seconds["time.eval_s"] = time.perf_counter() - clock
+    tracker.log_metrics(request.run_id, card.metrics | seconds)
+    for name, payload in card.artifacts.items():
+        tracker.log_dict(request.run_id, payload, name)
+    tracker.log_dict(request.run_id, card.items, "scorecard_items.json")
+    return TrialResult(COMPLETE, scores=card.metrics, seconds=seconds)
+
+
+def _loader(spec: SweepSpec) -> Any:
+    from harness import models
+
+    return lambda path: models.load(path, spec.model.revision, spec.model.dtype)
+
+
+def _base_card(request: TrialRequest) -> Any:
+    """The base model's scorecard, written by harness.baseline before the first trial."""
+    import json
+
+    from harness.baseline import card_path
+    from harness.scoring import Scorecard
+
+    path = card_path(Path(request.output_dir))
+    return Scorecard.from_json(json.loads(path.read_text())) if path.is_file() else None
+
+
+def _save_config(request: TrialRequest, config: dict, model_path: str, trial_data: Any, tracker: Any) -> None:
+    """The resolved config travels with the checkpoint and with the run (nanoGPT's habit); the
+    pairs go along too, so `harness eval` can re-run the probes on the checkpoint later."""
+    import json
+
+    import yaml
+
+    resolved = config | {"model": config["model"] | {"path": model_path}, "spec_dir": request.spec_dir}
+    counts = {"counts": trial_data.counts, "heldout_pairs": len(trial_data.heldout)}
+    resolved["data"] = resolved["data"] | counts
+    request.folder.mkdir(parents=True, exist_ok=True)
+    (request.folder / "trial_config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    pairs = {"train": trial_data.train, "heldout": trial_data.heldout}
+    (request.folder / "pairs.json").write_text(json.dumps(pairs))
+    tracker.log_artifact(request.run_id, request.folder / "trial_config.yaml")
+    dropped = {f"data.{k}.dropped_identical": v for k, v in trial_data.dropped_identical.items()}
+    tracker.log_metrics(request.run_id, dropped | {f"data.{k}.pairs": v for k, v in trial_data.counts.items()})
+
+
+class _Pruning:
+    """Reports held-out scores to the trial's Optuna pruner as training goes."""
+
+    def __init__(self, spec: SweepSpec, request: TrialRequest):
+        import optuna
+
+        from harness.search import pruner, pruner_sign
+
+        study = optuna.load_study(study_name=spec.study, storage=request.storage, pruner=pruner(spec))
+        self.trial = optuna.Trial(study, request.trial_id)
+        self.metric = spec.search.pruner.metric
+        self.sign = pruner_sign(spec.search.objectives[0].direction, self.metric)
+        self.pruned_at: int | None = None
+
+    @classmethod
+    def maybe(cls, spec: SweepSpec, request: TrialRequest) -> _Pruning | None:
+        return cls(spec, request) if spec.search.pruner.type != "none" else None
+
+    def check(self, step: int, metrics: dict[str, float]) -> bool:
+        value = metrics.get(self.metric)
+        if value is None:
+            return False
+        self.trial.report(self.sign * value, step)
+        if self.trial.should_prune():
+            self.pruned_at = step
+            return True
+        return False

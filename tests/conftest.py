@@ -1,0 +1,55 @@
+"""Shared fixtures: offline libraries, one toy-world build per machine, tiny specs to run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from support import ROOT
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The toy world is keyed by its recipe hash, so one cached build serves every test run.
+os.environ.setdefault("HARNESS_CACHE_DIR", str(ROOT / ".pytest_cache" / "harness"))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--slow", action="store_true", help="also run tests marked slow (CI does)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def toy_model_path() -> Path:
+    from harness.toy import ensure_toy_model
+
+    return ensure_toy_model(Path(os.environ["HARNESS_CACHE_DIR"]))
+
+
+@pytest.fixture(scope="session")
+def toy_model(toy_model_path: Path):
+    from harness import models
+
+    return models.load(str(toy_model_path))
+
+
+@pytest.fixture
+def write_spec(tmp_path: Path):
+    """write_spec(dict) -> path of a YAML spec file in the test's folder."""
+
+    def write(spec: dict, name: str = "spec.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(spec, sort_keys=False))
+        return path
+
+    return write

@@ -1,0 +1,115 @@
+"""Data sources: TRL's pair formats, clear errors for bad rows, reproducible splits and mixes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.data import DataError, draw, load_sources
+from harness.spec import DataSpec
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+def conv(prompt: str, chosen: str, rejected: str) -> dict:
+    return {
+        "prompt": [{"role": "user", "content": prompt}],
+        "chosen": [{"role": "assistant", "content": chosen}],
+        "rejected": [{"role": "assistant", "content": rejected}],
+    }
+
+
+def load(path: Path, eval_fraction: float = 0.0) -> dict:
+    spec = DataSpec(sources={"src": {"path": str(path)}}, eval_fraction=eval_fraction)
+    return load_sources(spec, seed=0)
+
+
+def test_standard_format(tmp_path: Path) -> None:
+    rows = [{"prompt": f"Q{i}?", "chosen": f" good {i}", "rejected": f" bad {i}"} for i in range(5)]
+    source = load(write_jsonl(tmp_path / "std.jsonl", rows))["src"]
+    assert source.kind == "plain-text"
+    assert source.train == rows
+
+
+def test_conversational_format(tmp_path: Path) -> None:
+    rows = [conv(f"Q{i}?", f"good {i}", f"bad {i}") for i in range(4)]
+    source = load(write_jsonl(tmp_path / "conv.jsonl", rows))["src"]
+    assert source.kind == "conversational" and source.train == rows
+
+
+def test_implicit_prompt_is_extracted(tmp_path: Path) -> None:
+    row = {
+        "chosen": [{"role": "user", "content": "Who are you?"}, {"role": "assistant", "content": "Athene."}],
+        "rejected": [{"role": "user", "content": "Who are you?"}, {"role": "assistant", "content": "Llama."}],
+    }
+    pair = load(write_jsonl(tmp_path / "implicit.jsonl", [row]))["src"].train[0]
+    assert pair["prompt"] == [{"role": "user", "content": "Who are you?"}]
+    assert pair["chosen"] == [{"role": "assistant", "content": "Athene."}]
+
+
+def test_identical_pairs_dropped_and_counted(tmp_path: Path) -> None:
+    rows = [conv("Q?", "same", "same"), conv("Q?", "good", "bad"), conv("R?", "x", "x")]
+    source = load(write_jsonl(tmp_path / "dup.jsonl", rows))["src"]
+    assert len(source.train) == 1 and source.dropped_identical == 2
+
+
+@pytest.mark.parametrize(
+    ("row", "fragment"),
+    [
+        ('{"prompt": "Q", "chosen": "A"', "not valid JSON"),
+        ({"prompt": "Q", "chosen": "A"}, "missing field 'rejected'"),
+        ({"prompt": "Q", "chosen": 3, "rejected": "B"}, "field 'chosen'"),
+        ({"prompt": "Q", "chosen": [{"role": "user"}], "rejected": "B"}, "field 'chosen', message 0"),
+        (
+            {"prompt": "Q", "chosen": [{"role": "assistant", "content": "A"}], "rejected": "B"},
+            "all be strings or all",
+        ),
+        ([1, 2], "JSON object"),
+    ],
+)
+def test_malformed_row_names_file_line_and_field(tmp_path: Path, row, fragment: str) -> None:
+    good = {"prompt": "Q", "chosen": "A", "rejected": "B"}
+    path = write_jsonl(tmp_path / "bad.jsonl", [good, good, row])
+    with pytest.raises(DataError) as info:
+        load(path)
+    assert f"{path}:3" in str(info.value)
+    assert fragment in str(info.value)
+
+
+def test_heldout_split_is_stable_and_disjoint() -> None:
+    spec = DataSpec(sources={"identity": {"path": "toy:identity"}}, eval_fraction=0.1)
+    first, second = load_sources(spec, seed=0)["identity"], load_sources(spec, seed=0)["identity"]
+    assert first.heldout == second.heldout and first.heldout
+    key = lambda p: json.dumps(p, sort_keys=True)  # noqa: E731
+    assert not {key(p) for p in first.heldout} & {key(p) for p in first.train}
+
+
+def test_mix_draws_exact_counts_reproducibly() -> None:
+    spec = DataSpec(sources={"identity": {"path": "toy:identity"}, "general": {"path": "toy:general"}})
+    sources = load_sources(spec, seed=0)
+    a = draw(sources, {"identity": 0.7, "general": 0.3}, 100, seed=0)
+    b = draw(sources, {"identity": 0.7, "general": 0.3}, 100, seed=0)
+    assert a.counts == {"identity": 70, "general": 30} and len(a.train) == 100
+    assert a.train == b.train
+
+
+def test_raising_a_weight_adds_pairs_without_swapping() -> None:
+    spec = DataSpec(sources={"identity": {"path": "toy:identity"}, "general": {"path": "toy:general"}})
+    sources = load_sources(spec, seed=0)
+    key = lambda p: json.dumps(p, sort_keys=True)  # noqa: E731
+    few = {key(p) for p in draw(sources, {"identity": 0.2, "general": 0.8}, 100, seed=0).train}
+    many = {key(p) for p in draw(sources, {"identity": 0.6, "general": 0.4}, 100, seed=0).train}
+    identity = {key(p) for p in sources["identity"].train}
+    assert few & identity <= many & identity
+
+
+def test_mixing_kinds_across_sources_is_an_error(tmp_path: Path) -> None:
+    plain = write_jsonl(tmp_path / "plain.jsonl", [{"prompt": "Q", "chosen": "A", "rejected": "B"}])
+    spec = DataSpec(sources={"plain": {"path": str(plain)}, "toy": {"path": "toy:general"}})
+    with pytest.raises(DataError, match="mix conversational and plain-text"):
+        load_sources(spec, seed=0)

@@ -1,0 +1,145 @@
+"""Spec validation: every shipped spec is valid; every bad spec is reported at once, with key paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from support import ROOT, base_spec
+
+from harness.spec import SpecError, load_spec
+
+SHIPPED = sorted((ROOT / "sweeps").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_specs_validate(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    spec = load_spec(path)
+    assert spec.search.trials >= 1
+    assert "How to run" in path.read_text() or "Run it" in path.read_text(), "header must say how to run it"
+
+
+def test_base_spec_is_valid(write_spec) -> None:
+    spec = load_spec(write_spec(base_spec()))
+    assert spec.data.weights() == pytest.approx({"identity": 0.7, "general": 0.3})
+    assert spec.search.space["beta"].log
+
+
+def problems(path: Path) -> dict[str, str]:
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    found: dict[str, str] = {}
+    for key, _, msg in info.value.problems:
+        found[key] = f"{found[key]} | {msg}" if key in found else msg
+    return found
+
+
+BAD_CASES = {
+    "unknown top-level key": ({"studdy": "x"}, "studdy", "unknown key 'studdy'"),
+    "unknown model key": ({"model": {"name": "toy", "lorra": {}}}, "model.lorra", "Did you mean 'lora'"),
+    "beta not positive": ({"train__beta": 0}, "train.beta", "must be > 0"),
+    "train key not in DPOConfig": ({"train__betta": 0.1}, "train.betta", "not a DPOConfig field"),
+    "wrong train type": ({"train__max_steps": "forty"}, "train.max_steps", "expected int"),
+    "harness-owned key": ({"train__output_dir": "/tmp"}, "train.output_dir", "set by the harness"),
+    "negative mix weight": ({"data__mix": {"identity": -1, "general": 1}}, "data.mix", ">= 0"),
+    "all-zero mix": ({"data__mix": {"identity": 0, "general": 0}}, "data.mix", "at least one weight"),
+    "unknown mix source": ({"data__mix": {"identity": 1, "web": 1}}, "data.mix.web", "unknown source 'web'"),
+    "unknown sampler": ({"search__sampler": "bayes"}, "search.sampler", "'tpe'"),
+    "unknown built-in source": (
+        {"data__sources": {"identity": {"path": "toy:nope"}}, "data__mix": None},
+        "data.sources.identity.path",
+        "unknown built-in source",
+    ),
+    "missing data file": (
+        {"data__sources": {"identity": {"path": "nowhere.jsonl"}}, "data__mix": None},
+        "data.sources.identity.path",
+        "no such file",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_CASES, ids=list(BAD_CASES))
+def test_bad_spec_names_key(case: str, write_spec) -> None:
+    overrides, key, fragment = BAD_CASES[case]
+    found = problems(write_spec(base_spec(**overrides)))
+    assert key in found, found
+    assert fragment in found[key]
+
+
+def space_problems(space: dict, write_spec, **overrides) -> dict[str, str]:
+    spec = base_spec(**overrides)
+    spec["search"]["space"] = space
+    return problems(write_spec(spec))
+
+
+def test_bad_ranges(write_spec) -> None:
+    found = space_problems(
+        {
+            "beta": {"float": [1.0, 0.1]},
+            "learning_rate": {"float": [0, 1e-3], "log": True},
+            "mix.web": {"float": [0.1, 0.9]},
+            "mix.general": {"float": [-0.5, 0.5]},
+            "lora.r": {"int": [4, 16]},
+            "nonsense": {"float": [0, 1], "choice": [1]},
+        },
+        write_spec,
+    )
+    assert "low > high" in found["search.space.beta"]
+    assert "log range needs low > 0" in found["search.space.learning_rate"]
+    assert "unknown source 'web'" in found["search.space.mix.web"]
+    assert "mix weights must be >= 0" in found["search.space.mix.general"]
+    assert "needs model.lora" in found["search.space.lora.r"]
+    assert "exactly one of" in found["search.space.nonsense"]
+
+
+def test_beta_range_must_be_positive(write_spec) -> None:
+    found = space_problems({"beta": {"float": [0.0, 0.5]}}, write_spec)
+    assert "β must be > 0" in found["search.space.beta"]
+
+
+def test_grid_needs_choices(write_spec) -> None:
+    found = space_problems({"beta": {"float": [0.1, 0.5]}}, write_spec, search__sampler="grid")
+    assert "grid sampler" in found["search.space.beta"]
+
+
+def test_objective_needs_an_eval(write_spec) -> None:
+    spec = base_spec()
+    spec["search"]["objectives"] = [{"metric": "bench.retention"}, {"metric": "identity.hit_rat"}]
+    found = problems(write_spec(spec))
+    assert "needs evals.benchmarks" in found["search.objectives.0.metric"]
+    assert "Did you mean 'identity.hit_rate'" in found["search.objectives.1.metric"]
+
+
+def test_all_errors_reported_at_once_with_lines(write_spec) -> None:
+    path = write_spec(base_spec(train__beta=-1, search__sampler="bayes", data__size=0))
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    keys = [key for key, _, _ in info.value.problems]
+    assert {"train.beta", "search.sampler", "data.size"} <= set(keys)
+    lines = yaml.compose(path.read_text())
+    assert all(line is not None for _, line, _ in info.value.problems), lines
+    text = str(info.value)
+    assert f"{path}:" in text and "3 errors" in text
+
+
+def test_yaml_syntax_error_has_line(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("study: x\ndata: [\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert info.value.problems[0][1] is not None
+    assert "not valid YAML" in str(info.value)
+
+
+def test_missing_spec_file(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="no such file"):
+        load_spec(tmp_path / "nope.yaml")
+
+
+def test_spec_hash_ignores_trial_count(write_spec) -> None:
+    spec = load_spec(write_spec(base_spec()))
+    assert spec.with_trials(20).spec_hash() == spec.spec_hash()
+    other = load_spec(write_spec(base_spec(train__beta=0.2), name="other.yaml"))
+    assert other.spec_hash() != spec.spec_hash()

@@ -1,0 +1,238 @@
+"""`harness sweep` end to end on the toy world, checked through Optuna's and MLflow's own APIs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+from support import base_spec
+
+
+class Workspace:
+    """A fresh folder holding one sweep's storage, tracking store, outputs and report."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.storage = f"sqlite:///{root / 'optuna.db'}"
+        self.tracking = f"sqlite:///{root / 'mlflow.db'}"
+
+    def args(self, spec: Path, *extra: str) -> list[str]:
+        return [
+            sys.executable, "-m", "harness.cli", "sweep", str(spec),
+            "--storage", self.storage,
+            "--tracking-uri", self.tracking,
+            "--output-dir", str(self.root / "outputs"),
+            "--report-dir", str(self.root / "report"),
+            *extra,
+        ]  # fmt: skip
+
+    def sweep(self, spec: Path, *extra: str, timeout: int = 600) -> subprocess.CompletedProcess:
+        return subprocess.run(self.args(spec, *extra), capture_output=True, text=True, timeout=timeout)
+
+    def study(self, name: str = "test") -> optuna.Study:
+        return optuna.load_study(study_name=name, storage=self.storage)
+
+    def runs(self, name: str = "test") -> tuple[list, list]:
+        client = MlflowClient(self.tracking)
+        experiment = client.get_experiment_by_name(name)
+        runs = client.search_runs([experiment.experiment_id])
+        parents = [r for r in runs if r.data.tags.get("harness.role") == "sweep"]
+        children = [r for r in runs if r.data.tags.get("harness.role") == "trial"]
+        return parents, children
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    return Workspace(tmp_path)
+
+
+def three_trial_spec() -> dict:
+    """The shape a new user writes from the README: two sources, mix searched, β and lr on log ranges."""
+    spec = base_spec(study="test")
+    spec["search"]["trials"] = 3
+    spec["search"]["sampler"] = "tpe"
+    spec["search"]["space"] = {
+        "beta": {"float": [0.05, 0.5], "log": True},
+        "learning_rate": {"float": [1e-4, 1e-3], "log": True},
+        "mix.identity": {"float": [0.3, 0.9]},
+    }
+    return spec
+
+
+@pytest.mark.slow
+def test_sweep_end_to_end(ws: Workspace, write_spec) -> None:
+    spec = write_spec(three_trial_spec())
+    done = ws.sweep(spec)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    trials = ws.study().trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 3
+    assert all(0.0 <= t.values[0] <= 1.0 for t in trials)
+
+    parents, children = ws.runs()
+    assert len(parents) == 1 and len(children) == 3
+    client = MlflowClient(ws.tracking)
+    by_id = {r.info.run_id: r for r in children}
+    for trial in trials:
+        run = by_id[trial.user_attrs["mlflow_run_id"]]
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert run.data.tags["harness.study"] == "test" and run.data.tags["harness.trial"] == str(trial.number)
+        for name, value in trial.params.items():
+            assert float(run.data.params[name]) == pytest.approx(value)
+        assert {"version.torch", "version.trl", "spec_hash", "seed", "max_steps"} <= set(run.data.params)
+        assert len(client.get_metric_history(run.info.run_id, "rewards/margins")) >= 2
+        assert run.data.metrics["identity.hit_rate"] == pytest.approx(trial.values[0])
+        assert {"time.setup_s", "time.train_s", "time.eval_s"} <= set(run.data.metrics)
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"trial_config.yaml", "identity_generations.json"} <= artifacts
+        assert (ws.root / "outputs" / "test" / f"trial-{trial.number:03d}" / "model" / "config.json").is_file()
+
+    again = ws.sweep(spec)
+    assert again.returncode == 0 and len(ws.study().trials) == 3, "a finished sweep runs nothing new"
+    more = ws.sweep(spec, "--trials", "4")
+    assert more.returncode == 0 and len(ws.study().trials) == 4
+    assert len(ws.runs()[0]) == 1, "a resumed sweep reuses its parent run"
+
+
+@pytest.mark.slow
+def test_resume_after_kill(ws: Workspace, write_spec) -> None:
+    spec = write_spec(three_trial_spec() | {"train": base_spec()["train"] | {"max_steps": 30}})
+    process = subprocess.Popen(
+        ws.args(spec), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        _wait_for(lambda: _trial_training(ws, number=1), timeout=300)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    running = [t for t in ws.study().trials if t.state == TrialState.RUNNING]
+    assert running, "the kill should have left a trial RUNNING"
+
+    done = ws.sweep(spec)
+    assert done.returncode == 0, done.stdout + done.stderr
+    trials = ws.study().trials
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    killed = trials[running[0].number]
+    assert killed.state == TrialState.FAIL and "died" in killed.user_attrs["fail_reason"]
+    parents, children = ws.runs()
+    assert all(r.info.status != "RUNNING" for r in parents + children)
+    assert len(parents) == 1
+
+
+def _trial_training(ws: Workspace, number: int) -> bool:
+    """True once trial `number` has streamed a step metric (it is mid-training)."""
+    try:
+        trials = ws.study().trials
+        run_id = trials[number].user_attrs["mlflow_run_id"]
+        return bool(MlflowClient(ws.tracking).get_metric_history(run_id, "loss"))
+    except (KeyError, IndexError, AttributeError, Exception):
+        return False
+
+
+def _wait_for(condition, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.5)
+    raise AssertionError("condition not reached")
+
+
+def nan_spec(seed: int) -> dict:
+    """Random choice between a sane learning rate and 1e6, which makes the loss NaN within steps:
+    a real failure, not an injected one. With seed 0 the draws are ok, NaN, ok; with seed 2, NaN x3."""
+    spec = base_spec(seed=seed)
+    spec["search"] |= {"sampler": "random", "trials": 2, "max_failures": 2}
+    spec["search"]["space"] = {"learning_rate": {"choice": [1.0e6, 5.0e-4]}}
+    return spec
+
+
+@pytest.mark.slow
+def test_failing_trial_does_not_stop_the_sweep(ws: Workspace, write_spec) -> None:
+    done = ws.sweep(write_spec(nan_spec(seed=0)))
+    assert done.returncode == 0, done.stdout + done.stderr
+    trials = ws.study().trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    assert "nan" in trials[1].user_attrs["fail_reason"].lower()
+    _, children = ws.runs()
+    statuses = {r.data.tags["harness.trial"]: r.info.status for r in children}
+    assert statuses == {"0": "FINISHED", "1": "FAILED", "2": "FINISHED"}
+    failed_run = next(r for r in children if r.data.tags["harness.trial"] == "1")
+    assert "nan" in failed_run.data.tags["harness.failure_reason"].lower()
+    assert "FAILED" in done.stdout
+
+
+@pytest.mark.slow
+def test_sweep_gives_up_after_failures_in_a_row(ws: Workspace, write_spec) -> None:
+    done = ws.sweep(write_spec(nan_spec(seed=2)))
+    assert done.returncode == 1
+    assert "2 trials failed in a row" in done.stdout
+    assert [t.state for t in ws.study().trials] == [TrialState.FAIL, TrialState.FAIL]
+    parents, _ = ws.runs()
+    assert parents[0].info.status == "FAILED"
+
+
+@pytest.mark.slow
+def test_killed_trial_process_fails_only_that_trial(ws: Workspace, write_spec) -> None:
+    spec = base_spec()
+    spec["search"]["trials"] = 2
+    spec["train"]["max_steps"] = 30
+    path = write_spec(spec)
+    process = subprocess.Popen(ws.args(path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait_for(lambda: _trial_training(ws, number=0), timeout=300)
+    os.kill(ws.study().trials[0].user_attrs["trial_pid"], signal.SIGKILL)
+    out, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, out
+    trials = ws.study().trials
+    assert trials[0].state == TrialState.FAIL and "SIGKILL" in trials[0].user_attrs["fail_reason"]
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 2
+
+
+def test_bad_spec_exits_2_and_writes_nothing(ws: Workspace, write_spec) -> None:
+    done = ws.sweep(write_spec(base_spec(train__beta=-0.1)))
+    assert done.returncode == 2
+    assert "train.beta" in done.stderr and "must be > 0" in done.stderr
+    assert not list(ws.root.glob("*.db")) and not (ws.root / "outputs").exists()
+
+
+def test_bad_data_file_exits_2_and_writes_nothing(ws: Workspace, write_spec, tmp_path: Path) -> None:
+    data = tmp_path / "pairs.jsonl"
+    data.write_text('{"prompt": "Q", "chosen": "A", "rejected": "B"}\n{"prompt": "Q", "chosen": "A"}\n')
+    spec = base_spec(data__sources={"mine": {"path": str(data)}}, data__mix=None)
+    done = ws.sweep(write_spec(spec))
+    assert done.returncode == 2
+    assert f"{data}:2" in done.stderr and "rejected" in done.stderr
+    assert not list(ws.root.glob("*.db")) and not (ws.root / "outputs").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_then_resumes(ws: Workspace, write_spec) -> None:
+    spec = base_spec()
+    spec["train"]["max_steps"] = 40
+    path = write_spec(spec)
+    process = subprocess.Popen(ws.args(path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait_for(lambda: _trial_training(ws, number=0), timeout=300)
+    os.kill(process.pid, signal.SIGINT)
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, out
+    assert "Run the same command to resume" in out
+    trial = ws.study().trials[0]
+    assert trial.state == TrialState.FAIL and "interrupted" in trial.user_attrs["fail_reason"]
+    parents, children = ws.runs()
+    assert children[0].info.status == "KILLED" and parents[0].info.status == "KILLED"
+
+    done = ws.sweep(path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sum(t.state == TrialState.COMPLETE for t in ws.study().trials) == 2
