@@ -21,6 +21,9 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+ONE_TIME_WORK = "building the toy model"  # as harness.toy.cache announces it
+
+
 class SweepProgress:
     def __init__(self, console: Console, verbose: bool = False):
         console.soft_wrap = True  # one line per trial, even in logs and pipes
@@ -69,8 +72,9 @@ class SweepProgress:
         kind = event[0]
         if kind == "status":
             self.bar.update(self.trial_task, detail=event[2])
-            if self.verbose:
-                self.console.print(f"  trial {event[1]}: {event[2]}")
+            if self.verbose or event[2].startswith(ONE_TIME_WORK):  # a minute of silence deserves a line
+                who = "base model" if event[1] < 0 else f"trial {event[1]}"
+                self.console.print(f"  {who}: {event[2]}")
         elif kind == "step":
             self.bar.update(self.trial_task, completed=event[2], total=event[3], detail="training")
 

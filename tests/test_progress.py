@@ -1,0 +1,29 @@
+"""What a quiet sweep prints: one line per trial, plus a line for one-time work that takes a minute."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from harness.progress import SweepProgress
+
+
+def quiet_progress() -> tuple[SweepProgress, io.StringIO]:
+    out = io.StringIO()
+    progress = SweepProgress(Console(file=out, width=200), verbose=False)
+    progress.baseline_started()
+    return progress, out
+
+
+def test_quiet_progress_hides_routine_status() -> None:
+    progress, out = quiet_progress()
+    progress.event(("status", -1, "scoring the base model"))
+    progress.event(("status", 3, "training"))
+    assert out.getvalue() == ""
+
+
+def test_toy_build_is_announced_even_when_quiet() -> None:
+    progress, out = quiet_progress()
+    progress.event(("status", -1, "building the toy model into /tmp/x (once per recipe, about a minute)"))
+    assert "base model: building the toy model into /tmp/x" in out.getvalue()
