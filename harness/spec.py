@@ -307,10 +307,10 @@ def _train_problems(train: dict, space: dict) -> list[tuple[str, str]]:
     for key, msg in check_train_fields({k: None for k in searched_train}, names_only=True):
         problems.append((f"search.space.{key}", msg))
     beta_dim = space.get("beta")
-    if isinstance(beta_dim, dict) and isinstance(beta_dim.get("float"), list) and beta_dim["float"]:
-        low = beta_dim["float"][0]
-        if isinstance(low, int | float) and low <= 0:
-            problems.append(("search.space.beta", f"β must be > 0, but the range starts at {low}"))
+    # A log range starting at 0 is already reported by the range itself: one problem, one message.
+    low = _lowest(beta_dim) if isinstance(beta_dim, dict) and not beta_dim.get("log") else None
+    if low is not None and low <= 0:
+        problems.append(("search.space.beta", f"β must be > 0, but the space reaches {low}"))
     return problems
 
 

@@ -97,6 +97,13 @@ def test_bad_ranges(write_spec) -> None:
 def test_beta_range_must_be_positive(write_spec) -> None:
     found = space_problems({"beta": {"float": [0.0, 0.5]}}, write_spec)
     assert "β must be > 0" in found["search.space.beta"]
+    found = space_problems({"beta": {"choice": [0.1, -0.2]}}, write_spec)
+    assert "β must be > 0" in found["search.space.beta"]
+
+
+def test_one_problem_gives_one_message(write_spec) -> None:
+    found = space_problems({"beta": {"float": [0.0, 0.5], "log": True}}, write_spec)
+    assert found["search.space.beta"] == "log range needs low > 0, got [0.0, 0.5]"
 
 
 def test_grid_needs_choices(write_spec) -> None:
