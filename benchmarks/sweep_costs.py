@@ -1,0 +1,78 @@
+"""Where a toy sweep's time goes: per-trial setup / training / scoring, and the report refresh.
+
+Runs `harness sweep sweeps/beta.yaml --trials N` into a temporary folder (the toy model comes
+from outputs/cache, as for the quickstart, or $HARNESS_CACHE_DIR), then prints what MLflow
+recorded per trial and times report builds.
+Figures are ratios measured in one run, since this machine is shared and noisy:
+scoring / training per trial (the scorecard must cost less than training) and report refresh /
+trial (the sweep rebuilds the report after every trial, so it must be cheap beside one).
+
+    .venv/bin/python benchmarks/sweep_costs.py [--trials 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDY = "beta-sweep"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=3)
+    trials = parser.parse_args().trials
+    with tempfile.TemporaryDirectory(prefix="harness-bench-") as tmp:
+        folder = Path(tmp)
+        storage, tracking = f"sqlite:///{folder / 'optuna.db'}", f"sqlite:///{folder / 'mlflow.db'}"
+        sweep = [sys.executable, "-m", "harness.cli", "sweep", str(ROOT / "sweeps/beta.yaml"), "--trials", str(trials)]
+        sweep += ["--storage", storage, "--tracking-uri", tracking, "--output-dir", str(folder / "out")]
+        env = os.environ | {"HARNESS_CACHE_DIR": os.environ.get("HARNESS_CACHE_DIR", str(ROOT / "outputs/cache"))}
+        subprocess.run([*sweep, "--report-dir", str(folder / "report")], check=True, cwd=ROOT, env=env)
+        per_trial = trial_seconds(tracking)
+        cold, warm = report_seconds(storage, tracking, folder)
+    print_figures(per_trial, cold, warm)
+
+
+def trial_seconds(tracking: str) -> list[dict[str, float]]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking)
+    experiment = client.get_experiment_by_name(STUDY)
+    runs = client.search_runs([experiment.experiment_id], "tags.`harness.trial` != ''")
+    return [{k: v for k, v in r.data.metrics.items() if k.startswith("time.")} for r in runs]
+
+
+def report_seconds(storage: str, tracking: str, folder: Path) -> tuple[float, float]:
+    """The first build in a process (imports, caches) and a repeat, as after each trial of a sweep."""
+    from harness.report import build_report
+
+    times = []
+    for name in ("cold", "warm"):
+        started = time.perf_counter()
+        build_report([STUDY], storage, tracking, folder / name)
+        times.append(time.perf_counter() - started)
+    return times[0], times[1]
+
+
+def print_figures(per_trial: list[dict[str, float]], cold: float, warm: float) -> None:
+    def mean(key: str) -> float:
+        return statistics.mean(t.get(key, 0.0) for t in per_trial)
+
+    print(f"\n{len(per_trial)} trials, mean seconds per trial:")
+    for key in ("time.setup_s", "time.train_s", "time.eval_s", "time.total_s"):
+        print(f"  {key:<14} {mean(key):7.2f}")
+    print(f"scoring / training per trial: {mean('time.eval_s') / mean('time.train_s'):.2f}  (must stay < 1)")
+    print(f"report build: first {cold:.2f} s, repeat {warm:.2f} s")
+    print(f"report refresh / trial: {warm / mean('time.total_s'):.2f}")
+
+
+if __name__ == "__main__":
+    main()
