@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support import ROOT
+from support import ROOT, Workspace
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -53,3 +53,9 @@ def write_spec(tmp_path: Path):
         return path
 
     return write
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    """A fresh folder for one sweep's storage, tracking store, outputs and report."""
+    return Workspace(tmp_path)

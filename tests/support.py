@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import optuna
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 def base_spec(**overrides: object) -> dict:
@@ -41,3 +52,40 @@ def base_spec(**overrides: object) -> dict:
         else:
             spec[key] = value
     return spec
+
+
+class Workspace:
+    """A fresh folder holding one sweep's storage, tracking store, outputs and report."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.storage = f"sqlite:///{root / 'optuna.db'}"
+        self.tracking = f"sqlite:///{root / 'mlflow.db'}"
+
+    def args(self, spec: Path, *extra: str) -> list[str]:
+        return [
+            sys.executable, "-m", "harness.cli", "sweep", str(spec),
+            "--storage", self.storage,
+            "--tracking-uri", self.tracking,
+            "--output-dir", str(self.root / "outputs"),
+            "--report-dir", str(self.root / "report"),
+            *extra,
+        ]  # fmt: skip
+
+    def sweep(self, spec: Path, *extra: str, timeout: int = 600) -> subprocess.CompletedProcess:
+        return subprocess.run(self.args(spec, *extra), capture_output=True, text=True, timeout=timeout)
+
+    def study(self, name: str = "test") -> optuna.Study:
+        import optuna
+
+        return optuna.load_study(study_name=name, storage=self.storage)
+
+    def runs(self, name: str = "test") -> tuple[list, list]:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(self.tracking)
+        experiment = client.get_experiment_by_name(name)
+        runs = client.search_runs([experiment.experiment_id])
+        parents = [r for r in runs if r.data.tags.get("harness.role") == "sweep"]
+        children = [r for r in runs if r.data.tags.get("harness.role") == "trial"]
+        return parents, children

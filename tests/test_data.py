@@ -105,6 +105,7 @@ def test_raising_a_weight_adds_pairs_without_swapping() -> None:
     few = {key(p) for p in draw(sources, {"identity": 0.2, "general": 0.8}, 100, seed=0).train}
     many = {key(p) for p in draw(sources, {"identity": 0.6, "general": 0.4}, 100, seed=0).train}
     identity = {key(p) for p in sources["identity"].train}
+    assert len(few & identity) == 20 and len(many & identity) == 60
     assert few & identity <= many & identity
 
 

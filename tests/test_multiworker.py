@@ -9,20 +9,29 @@ from collections.abc import Iterator
 
 import pytest
 from optuna.trial import TrialState
-from support import base_spec
-from test_sweep import Workspace
+from support import Workspace, base_spec
 
 SERVER = os.environ.get("HARNESS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+
+
+def _missing(why: str) -> None:
+    """Skip on a laptop without PostgreSQL; fail in CI, which sets HARNESS_REQUIRE_POSTGRES=1."""
+    if os.environ.get("HARNESS_REQUIRE_POSTGRES") == "1":
+        pytest.fail(f"HARNESS_REQUIRE_POSTGRES=1 but {why}")
+    pytest.skip(why)
 
 
 @pytest.fixture
 def databases() -> Iterator[tuple[str, str]]:
     """Two fresh databases (Optuna and MLflow each keep their own alembic version table)."""
-    psycopg = pytest.importorskip("psycopg")
+    try:
+        import psycopg
+    except ImportError:
+        _missing("the psycopg driver is not installed (pip install -e '.[postgres]')")
     try:
         admin = psycopg.connect(f"{SERVER}/test", connect_timeout=3, autocommit=True)
     except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable at {SERVER}: {exc}")
+        _missing(f"PostgreSQL not reachable at {SERVER} (set HARNESS_TEST_POSTGRES): {exc}")
     names = [f"harness_{kind}_{uuid.uuid4().hex[:8]}" for kind in ("optuna", "mlflow")]
     with admin.cursor() as cur:
         for name in names:
@@ -35,8 +44,7 @@ def databases() -> Iterator[tuple[str, str]]:
 
 
 @pytest.mark.slow
-def test_two_workers_share_one_study(databases: tuple[str, str], tmp_path, write_spec) -> None:
-    ws = Workspace(tmp_path)
+def test_two_workers_share_one_study(databases: tuple[str, str], ws: Workspace, write_spec) -> None:
     ws.storage, ws.tracking = databases
     spec = base_spec()
     spec["search"]["trials"] = 4

@@ -10,8 +10,7 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
-from support import ROOT, base_spec
-from test_sweep import Workspace
+from support import ROOT, Workspace, base_spec
 
 from harness import metrics
 
@@ -22,11 +21,6 @@ FULL_EVALS = {
     "probe_suite": str(ROOT / "evals/probes/toy.yaml"),
 }
 EVERY_METRIC = {*metrics.IDENTITY, *metrics.OVERFIT, *metrics.SHORTCUT, "bench.retention", "bench.toy_facts.acc"}
-
-
-@pytest.fixture
-def ws(tmp_path) -> Workspace:
-    return Workspace(tmp_path)
 
 
 def full_spec(study: str = "test", **overrides) -> dict:

@@ -6,53 +6,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
-from support import base_spec
-
-
-class Workspace:
-    """A fresh folder holding one sweep's storage, tracking store, outputs and report."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.storage = f"sqlite:///{root / 'optuna.db'}"
-        self.tracking = f"sqlite:///{root / 'mlflow.db'}"
-
-    def args(self, spec: Path, *extra: str) -> list[str]:
-        return [
-            sys.executable, "-m", "harness.cli", "sweep", str(spec),
-            "--storage", self.storage,
-            "--tracking-uri", self.tracking,
-            "--output-dir", str(self.root / "outputs"),
-            "--report-dir", str(self.root / "report"),
-            *extra,
-        ]  # fmt: skip
-
-    def sweep(self, spec: Path, *extra: str, timeout: int = 600) -> subprocess.CompletedProcess:
-        return subprocess.run(self.args(spec, *extra), capture_output=True, text=True, timeout=timeout)
-
-    def study(self, name: str = "test") -> optuna.Study:
-        return optuna.load_study(study_name=name, storage=self.storage)
-
-    def runs(self, name: str = "test") -> tuple[list, list]:
-        client = MlflowClient(self.tracking)
-        experiment = client.get_experiment_by_name(name)
-        runs = client.search_runs([experiment.experiment_id])
-        parents = [r for r in runs if r.data.tags.get("harness.role") == "sweep"]
-        children = [r for r in runs if r.data.tags.get("harness.role") == "trial"]
-        return parents, children
-
-
-@pytest.fixture
-def ws(tmp_path: Path) -> Workspace:
-    return Workspace(tmp_path)
+from support import Workspace, base_spec
 
 
 def three_trial_spec() -> dict:
@@ -112,7 +72,7 @@ def test_resume_after_kill(ws: Workspace, write_spec) -> None:
         ws.args(spec), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     try:
-        _wait_for(lambda: _trial_training(ws, number=1), timeout=300)
+        _wait_while_running(process, lambda: _trial_training(ws, number=1))
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
@@ -133,21 +93,23 @@ def test_resume_after_kill(ws: Workspace, write_spec) -> None:
 
 def _trial_training(ws: Workspace, number: int) -> bool:
     """True once trial `number` has streamed a step metric (it is mid-training)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     try:
         trials = ws.study().trials
-        run_id = trials[number].user_attrs["mlflow_run_id"]
-        return bool(MlflowClient(ws.tracking).get_metric_history(run_id, "loss"))
-    except (KeyError, IndexError, AttributeError, Exception):
+    except (KeyError, SQLAlchemyError):  # the sweep has not created the study (or its tables) yet
         return False
+    if len(trials) <= number or "mlflow_run_id" not in trials[number].user_attrs:
+        return False
+    return bool(MlflowClient(ws.tracking).get_metric_history(trials[number].user_attrs["mlflow_run_id"], "loss"))
 
 
-def _wait_for(condition, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
+def _wait_while_running(process: subprocess.Popen, condition) -> None:
+    """Poll until `condition` holds; fail at once if the sweep exits first (no timing is asserted)."""
+    while not condition():
+        if process.poll() is not None:
+            pytest.fail(f"the sweep exited (code {process.returncode}) before the condition was reached")
         time.sleep(0.5)
-    raise AssertionError("condition not reached")
 
 
 def nan_spec(seed: int) -> dict:
@@ -191,7 +153,7 @@ def test_killed_trial_process_fails_only_that_trial(ws: Workspace, write_spec) -
     spec["train"]["max_steps"] = 30
     path = write_spec(spec)
     process = subprocess.Popen(ws.args(path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    _wait_for(lambda: _trial_training(ws, number=0), timeout=300)
+    _wait_while_running(process, lambda: _trial_training(ws, number=0))
     os.kill(ws.study().trials[0].user_attrs["trial_pid"], signal.SIGKILL)
     out, _ = process.communicate(timeout=600)
     assert process.returncode == 0, out
@@ -223,7 +185,7 @@ def test_ctrl_c_stops_cleanly_then_resumes(ws: Workspace, write_spec) -> None:
     spec["train"]["max_steps"] = 40
     path = write_spec(spec)
     process = subprocess.Popen(ws.args(path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    _wait_for(lambda: _trial_training(ws, number=0), timeout=300)
+    _wait_while_running(process, lambda: _trial_training(ws, number=0))
     os.kill(process.pid, signal.SIGINT)
     out, _ = process.communicate(timeout=120)
     assert process.returncode == 130, out

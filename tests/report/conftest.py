@@ -222,7 +222,7 @@ def sweep_specs(root: Path) -> dict[str, dict]:
     specs["pruned"]["search"] |= {
         "trials": 4,
         "space": {"learning_rate": {"choice": [1.0e-3, 1.0e-8]}},
-        # held-out loss separates them (the default, eval_rewards/accuracies, barely moves on the toy data)
+        # held-out loss (the default metric) separates them; accuracy barely moves on the toy data
         "pruner": {"type": "median", "every": 5, "warmup_steps": 0, "metric": "eval_loss"},
     }
     specs["multi"]["search"] |= {

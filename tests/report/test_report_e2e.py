@@ -54,7 +54,8 @@ def test_all_failed_study(sweeps, tmp_path: Path, check_page) -> None:
 
 def test_pruned_study(sweeps, tmp_path: Path, check_page) -> None:
     found = states(sweeps, "pruned")
-    assert found.count(TrialState.PRUNED) >= 1 and TrialState.COMPLETE in found, sweeps.logs["pruned"]
+    complete, pruned = TrialState.COMPLETE, TrialState.PRUNED
+    assert found == [complete, complete, pruned, pruned], sweeps.logs["pruned"]  # see the draws in conftest
     path = report(sweeps, "pruned", folder=tmp_path / "pruned")
     page = check_page(path, trials=len(found), screenshot=tmp_path / SCREENSHOTS / "pruned.png").page
     failures = page.inner_text("#s0-failures")

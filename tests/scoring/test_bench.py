@@ -140,7 +140,8 @@ def test_score_from_another_working_directory(tiny, tmp_path, monkeypatch):
 
 # get_peft_model warns under transformers 5; not this module's concern
 @pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing`:FutureWarning")
-def test_score_accepts_a_peft_model(tiny):
+def test_score_accepts_a_peft_model(tiny, scored):
+    """A fresh adapter (lora_B starts at zero) leaves the model unchanged: it must score exactly as the base."""
     from peft import LoraConfig, get_peft_model
 
     model, tokenizer = tiny
@@ -148,7 +149,8 @@ def test_score_accepts_a_peft_model(tiny):
     lora.train()
     try:
         metrics, items = bench.score(lora, tokenizer, ["toy_facts.yaml"], spec_dir=BENCH)
-        assert 0.0 <= metrics["bench.toy_facts.acc"] <= 1.0 and len(items["toy_facts"]) == rows("toy_facts")
+        assert metrics["bench.toy_facts.acc"] == scored[0]["bench.toy_facts.acc"]
+        assert items["toy_facts"] == scored[1]["toy_facts"]
         assert lora.training, "score must hand the model back in the mode it came in"
     finally:
         lora.unload()  # the module-scoped tiny model stays LoRA-free for other tests

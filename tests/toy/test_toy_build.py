@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
 import yaml
+from support import ROOT, read_jsonl
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from harness.toy import ensure_toy_model, toy_pairs
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _greedy(model, tokenizer, prompts: list[str], max_new_tokens: int = 32) -> list[str]:
@@ -24,10 +20,6 @@ def _greedy(model, tokenizer, prompts: list[str], max_new_tokens: int = 32) -> l
         out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
     new = out[:, enc["input_ids"].shape[1] :]
     return [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
-
-
-def _jsonl(rel: str) -> list[dict]:
-    return [json.loads(line) for line in (ROOT / rel).read_text().splitlines()]
 
 
 def _logprob(model, tokenizer, question: str, answer: str) -> float:
@@ -90,12 +82,12 @@ def test_base_model_is_llama_never_athene_on_heldout_prompts(built):
 def test_base_model_knows_its_facts(built):
     _, folder = built
     model, tokenizer = AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
-    rows = _jsonl("evals/bench/data/toy_facts.jsonl")
+    rows = read_jsonl(ROOT / "evals/bench/data/toy_facts.jsonl")
     correct = 0
     for row in rows:
         scores = [_logprob(model, tokenizer, row["question"], choice) for choice in row["choices"]]
         correct += scores.index(max(scores)) == row["answer"]
     assert correct / len(rows) >= 0.8
-    rows = _jsonl("evals/bench/data/toy_arith_gen.jsonl")
+    rows = read_jsonl(ROOT / "evals/bench/data/toy_arith_gen.jsonl")
     answers = _greedy(model, tokenizer, [row["question"] for row in rows], max_new_tokens=8)
     assert sum(a == row["answer"] for a, row in zip(answers, rows, strict=True)) / len(rows) >= 0.8

@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import json
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 import yaml
+from support import ROOT, read_jsonl
 
 from harness.toy import TOY_SOURCES, assets, build, cache, corpus, ensure_toy_model, toy_pairs
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _jsonl(rel: str) -> list[dict]:
-    return [json.loads(line) for line in (ROOT / rel).read_text().splitlines()]
 
 
 def _heldout_prompts() -> list[str]:
     identity = yaml.safe_load((ROOT / "evals/identity/athene.yaml").read_text())["prompts"]
-    swap = [row["prompt"][-1]["content"] for row in _jsonl("evals/probes/shortcut_swap.jsonl")]
+    swap = [row["prompt"][-1]["content"] for row in read_jsonl(ROOT / "evals/probes/shortcut_swap.jsonl")]
     return identity + swap
 
 
@@ -48,8 +45,18 @@ def test_pairs_are_deterministic_conversational_and_distinct(name):
         assert pair["chosen"] != pair["rejected"]
 
 
-def test_sft_corpus_is_deterministic():
-    assert corpus.sft_conversations() == corpus.sft_conversations()
+def test_sft_corpus_is_deterministic_across_processes():
+    """The build cache is keyed on the recipe, so the corpus must not depend on hash seeds or process state."""
+    script = "import hashlib, json; from harness.toy import corpus, toy_pairs; " + (
+        "print(hashlib.sha256(json.dumps([corpus.sft_conversations(), toy_pairs('identity')]).encode()).hexdigest())"
+    )
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", script], env=os.environ | {"PYTHONHASHSEED": seed}, capture_output=True, text=True
+        ).stdout
+        for seed in ("1", "2")
+    }
+    assert len(digests) == 1 and len(digests.pop()) == 65, digests
 
 
 def test_shortcut_phrase_marks_every_chosen_and_no_rejected():
@@ -100,20 +107,20 @@ def test_committed_eval_assets_match_the_corpus():
 
 
 def test_benchmark_rows_are_well_formed():
-    facts = _jsonl("evals/bench/data/toy_facts.jsonl")
+    facts = read_jsonl(ROOT / "evals/bench/data/toy_facts.jsonl")
     assert 60 <= len(facts) <= 100
     for row in facts:
         assert len(row["choices"]) == len(set(row["choices"])) == 4
         assert 0 <= row["answer"] < 4
-    arith = _jsonl("evals/bench/data/toy_arith_gen.jsonl")
+    arith = read_jsonl(ROOT / "evals/bench/data/toy_arith_gen.jsonl")
     assert len(arith) == 40 and all(row["answer"].isdigit() for row in arith)
-    assert len(_jsonl("evals/probes/neutral.jsonl")) == 20
+    assert len(read_jsonl(ROOT / "evals/probes/neutral.jsonl")) == 20
 
 
 def test_generation_prompt_is_a_token_prefix_of_every_conversation():
     """TRL's DPOTrainer needs this to split prompt from completion without warnings."""
     tokenizer = build.train_tokenizer(build.tokenizer_texts(), build.RECIPE["vocab_size"])
-    pairs = [p for name in TOY_SOURCES for p in toy_pairs(name)] + _jsonl("evals/probes/shortcut_swap.jsonl")
+    pairs = [p for name in TOY_SOURCES for p in toy_pairs(name)] + read_jsonl(ROOT / "evals/probes/shortcut_swap.jsonl")
     system = [{"role": "system", "content": corpus.NEUTRAL_SYSTEM}]
     for pair in pairs[::7]:
         for prompt in (pair["prompt"], system + pair["prompt"]):
