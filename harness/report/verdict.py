@@ -133,7 +133,7 @@ def flags(scores: dict[str, float]) -> list[Flag]:
             Flag(
                 "displacement",
                 "Likelihood displacement",
-                f"log-probability of chosen answers fell ({delta:+.2f}) and {both:.0%} of held-out pairs lost "
+                f"Log-probability of chosen answers fell ({delta:+.2f}) and {both:.0%} of held-out pairs lost "
                 "likelihood on both answers: probability mass moved to answers nobody asked for.",
             )
         )
@@ -295,7 +295,7 @@ def assess(record: StudyRecord, chosen: Pick) -> Verdict:
             Flag(
                 "no-gain",
                 "Not better than the base model",
-                f"trial {best.number} does not beat the base model beyond evaluation noise on the objective.",
+                f"Trial {best.number} does not beat the base model beyond evaluation noise on the objective.",
             ),
         )
     badges = _badges(rows[0] if rows else None, chosen.runner_up is not None, best_flags)
@@ -430,7 +430,7 @@ def _study_flags(record: StudyRecord, chosen: Pick) -> list[Flag]:
             Flag(
                 "failed",
                 f"{len(failed)} of {total} trials failed",
-                f"most common reason: {reasons}. See Failures below."
+                f"Most common reason: {reasons}. See Failures below."
                 + (
                     " Fix the cause and run the same sweep command again: it resumes the study."
                     if len(failed) == total
@@ -444,7 +444,7 @@ def _study_flags(record: StudyRecord, chosen: Pick) -> list[Flag]:
             Flag(
                 "one",
                 "Only one complete trial",
-                "nothing to compare it against: run more trials before trusting the settings.",
+                "Nothing to compare it against: run more trials before trusting the settings.",
                 severe=False,
             )
         )
