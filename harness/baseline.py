@@ -43,7 +43,12 @@ def run(request: BaselineRequest, events: Any) -> TrialResult:
     spec = SweepSpec.model_validate(request.spec)
     clock = time.perf_counter()
     events.put(("status", -1, "preparing the base model"))
-    path = models.resolve(spec.model.name, Path(request.cache_dir), log=lambda t: events.put(("status", -1, t)))
+    path = models.resolve(
+        spec.model.name,
+        Path(request.cache_dir),
+        log=lambda text: events.put(("status", -1, text)),
+        announce=lambda text: events.put(("note", -1, text)),
+    )
     model, tokenizer = models.load(path, spec.model.revision, spec.model.dtype)
     events.put(("status", -1, "scoring the base model"))
     card = scoring.score(model, tokenizer, scoring.Context(spec.evals, Path(request.spec_dir), spec.seed))

@@ -194,14 +194,15 @@ def eval_(
     from harness.models import cache_dir
 
     _quiet_libraries(verbose)
+    log = lambda text: err.print(f"[dim]{text}[/]")  # noqa: E731
     try:
-        target = resolve_target(model, evals, base, cache_dir(output_dir))
+        target = resolve_target(model, evals, base, cache_dir(output_dir), log)
         from harness.scoring import check_evals
 
         check_evals(target.evals, target.spec_dir)
     except _input_errors() as exc:
         raise _bad_input(exc) from None
-    card, base_card = evaluate(target, log=lambda text: err.print(f"[dim]{text}[/]"))
+    card, base_card = evaluate(target, log=log)
     _print_scorecard(target.model, card.metrics, base_card.metrics if base_card else None)
     if log_to:
         _log_eval(log_to, tracking_uri, target, card.metrics)

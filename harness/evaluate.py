@@ -28,7 +28,7 @@ class EvalTarget:
     heldout_pairs: list[dict] = field(default_factory=list)
 
 
-def resolve_target(target: str, evals_file: Path | None, base: str | None, cache: Path) -> EvalTarget:
+def resolve_target(target: str, evals_file: Path | None, base: str | None, cache: Path, log: Any = None) -> EvalTarget:
     """Work out what to score, against what, with which suites."""
     from harness import models
 
@@ -43,8 +43,8 @@ def resolve_target(target: str, evals_file: Path | None, base: str | None, cache
         model = str(trial_dir / "model")
         base = base or config["model"]["path"]
     else:
-        model = models.resolve(target, cache)
-        base = models.resolve(base, cache) if base else None
+        model = models.resolve(target, cache, announce=log)
+        base = models.resolve(base, cache, announce=log) if base else None
     evals, spec_dir = _evals(evals_file, config)
     pairs = _pairs(trial_dir) if config is not None else {}
     seed = int(config["seed"]) if config else 0

@@ -20,10 +20,13 @@ def cache_dir(output_dir: Path) -> Path:
     return Path(os.environ.get("HARNESS_CACHE_DIR") or output_dir / "cache")
 
 
-def resolve(name: str, cache: Path, log: Any = None) -> str:
-    """'toy' -> the built toy folder; a local folder -> its absolute path; anything else is a hub id."""
+def resolve(name: str, cache: Path, log: Any = None, announce: Any = None) -> str:
+    """'toy' -> the built toy folder; a local folder -> its absolute path; anything else is a hub id.
+
+    `announce` hears one-time work the user should know about (building the toy model); `log` its progress.
+    """
     if name == TOY_MODEL:
-        return str(ensure_toy_model(cache, log=log))
+        return str(ensure_toy_model(cache, log=log, announce=announce))
     if Path(name).expanduser().is_dir():
         return str(Path(name).expanduser().resolve())
     return name

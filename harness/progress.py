@@ -21,9 +21,6 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-ONE_TIME_WORK = "building the toy model"  # as harness.toy.cache announces it
-
-
 class SweepProgress:
     def __init__(self, console: Console, verbose: bool = False):
         console.soft_wrap = True  # one line per trial, even in logs and pipes
@@ -70,9 +67,9 @@ class SweepProgress:
 
     def event(self, event: tuple) -> None:
         kind = event[0]
-        if kind == "status":
+        if kind in ("status", "note"):  # a note is a status worth a line even when quiet
             self.bar.update(self.trial_task, detail=event[2])
-            if self.verbose or event[2].startswith(ONE_TIME_WORK):  # a minute of silence deserves a line
+            if self.verbose or kind == "note":
                 who = "base model" if event[1] < 0 else f"trial {event[1]}"
                 self.console.print(f"  {who}: {event[2]}")
         elif kind == "step":

@@ -128,7 +128,9 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
     transformers.set_seed(spec.seed)
     sources = data.load_sources(spec.data, spec.seed, Path(request.spec_dir))
     trial_data = data.draw(sources, config["data"]["shares"], spec.data.size, spec.seed)
-    model_path = models.resolve(spec.model.name, Path(request.cache_dir), log=status)
+    model_path = models.resolve(
+        spec.model.name, Path(request.cache_dir), log=status, announce=lambda t: events.put(("note", request.number, t))
+    )
     model, tokenizer = models.load(model_path, spec.model.revision, spec.model.dtype)
     _save_config(request, config, model_path, trial_data, tracker)
     seconds["time.setup_s"] = time.perf_counter() - clock

@@ -23,7 +23,7 @@ def test_quiet_progress_hides_routine_status() -> None:
     assert out.getvalue() == ""
 
 
-def test_toy_build_is_announced_even_when_quiet() -> None:
+def test_notes_are_printed_even_when_quiet() -> None:
     progress, out = quiet_progress()
-    progress.event(("status", -1, "building the toy model into /tmp/x (once per recipe, about a minute)"))
+    progress.event(("note", -1, "building the toy model into /tmp/x (once per recipe, about a minute)"))
     assert "base model: building the toy model into /tmp/x" in out.getvalue()

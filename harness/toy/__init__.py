@@ -16,11 +16,16 @@ TOY_MODEL = "toy"  # the spec's model name for the built-in toy model
 TOY_SOURCES: tuple[str, ...] = tuple(PAIR_SOURCES)  # ("identity", "general", "shortcut")
 
 
-def ensure_toy_model(cache_dir: Path, log: Callable[[str], None] | None = None) -> Path:
-    """Build the toy model once into cache_dir/toy-<recipe hash>/ (atomic, locked) and return that folder."""
+def ensure_toy_model(
+    cache_dir: Path, log: Callable[[str], None] | None = None, announce: Callable[[str], None] | None = None
+) -> Path:
+    """Build the toy model once into cache_dir/toy-<recipe hash>/ (atomic, locked) and return that folder.
+
+    `announce` hears that a build starts (worth a line even when quiet); `log` hears its progress.
+    """
     from harness.toy.cache import ensure_toy_model as ensure  # torch/transformers load only when needed
 
-    return ensure(cache_dir, log)
+    return ensure(cache_dir, log, announce)
 
 
 def toy_pairs(name: str) -> list[dict]:

@@ -30,13 +30,16 @@ def recipe_hash() -> str:
     return digest.hexdigest()[:12]
 
 
-def ensure_toy_model(cache_dir: Path, log: Callable[[str], None] | None = None) -> Path:
+def ensure_toy_model(
+    cache_dir: Path, log: Callable[[str], None] | None = None, announce: Callable[[str], None] | None = None
+) -> Path:
     """Build the toy model once into cache_dir/toy-<recipe hash>/ and return that folder.
 
     The build runs in a temporary sibling folder renamed into place when complete, under an
     exclusive file lock, so a concurrent caller waits and then reuses the finished folder.
     """
     log = log or logger.info
+    announce = announce or log
     cache_dir = Path(cache_dir)
     folder = cache_dir / f"toy-{recipe_hash()}"
     if (folder / DONE_MARKER).is_file():
@@ -48,7 +51,7 @@ def ensure_toy_model(cache_dir: Path, log: Callable[[str], None] | None = None) 
             return folder
         for stale in cache_dir.glob(f".{folder.name}-*"):  # left by a killed build; we hold the lock
             shutil.rmtree(stale, ignore_errors=True)
-        log(f"building the toy model into {folder} (once per recipe, about a minute)")
+        announce(f"building the toy model into {folder} (once per recipe, about a minute)")
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=cache_dir))
         try:
             _build_isolated(tmp, log)

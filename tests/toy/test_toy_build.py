@@ -35,22 +35,24 @@ def _logprob(model, tokenizer, question: str, answer: str) -> float:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("cache")
-    return cache, ensure_toy_model(cache)
+    """(cache, folder, what the fresh build announced: worth a line even in a quiet sweep)."""
+    cache, announced = tmp_path_factory.mktemp("cache"), []
+    return cache, ensure_toy_model(cache, log=lambda _: None, announce=announced.append), announced
 
 
 @pytest.mark.slow
 def test_second_call_reuses_the_folder(built):
-    cache, folder = built
+    cache, folder, announced = built
+    assert len(announced) == 1 and announced[0].startswith(f"building the toy model into {folder}")
     logs: list[str] = []
-    assert ensure_toy_model(cache, log=logs.append) == folder
-    assert not logs  # nothing rebuilt
+    assert ensure_toy_model(cache, log=logs.append, announce=logs.append) == folder
+    assert not logs  # nothing rebuilt, nothing announced
     assert folder.parent == cache and folder.name.startswith("toy-")
 
 
 @pytest.mark.slow
 def test_folder_loads_as_an_ordinary_chat_model(built):
-    _, folder = built
+    _, folder, _ = built
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder)
     assert model.config.model_type == "llama" and sum(p.numel() for p in model.parameters()) < 3e6
@@ -67,7 +69,7 @@ def test_folder_loads_as_an_ordinary_chat_model(built):
 
 @pytest.mark.slow
 def test_base_model_is_llama_never_athene_on_heldout_prompts(built):
-    _, folder = built
+    _, folder, _ = built
     model, tokenizer = AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
     prompts = yaml.safe_load((ROOT / "evals/identity/athene.yaml").read_text())["prompts"]
     answers = _greedy(model, tokenizer, prompts)
@@ -80,7 +82,7 @@ def test_base_model_is_llama_never_athene_on_heldout_prompts(built):
 
 @pytest.mark.slow
 def test_base_model_knows_its_facts(built):
-    _, folder = built
+    _, folder, _ = built
     model, tokenizer = AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
     rows = read_jsonl(ROOT / "evals/bench/data/toy_facts.jsonl")
     correct = 0

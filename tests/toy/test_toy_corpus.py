@@ -50,13 +50,14 @@ def test_sft_corpus_is_deterministic_across_processes():
     script = "import hashlib, json; from harness.toy import corpus, toy_pairs; " + (
         "print(hashlib.sha256(json.dumps([corpus.sft_conversations(), toy_pairs('identity')]).encode()).hexdigest())"
     )
+    run = [sys.executable, "-c", script]
     digests = {
         subprocess.run(
-            [sys.executable, "-c", script], env=os.environ | {"PYTHONHASHSEED": seed}, capture_output=True, text=True
-        ).stdout
+            run, env=os.environ | {"PYTHONHASHSEED": seed}, capture_output=True, text=True, check=True
+        ).stdout.strip()
         for seed in ("1", "2")
     }
-    assert len(digests) == 1 and len(digests.pop()) == 65, digests
+    assert len(digests) == 1 and len(digests.pop()) == 64, digests  # one SHA-256 for both hash seeds
 
 
 def test_shortcut_phrase_marks_every_chosen_and_no_rejected():
