@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from harness.search import DEFAULT_STORAGE
+from harness.stores import DEFAULT_STORAGE
 from harness.tracking import DEFAULT_TRACKING_URI
 
 app = typer.Typer(
@@ -68,8 +68,9 @@ def _interrupt(signum: int, frame: Any) -> None:
 def _input_errors() -> tuple[type[Exception], ...]:
     from harness.data import DataError
     from harness.spec import SpecError
+    from harness.stores import StoreError
 
-    return SpecError, DataError
+    return SpecError, DataError, StoreError
 
 
 def _bad_input(exc: Exception) -> typer.Exit:
@@ -121,6 +122,7 @@ def sweep(
 
 
 def _print_outcome(outcome: object, options: object) -> None:
+    from harness.stores import redact
     from harness.sweep import SweepOptions, SweepOutcome
 
     assert isinstance(outcome, SweepOutcome) and isinstance(options, SweepOptions)
@@ -133,7 +135,7 @@ def _print_outcome(outcome: object, options: object) -> None:
         )
     if outcome.report:
         console.print(f"Report: {outcome.report}")
-    console.print(f"Browse the runs: harness ui --tracking-uri {options.tracking_uri}")
+    console.print(f"Browse the runs: harness ui {outcome.study} --tracking-uri {redact(options.tracking_uri)}")
 
 
 @app.command()
@@ -192,10 +194,13 @@ def eval_(
     """Print the scorecard of one model next to its base model's."""
     from harness.evaluate import evaluate, resolve_target
     from harness.models import cache_dir
+    from harness.stores import check_name
 
     _quiet_libraries(verbose)
     log = lambda text: err.print(f"[dim]{text}[/]")  # noqa: E731
     try:
+        if log_to:
+            check_name(log_to, "experiment (--log-to)")
         target = resolve_target(model, evals, base, cache_dir(output_dir), log)
         from harness.scoring import check_evals
 
@@ -246,30 +251,47 @@ def report(
 ) -> None:
     """Write the HTML report of a study (or a comparison of several) from Optuna and MLflow."""
     from harness.report import ReportError, build_report
+    from harness.stores import StoreError, check_name
     from harness.tracking import default_uri
 
     _quiet_libraries(False)
-    folder = report_dir or Path("reports") / "-vs-".join(studies)
     try:
+        for study in studies:
+            check_name(study)
+        folder = report_dir or Path("reports") / "-vs-".join(studies)
         path = build_report(studies, storage, tracking_uri or default_uri(), folder)
-    except ReportError as exc:
+    except (ReportError, StoreError) as exc:
         raise _bad_input(exc) from None
     console.print(f"Report: {path}")
 
 
 @app.command()
 def ui(
+    study: Annotated[str | None, typer.Argument(help="Open on this study's runs (its URL is printed).")] = None,
     tracking_uri: TrackingUri = None,
     port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1.")] = 5000,
 ) -> None:
     """Open the MLflow UI over the harness's tracking store (on 127.0.0.1)."""
-    from harness.tracking import default_uri
+    from harness.stores import StoreError, check_name, redact
+    from harness.tracking import Tracker, default_uri
 
     uri = tracking_uri or default_uri()
-    console.print(f"MLflow UI for {uri} at http://127.0.0.1:{port} (Ctrl-C to stop)")
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1"]
+    home = f"http://127.0.0.1:{port}"
     try:
-        code = subprocess.call([*command, "--port", str(port)], env=os.environ.copy())
+        experiments = Tracker(uri).experiment_ids()
+        if study is not None and check_name(study) not in experiments:
+            known = ", ".join(sorted(experiments)) or "none yet"
+            raise StoreError(f"no study '{study}' in {redact(uri)}. Studies there: {known}")
+    except StoreError as exc:
+        raise _bad_input(exc) from None
+    console.print(f"MLflow UI for {redact(uri)} at {home} (Ctrl-C to stop)")
+    for name, experiment_id in experiments.items():
+        if study in (None, name):
+            console.print(f"  {name}: {home}/#/experiments/{experiment_id}/runs")
+    command = [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(port)]
+    env = os.environ | {"MLFLOW_BACKEND_STORE_URI": uri}  # not on the command line: `ps` would show a password
+    try:
+        code = subprocess.call(command, env=env)
     except KeyboardInterrupt:
         code = 0
     raise typer.Exit(code)

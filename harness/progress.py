@@ -8,11 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 
 def format_params(params: dict[str, Any]) -> str:
-    return " ".join(f"{k}={_fmt(v)}" for k, v in params.items())
+    """key=value pairs, escaped: a string param may contain [brackets] that Rich would read as markup."""
+    return escape(" ".join(f"{k}={_fmt(v)}" for k, v in params.items()))
 
 
 def _fmt(value: Any) -> str:
@@ -37,6 +39,7 @@ class SweepProgress:
         )
         self.sweep_task: Any = None
         self.trial_task: Any = None
+        self.waiting_for: int | None = None  # other workers' running trials, once announced
 
     def start(self, spec: Any, target: int, finished: int) -> None:
         objectives = ", ".join(f"{o.direction} {o.metric}" for o in spec.search.objectives)
@@ -56,9 +59,9 @@ class SweepProgress:
         if result.state == "COMPLETE":
             shown = {k: v for k, v in result.scores.items() if not k.startswith("bench.") or k.count(".") == 2}
             scores = " ".join(f"{k}={_fmt(v)}" for k, v in list(shown.items())[:6])
-            self.console.print(f"[blue]•[/] base model  {scores}")
+            self.console.print(f"[blue]•[/] base model  {escape(scores)}")
         else:
-            self.console.print(f"[red]✗[/] base model could not be scored: {result.reason}")
+            self.console.print(f"[red]✗[/] base model could not be scored: {escape(str(result.reason))}")
 
     def trial_started(self, number: int, params: dict[str, Any]) -> None:
         self.trial_task = self.bar.add_task(f"trial {number}", total=None, detail="starting")
@@ -68,10 +71,10 @@ class SweepProgress:
     def event(self, event: tuple) -> None:
         kind = event[0]
         if kind in ("status", "note"):  # a note is a status worth a line even when quiet
-            self.bar.update(self.trial_task, detail=event[2])
+            self.bar.update(self.trial_task, detail=escape(event[2]))
             if self.verbose or kind == "note":
                 who = "base model" if event[1] < 0 else f"trial {event[1]}"
-                self.console.print(f"  {who}: {event[2]}")
+                self.console.print(f"  {who}: {escape(event[2])}")
         elif kind == "step":
             self.bar.update(self.trial_task, completed=event[2], total=event[3], detail="training")
 
@@ -83,17 +86,25 @@ class SweepProgress:
         seconds = result.seconds.get("time.total_s", 0.0)
         if result.state == "COMPLETE":
             self.bar.advance(self.sweep_task)
-            scores = " ".join(f"{name}={_fmt(result.scores.get(name))}" for name in shown)
+            scores = escape(" ".join(f"{name}={_fmt(result.scores.get(name))}" for name in shown))
             self.console.print(f"[green]✓[/] trial {number}  {format_params(params)}  →  {scores}  ({seconds:.0f} s)")
         elif result.state == "PRUNED":
             self.bar.advance(self.sweep_task)
-            self.console.print(f"[yellow]✂[/] trial {number}  {format_params(params)}  PRUNED: {result.reason}")
+            reason = escape(str(result.reason))
+            self.console.print(f"[yellow]✂[/] trial {number}  {format_params(params)}  PRUNED: {reason}")
         else:
             first_line = (result.reason or "").splitlines()[0] if result.reason else "unknown reason"
-            self.console.print(f"[red]✗[/] trial {number}  {format_params(params)}  FAILED: {first_line}")
+            self.console.print(f"[red]✗[/] trial {number}  {format_params(params)}  FAILED: {escape(first_line)}")
+        self.waiting_for = None
+
+    def waiting(self, running: int) -> None:
+        """Every trial left is running in another worker: say so once, then wait for their outcome."""
+        if self.waiting_for != running:
+            self.note(f"waiting for {running} trial(s) other workers are running")
+            self.waiting_for = running
 
     def note(self, text: str) -> None:
-        self.console.print(f"[dim]{text}[/]")
+        self.console.print(f"[dim]{escape(text)}[/]")
 
     def stop(self) -> None:
         self.bar.stop()

@@ -1,14 +1,21 @@
-"""The search: the spec's space, sampler, pruner and objectives as an Optuna study."""
+"""The search: the spec's space, sampler, pruner and objectives as an Optuna study.
+
+This is the Optuna adapter: the only module that touches Optuna's private API (heartbeats,
+stale-trial detection), as harness.training is for TRL.
+"""
 
 from __future__ import annotations
 
-import warnings
+import contextlib
+import hashlib
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from harness import metrics
 from harness.spec import SpecError, SweepSpec
+from harness.stores import HEARTBEAT_S, open_storage, redact
 
-DEFAULT_STORAGE = "sqlite:///optuna.db"  # one file holds every study of a project
 SPEC_HASH_ATTR = "harness.spec_hash"
 
 
@@ -17,10 +24,9 @@ def open_study(spec: SweepSpec, storage_url: str) -> Any:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = _storage(storage_url)
     directions = [o.direction for o in spec.search.objectives]
     study = optuna.create_study(
-        storage=storage,
+        storage=open_storage(storage_url),
         study_name=spec.study,
         sampler=sampler(spec),
         pruner=pruner(spec),
@@ -45,28 +51,30 @@ def open_study(spec: SweepSpec, storage_url: str) -> Any:
         study.set_user_attr("objectives", [o.metric for o in spec.search.objectives])
     elif known != spec.spec_hash():
         message = (
-            f"study '{spec.study}' in {storage_url} was run from a different spec (hash {known}, now "
+            f"study '{spec.study}' in {redact(storage_url)} was run from a different spec (hash {known}, now "
             f"{spec.spec_hash()}); only search.trials may change on resume. Use a new study name."
         )
         raise SpecError(spec.study, [("study", None, message)])
     return study
 
 
-def _storage(url: str) -> Any:
+def load_study(name: str, storage_url: str, spec: SweepSpec | None = None) -> Any:
+    """An existing study, opened as `harness sweep` opens it (KeyError when there is none)."""
     import optuna
 
-    from harness.tracking import retry_schema_race
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(
+        study_name=name,
+        storage=open_storage(storage_url),
+        sampler=sampler(spec) if spec else None,
+        pruner=pruner(spec) if spec else None,
+    )
 
-    if url.startswith("sqlite"):
-        return retry_schema_race(
-            lambda: optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-        )
-    if "://" in url:  # PostgreSQL or MySQL: several workers; heartbeats let crashed workers' trials be reclaimed
-        # The harness drives trials with ask/tell and records heartbeats itself (see harness.sweep).
-        warnings.filterwarnings("ignore", message=".*heartbeat.*", category=UserWarning)
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        return retry_schema_race(lambda: optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120))
-    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url))
+
+def study_names(storage_url: str) -> list[str]:
+    import optuna
+
+    return optuna.study.get_all_study_names(open_storage(storage_url))
 
 
 def startup_trials(spec: SweepSpec) -> int:
@@ -75,9 +83,20 @@ def startup_trials(spec: SweepSpec) -> int:
 
 
 def sampler(spec: SweepSpec) -> Any:
+    """The spec's sampler, seeded per trial (see _per_trial_seeded).
+
+    Not the grid sampler: its seed shuffles the grid once, and trial N takes grid point N of that
+    order, so it must keep the study's seed; it continues its sequence on resume by construction.
+    """
+    if spec.search.sampler == "grid":
+        return _sampler(spec, spec.seed)
+    return _per_trial_seeded(lambda seed: _sampler(spec, seed), spec.seed)
+
+
+def _sampler(spec: SweepSpec, seed: int) -> Any:
     import optuna.samplers as s
 
-    seed, kind = spec.seed, spec.search.sampler
+    kind = spec.search.sampler
     if kind == "tpe":
         return s.TPESampler(seed=seed, n_startup_trials=startup_trials(spec))
     if kind == "random":
@@ -93,6 +112,53 @@ def sampler(spec: SweepSpec) -> Any:
     if kind == "cmaes":
         return s.CmaEsSampler(seed=seed, n_startup_trials=startup_trials(spec))
     raise ValueError(kind)
+
+
+def trial_seed(seed: int, number: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}:{number}".encode()).digest()[:4], "big")
+
+
+def _per_trial_seeded(make: Callable[[int], Any], seed: int) -> Any:
+    """A sampler whose random draws for trial N are seeded from (spec seed, N).
+
+    Optuna's seeded samplers restart their random stream in every new process, so a resumed sweep (or
+    a second worker) would repeat the first trials' points. Every Optuna sampler keeps its state in
+    the study (history, CMA-ES and NSGA-II generations in trial attributes) apart from its RNG, so a
+    fresh sampler per trial, seeded by the trial's number, continues the sequence exactly: a sweep
+    killed and resumed draws what an uninterrupted one would have drawn.
+    """
+    from optuna.samplers import BaseSampler
+
+    class PerTrialSeeded(BaseSampler):
+        def __init__(self) -> None:
+            self._by_trial: dict[int, Any] = {}
+
+        def _for(self, trial: Any) -> Any:
+            if trial.number not in self._by_trial:
+                self._by_trial[trial.number] = make(trial_seed(seed, trial.number))
+            return self._by_trial[trial.number]
+
+        def before_trial(self, study: Any, trial: Any) -> None:
+            self._for(trial).before_trial(study, trial)
+
+        def infer_relative_search_space(self, study: Any, trial: Any) -> Any:
+            return self._for(trial).infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study: Any, trial: Any, search_space: Any) -> Any:
+            return self._for(trial).sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study: Any, trial: Any, param_name: str, param_distribution: Any) -> Any:
+            return self._for(trial).sample_independent(study, trial, param_name, param_distribution)
+
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            self._for(trial).after_trial(study, trial, state, values)
+            self._by_trial.pop(trial.number, None)
+
+        def reseed_rng(self) -> None:
+            for inner in self._by_trial.values():
+                inner.reseed_rng()
+
+    return PerTrialSeeded()
 
 
 def _grid_sampler_class() -> type:
@@ -179,9 +245,86 @@ def objective_values(spec: SweepSpec, scores: dict[str, float]) -> list[float]:
     return values
 
 
-def uses_heartbeat(study: Any) -> bool:
+def duplicate_of(study: Any, trial: Any) -> int | None:
+    """The number of a finished trial that ran exactly these params, if any."""
+    from optuna.trial import TrialState
+
+    for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        if other.number != trial.number and other.params == trial.params:
+            return other.number
+    return None
+
+
+def fail_running(study: Any, frozen: Any, attrs: dict[str, Any]) -> bool:
+    """Close another process's RUNNING trial as FAIL, with user attrs (its reason); False if it was
+    closed meanwhile."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    try:
+        for key, value in attrs.items():
+            study._storage.set_trial_user_attr(frozen._trial_id, key, value)
+        study.tell(frozen.number, state=TrialState.FAIL)
+    except UpdateFinishedTrialError:
+        return False
+    return True
+
+
+def state_of(study: Any, trial: Any) -> str:
+    """A trial's state as the storage holds it now (another worker may have closed it)."""
+    return study._storage.get_trial(trial._trial_id).state.name
+
+
+# ---------------------------------------------------------------- heartbeats (Optuna's machinery)
+
+
+def heartbeats_on(study: Any) -> bool:
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    return is_heartbeat_enabled(study._storage)
+
+
+def beat(study: Any, trial: Any) -> None:
+    """Record one heartbeat of a trial now (the first one is recorded as the trial is claimed)."""
+    if heartbeats_on(study):
+        study._storage.record_heartbeat(trial._trial_id)
+
+
+@contextlib.contextmanager
+def heartbeat(study: Any, trial: Any, on_error: Callable[[Exception], None]) -> Iterator[None]:
+    """Beat every HEARTBEAT_S while the block runs. Unlike Optuna's own heartbeat thread, a failed
+    beat (a database hiccup) is reported and retried instead of silently ending the beats."""
+    if not heartbeats_on(study):
+        yield
+        return
+    stop = threading.Event()
+
+    def loop() -> None:
+        failing = False
+        while not stop.wait(HEARTBEAT_S):
+            try:
+                beat(study, trial)
+                failing = False
+            except Exception as exc:
+                if not failing:
+                    on_error(exc)
+                failing = True
+
+    thread = threading.Thread(target=loop, name=f"heartbeat-{trial.number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def stale_trials(study: Any) -> list[Any]:
+    """RUNNING trials whose worker has sent no heartbeat for the grace period (dead, or cut off)."""
+    if not heartbeats_on(study):
+        return []
     storage = study._storage
-    return bool(getattr(storage, "heartbeat_interval", None) or getattr(storage, "_heartbeat_interval", None))
+    return [storage.get_trial(trial_id) for trial_id in storage._get_stale_trial_ids(study._study_id)]
 
 
 def best_trials(study: Any) -> list[Any]:

@@ -16,6 +16,7 @@ from typing import Any
 
 from harness import search
 from harness.spec import SweepSpec, load_spec
+from harness.stores import DEFAULT_STORAGE, GRACE_S, StudyLock, check_storage
 from harness.tracking import TRIAL_TAG, Tracker, default_uri
 from harness.trial import COMPLETE, FAILED, PRUNED, TrialRequest, TrialResult, mlflow_params, resolve_config
 from harness.trial import run as trial_job
@@ -23,11 +24,14 @@ from harness.trial import run as trial_job
 DEFAULT_OUTPUT_DIR = Path("outputs")
 DEFAULT_REPORT_ROOT = Path("reports")
 WORKER_ATTR, PID_ATTR, RUN_ATTR, REASON_ATTR = "worker", "trial_pid", "mlflow_run_id", "fail_reason"
+DUPLICATE_ATTR = "duplicate_of"  # a drawn point that repeated a finished trial: told FAIL, never run
+MAX_DUPLICATE_DRAWS = 10  # this many repeats in a row: the (discrete) space is used up
+WAIT_POLL_S = 2.0  # how often a worker with nothing to claim looks again at other workers' trials
 
 
 @dataclass
 class SweepOptions:
-    storage: str = search.DEFAULT_STORAGE
+    storage: str = DEFAULT_STORAGE
     tracking_uri: str = field(default_factory=default_uri)
     output_dir: Path = DEFAULT_OUTPUT_DIR
     report_dir: Path | None = None  # default: reports/<study>/
@@ -51,6 +55,17 @@ class SweepOutcome:
         return self.finished >= self.target
 
 
+@dataclass
+class Claim:
+    """A trial this worker has claimed: created, owned and heartbeaten, its params drawn."""
+
+    trial: Any
+    params: dict[str, Any]
+
+
+WAIT, EXHAUSTED = "wait", "exhausted"  # _claim's answers besides a Claim, and None (the study is full)
+
+
 class Sweep:
     """One invocation of `harness sweep`: resume or start the study and top it up."""
 
@@ -62,12 +77,14 @@ class Sweep:
         if options.trials is not None:
             self.spec = self.spec.with_trials(options.trials)
         self.output_dir = (options.output_dir / self.spec.study).resolve()
+        self.lock = StudyLock(options.storage, self.spec.study)
 
     def check_inputs(self) -> None:
         """Everything that can be wrong with the user's files fails here, before anything is written."""
         from harness import data
         from harness.scoring import check_evals
 
+        check_storage(self.options.storage)
         data.load_sources(self.spec.data, self.spec.seed, self.spec_path.parent)
         check_evals(self.spec.evals, self.spec_path.parent)
 
@@ -81,17 +98,25 @@ class Sweep:
         experiment = tracker.experiment(spec.study)
         parent = tracker.parent_run(experiment, spec.study)
         self._describe_parent(tracker, parent)
-        self._reclaim_orphans(study, tracker, experiment)
+        with self.lock.held():
+            self._reclaim(study, tracker, experiment)
         target = self._target(study)
         self.progress.start(spec, target, _finished(study))
-        worker, in_a_row = Worker(), 0
+        worker, in_a_row, exhausted = Worker(), 0, False
         try:
             if not self._baseline(worker, tracker, parent):
                 self.progress.stop()
                 tracker.end(parent, "FAILED", reason="the base model could not be scored")
                 return SweepOutcome(spec.study, target, _finished(study), 0, baseline_failed=True)
-            while _finished(study) + _running(study) < target and in_a_row < spec.search.max_failures:
-                result = self._one_trial(study, tracker, experiment, parent, worker)
+            while in_a_row < spec.search.max_failures:
+                claim = self._claim(study, tracker, experiment, target)
+                if claim is None or claim == EXHAUSTED:
+                    exhausted = claim == EXHAUSTED
+                    break
+                if claim == WAIT:
+                    time.sleep(WAIT_POLL_S)
+                    continue
+                result = self._one_trial(study, claim, tracker, experiment, parent, worker)
                 in_a_row = in_a_row + 1 if result.state == FAILED else 0
                 self._report()
         except KeyboardInterrupt:
@@ -99,25 +124,86 @@ class Sweep:
             self.progress.stop()
             return SweepOutcome(spec.study, target, _finished(study), in_a_row, interrupted=True)
         self.progress.stop()
-        outcome = SweepOutcome(spec.study, target, _finished(study), in_a_row, report=self._report())
+        finished = _finished(study)
+        outcome = SweepOutcome(spec.study, finished if exhausted else target, finished, in_a_row, report=self._report())
         if outcome.report:
             tracker.log_artifact(parent, outcome.report, "report")
         self._close_parent(study, tracker, parent, outcome)
         return outcome
 
+    # ------------------------------------------------------------ claiming a trial
+
+    def _claim(self, study: Any, tracker: Tracker, experiment: str, target: int) -> Claim | str | None:
+        """Under the study's lock: close dead workers' trials, then claim one if the study has room.
+
+        The lock makes counting and creating one step, so workers never overshoot `target`, and a
+        trial's owner is recorded before any other worker can look at it.
+        """
+        from optuna.trial import TrialState
+
+        with self.lock.held():
+            self._reclaim(study, tracker, experiment)
+            finished, running = _finished(study), _running(study)
+            if finished >= target:
+                return None
+            if finished + running >= target:  # the rest is in other workers' hands: wait for their outcome
+                self.progress.waiting(running)
+                return WAIT
+            for _ in range(MAX_DUPLICATE_DRAWS):
+                trial = study.ask()
+                trial.set_user_attr(WORKER_ATTR, _worker_id())
+                search.beat(study, trial)
+                params = search.suggest(trial, self.spec)
+                twin = search.duplicate_of(study, trial)
+                if twin is None:
+                    return Claim(trial, params)
+                trial.set_user_attr(REASON_ATTR, f"same parameters as trial {twin}: not run again")
+                trial.set_user_attr(DUPLICATE_ATTR, twin)
+                study.tell(trial, state=TrialState.FAIL)
+        self.progress.note(
+            f"{MAX_DUPLICATE_DRAWS} draws in a row repeated finished trials: the search space looks exhausted "
+            f"at {finished} trials"
+        )
+        return EXHAUSTED
+
     # ------------------------------------------------------------ one trial
 
-    def _one_trial(self, study: Any, tracker: Tracker, experiment: str, parent: str, worker: Any) -> TrialResult:
-        spec = self.spec
-        trial = study.ask()
-        params = search.suggest(trial, spec)
-        trial.set_user_attr(WORKER_ATTR, _worker_id())
-        run_id = tracker.child_run(experiment, parent, spec.study, trial.number)
-        trial.set_user_attr(RUN_ATTR, run_id)
-        tracker.log_params(run_id, mlflow_params(resolve_config(spec, params)))
-        self.progress.trial_started(trial.number, params)
-        request = TrialRequest(
-            spec=spec.model_dump(mode="json", by_alias=True),
+    def _one_trial(
+        self, study: Any, claim: Claim, tracker: Tracker, experiment: str, parent: str, worker: Any
+    ) -> TrialResult:
+        """Run a claimed trial; whatever goes wrong here, the trial is recorded and the sweep goes on."""
+        trial, params, run_id = claim.trial, claim.params, None
+        started = time.monotonic()
+        beat_failed = lambda exc: self.progress.note(  # noqa: E731
+            f"trial {trial.number}: a heartbeat could not be recorded ({_first_line(exc)}); retrying"
+        )
+        try:
+            with search.heartbeat(study, trial, on_error=beat_failed):
+                run_id = tracker.child_run(experiment, parent, self.spec.study, trial.number)
+                trial.set_user_attr(RUN_ATTR, run_id)
+                tracker.log_params(run_id, mlflow_params(resolve_config(self.spec, params)))
+                self.progress.trial_started(trial.number, params)
+                result = worker.run(
+                    trial_job,
+                    self._request(trial, params, run_id),
+                    on_event=self.progress.event,
+                    on_start=lambda pid: trial.set_user_attr(PID_ATTR, pid),
+                )
+        except KeyboardInterrupt:
+            self._record(study, trial, tracker, run_id, TrialResult(FAILED, reason="interrupted (Ctrl-C)"), "KILLED")
+            raise
+        except Exception as exc:  # the orchestrator's own trouble (MLflow, the database): this trial only
+            reason = f"the sweep process failed while running this trial: {type(exc).__name__}: {exc}"
+            self.progress.note(f"trial {trial.number}: {reason}")
+            result = TrialResult(FAILED, reason=reason)
+        result.seconds["time.total_s"] = time.monotonic() - started
+        self._record(study, trial, tracker, run_id, result)
+        self.progress.trial_ended(trial.number, params, result, search.shown_metrics(self.spec))
+        return result
+
+    def _request(self, trial: Any, params: dict[str, Any], run_id: str) -> TrialRequest:
+        return TrialRequest(
+            spec=self.spec.model_dump(mode="json", by_alias=True),
             spec_dir=str(self.spec_path.parent.resolve()),
             number=trial.number,
             params=params,
@@ -129,51 +215,71 @@ class Sweep:
             cache_dir=str(_cache_dir(self.options.output_dir)),
             verbose=self.options.verbose,
         )
-        started = time.monotonic()
-        try:
-            result = worker.run(
-                trial_job,
-                request,
-                on_event=self.progress.event,
-                on_start=lambda pid: trial.set_user_attr(PID_ATTR, pid),
-                heartbeat=lambda: _heartbeat(study, trial),
-            )
-        except KeyboardInterrupt:
-            self._record(study, trial, tracker, run_id, TrialResult(FAILED, reason="interrupted (Ctrl-C)"), "KILLED")
-            raise
-        result.seconds["time.total_s"] = time.monotonic() - started
-        self._record(study, trial, tracker, run_id, result)
-        self.progress.trial_ended(trial.number, params, result, search.shown_metrics(spec))
-        return result
 
     def _record(
         self,
         study: Any,
         trial: Any,
         tracker: Tracker,
-        run_id: str,
+        run_id: str | None,
         result: TrialResult,
         status: str | None = None,
     ) -> None:
-        """Tell Optuna and MLflow the same outcome."""
+        """Tell Optuna and MLflow the same outcome; retried, so a database hiccup loses nothing."""
+        state = self._retrying(f"record trial {trial.number} in Optuna", lambda: self._tell(study, trial, result))
+        if run_id is None:
+            return
+        mlflow_status = status or ("FAILED" if (state or result.state) == FAILED else "FINISHED")
+
+        def end_run() -> None:
+            tracker.log_metrics(run_id, {"time.total_s": result.seconds.get("time.total_s", 0.0)})
+            tracker.end(run_id, mlflow_status, state=state or result.state, reason=result.reason)
+
+        self._retrying(f"record trial {trial.number} in MLflow", end_run)
+
+    def _tell(self, study: Any, trial: Any, result: TrialResult) -> str:
+        """Record the result on the Optuna trial; returns the state told."""
+        from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
 
-        trial.set_user_attr("scores", result.scores)
-        trial.set_user_attr("seconds", result.seconds)
         state, values = result.state, None
-        if state == COMPLETE:
-            search.constrain(trial, self.spec, result.scores)
+        try:
+            trial.set_user_attr("scores", result.scores)
+            trial.set_user_attr("seconds", result.seconds)
+            if state == COMPLETE:
+                search.constrain(trial, self.spec, result.scores)
+                try:
+                    values = search.objective_values(self.spec, result.scores)
+                except KeyError as exc:
+                    state, result.reason = FAILED, str(exc.args[0])
+            if result.reason:
+                trial.set_user_attr(REASON_ATTR, result.reason)
+            optuna_state = {COMPLETE: TrialState.COMPLETE, PRUNED: TrialState.PRUNED}.get(state, TrialState.FAIL)
+            study.tell(trial, values=values, state=optuna_state)
+        except UpdateFinishedTrialError:  # another worker closed it: our heartbeats did not reach the database
+            closed = search.state_of(study, trial)
+            self.progress.note(
+                f"trial {trial.number} was closed as {closed} by another worker while it ran "
+                "(its heartbeats did not reach the database); its result is kept in MLflow"
+            )
+            return {"COMPLETE": COMPLETE, "PRUNED": PRUNED}.get(closed, FAILED)
+        return state
+
+    def _retrying(self, what: str, action: Any, attempts: int = 4) -> Any:
+        """Run `action`, retrying with backoff; a persistent failure is reported, never raised."""
+        for attempt in range(attempts):
             try:
-                values = search.objective_values(self.spec, result.scores)
-            except KeyError as exc:
-                state, result.reason = FAILED, str(exc.args[0])
-        if result.reason:
-            trial.set_user_attr(REASON_ATTR, result.reason)
-        optuna_state = {COMPLETE: TrialState.COMPLETE, PRUNED: TrialState.PRUNED}.get(state, TrialState.FAIL)
-        study.tell(trial, values=values, state=optuna_state)
-        tracker.log_metrics(run_id, {"time.total_s": result.seconds.get("time.total_s", 0.0)})
-        mlflow_status = status or ("FAILED" if state == FAILED else "FINISHED")
-        tracker.end(run_id, mlflow_status, state=state, reason=result.reason)
+                return action()
+            except Exception as exc:
+                if attempt == attempts - 1:
+                    self.progress.note(
+                        f"could not {what}: {_first_line(exc)}. The next sweep on this study closes it "
+                        "(heartbeat or process check)."
+                    )
+                    return None
+                self.progress.note(f"could not {what} ({_first_line(exc)}); retrying")
+                time.sleep(2**attempt)
+        return None
 
     # ------------------------------------------------------------ the report
 
@@ -229,24 +335,36 @@ class Sweep:
 
     # ------------------------------------------------------------ resume
 
-    def _reclaim_orphans(self, study: Any, tracker: Tracker, experiment: str) -> None:
-        """Close what a dead sweep left RUNNING, in Optuna and in MLflow, as failed."""
-        import optuna
+    def _reclaim(self, study: Any, tracker: Tracker, experiment: str) -> None:
+        """Close what dead workers left RUNNING, in Optuna and in MLflow, as failed (under the lock).
+
+        A worker on this host is checked by its PID; any worker, on any host, by Optuna's heartbeats.
+        """
         from optuna.trial import TrialState
 
-        for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if _is_orphan(frozen):
-                reason = "the sweep process died while this trial ran (closed on resume)"
-                optuna.Trial(study, frozen._trial_id).set_user_attr(REASON_ATTR, reason)
-                study.tell(frozen.number, state=TrialState.FAIL)
-                self.progress.note(f"trial {frozen.number} was left running by a dead sweep: marked FAIL")
-        if search.uses_heartbeat(study):
-            optuna.storages.fail_stale_trials(study)
+        dead = [
+            (t, f"its sweep process ({t.user_attrs.get(WORKER_ATTR, 'unknown')}) died while it ran (closed on resume)")
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if _is_orphan(t)
+        ]
+        dead += [
+            (
+                t,
+                f"no heartbeat from its worker ({t.user_attrs.get(WORKER_ATTR, 'unknown')}) for over {GRACE_S} s: "
+                f"the worker died or lost the database (closed by {_worker_id()})",
+            )  # fmt: skip
+            for t in search.stale_trials(study)
+            if t.number not in {d.number for d, _ in dead}
+        ]
+        for frozen, reason in dead:
+            if search.fail_running(study, frozen, {REASON_ATTR: reason}):
+                self.progress.note(f"trial {frozen.number}: {reason}: marked FAIL")
         # A run's trial number says whether it is live: a RUNNING trial's run belongs to a live worker.
-        live = {str(t.number) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        trials = {str(t.number): t for t in study.get_trials(deepcopy=False)}
         for run in tracker.runs(experiment, self.spec.study, status="RUNNING"):
-            if run.data.tags.get(TRIAL_TAG) not in live:
-                reason = "the sweep process died (closed on resume)"
+            trial = trials.get(run.data.tags.get(TRIAL_TAG, ""))
+            if trial is None or trial.state != TrialState.RUNNING:
+                reason = (trial.user_attrs.get(REASON_ATTR) if trial else None) or "the sweep process died"
                 tracker.end(run.info.run_id, "FAILED", state=FAILED, reason=reason)
 
     def _target(self, study: Any) -> int:
@@ -314,10 +432,14 @@ def _worker_id() -> str:
 
 
 def _is_orphan(frozen: Any) -> bool:
-    """A RUNNING trial whose sweep process on this host is gone (other hosts' are left to heartbeats)."""
+    """A RUNNING trial whose sweep process on this host is gone (other hosts' are left to heartbeats).
+
+    Called under the study's lock: a trial without an owner was left by a worker that died between
+    creating it and recording its owner (one step under the same lock), so nobody is running it.
+    """
     host, _, pid = str(frozen.user_attrs.get(WORKER_ATTR, "")).rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
-        return not frozen.user_attrs.get(WORKER_ATTR)  # no owner recorded: nobody can be running it
+        return not frozen.user_attrs.get(WORKER_ATTR)
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
@@ -327,9 +449,9 @@ def _is_orphan(frozen: Any) -> bool:
     return int(pid) == os.getpid()
 
 
-def _heartbeat(study: Any, trial: Any) -> None:
-    if search.uses_heartbeat(study):
-        study._storage.record_heartbeat(trial._trial_id)
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def _cache_dir(output_dir: Path) -> Path:

@@ -25,6 +25,8 @@ REASON_TAG = "harness.failure_reason"
 STATE_TAG = "harness.state"  # COMPLETE, PRUNED, FAIL: Optuna's state, which MLflow has no word for
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow's own default: `mlflow ui` in the project finds it
+# MLflow 3's UI opens an experiment without this tag in its GenAI view (traces: empty for a sweep).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 _RACE = re.compile(r"already exists|duplicate key|UniqueViolation|database is locked", re.IGNORECASE)
@@ -79,9 +81,21 @@ class Tracker:
         if exp is not None:
             if exp.lifecycle_stage == "deleted":
                 self.client.restore_experiment(exp.experiment_id)
+            if not set(EXPERIMENT_KIND) <= set(exp.tags):  # made by an older harness
+                for key, value in EXPERIMENT_KIND.items():
+                    self.client.set_experiment_tag(exp.experiment_id, key, value)
             return exp.experiment_id
         root = artifact_root(self.uri)
-        return self.client.create_experiment(name, artifact_location=f"{root}/{name}" if root else None)
+        location = f"{root}/{name}" if root else None
+        return self.client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
+
+    def experiment_ids(self) -> dict[str, str]:
+        """Name -> id of every active experiment (MLflow's empty Default one left out)."""
+        return {
+            exp.name: exp.experiment_id
+            for exp in self.client.search_experiments()
+            if exp.name != "Default" or self.client.search_runs([exp.experiment_id], max_results=1)
+        }
 
     def parent_run(self, experiment_id: str, study: str) -> str:
         """The study's sweep run: reused (and reopened) when a sweep is resumed.

@@ -225,9 +225,9 @@ class _Pruning:
     def __init__(self, spec: SweepSpec, request: TrialRequest):
         import optuna
 
-        from harness.search import pruner, pruner_sign
+        from harness.search import load_study, pruner_sign
 
-        study = optuna.load_study(study_name=spec.study, storage=request.storage, pruner=pruner(spec))
+        study = load_study(spec.study, request.storage, spec)
         self.trial = optuna.Trial(study, request.trial_id)
         self.metric = spec.search.pruner.metric
         self.sign = pruner_sign(spec.search.objectives[0].direction, self.metric)

@@ -39,7 +39,6 @@ class Worker:
         request: Any,
         on_event: Callable[[tuple], None],
         on_start: Callable[[int], None] | None = None,
-        heartbeat: Callable[[], None] | None = None,
     ) -> TrialResult:
         """Run `job(request, events)` in a fresh process and return its result, however it ends."""
         events = self.ctx.Queue()
@@ -48,18 +47,14 @@ class Worker:
         if on_start:
             on_start(process.pid)
         try:
-            return _wait(process, events, on_event, heartbeat, request)
+            return _wait(process, events, on_event, request)
         except KeyboardInterrupt:
             _interrupt(process)
             raise
 
 
-def _wait(process: Any, events: Any, on_event: Callable, heartbeat: Callable | None, request: Any) -> TrialResult:
-    last_beat = 0.0
+def _wait(process: Any, events: Any, on_event: Callable, request: Any) -> TrialResult:
     while True:
-        if heartbeat and time.monotonic() - last_beat > 10:
-            heartbeat()
-            last_beat = time.monotonic()
         try:
             event = events.get(timeout=0.5)
         except queue.Empty:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import yaml
-from support import ROOT, Workspace
+from support import ROOT, Workspace, missing_for_workers
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -59,3 +61,37 @@ def write_spec(tmp_path: Path):
 def ws(tmp_path: Path) -> Workspace:
     """A fresh folder for one sweep's storage, tracking store, outputs and report."""
     return Workspace(tmp_path)
+
+
+# ---------------------------------------------------------------- PostgreSQL (many workers)
+
+POSTGRES = os.environ.get("HARNESS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+
+
+@pytest.fixture
+def new_database() -> Iterator[Callable[[], str]]:
+    """new_database() -> the URL of a fresh PostgreSQL database, dropped after the test."""
+    try:
+        import psycopg
+    except ImportError:
+        missing_for_workers("the psycopg driver is not installed (pip install -e '.[postgres]')")
+    try:
+        admin = psycopg.connect(f"{POSTGRES}/test", connect_timeout=3, autocommit=True)
+    except psycopg.OperationalError as exc:
+        missing_for_workers(f"PostgreSQL not reachable at {POSTGRES} (set HARNESS_TEST_POSTGRES): {exc}")
+    names: list[str] = []
+
+    def create() -> str:
+        names.append(f"harness_{uuid.uuid4().hex[:10]}")
+        admin.execute(f"CREATE DATABASE {names[-1]}")
+        return f"{POSTGRES}/{names[-1]}"
+
+    yield create
+    for name in names:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.close()
+
+
+@pytest.fixture
+def postgres_url(new_database: Callable[[], str]) -> str:
+    return new_database()

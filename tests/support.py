@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,16 @@ if TYPE_CHECKING:
     import optuna
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def missing_for_workers(why: str) -> None:
+    """Skip a many-workers test on a laptop without PostgreSQL (or root for a second hostname); fail in
+    CI, which sets HARNESS_REQUIRE_POSTGRES=1."""
+    import pytest
+
+    if os.environ.get("HARNESS_REQUIRE_POSTGRES") == "1":
+        pytest.fail(f"HARNESS_REQUIRE_POSTGRES=1 but {why}")
+    pytest.skip(why)
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -1,64 +1,107 @@
-"""Two `harness sweep` workers on one study through PostgreSQL (Optuna and MLflow), as on a GPU box."""
+"""Several `harness sweep` workers on one study through PostgreSQL (Optuna and MLflow), as on a GPU box
+or across hosts: exact trial counts, no repeated points, and a dead worker's trial reclaimed."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
-import uuid
-from collections.abc import Iterator
+import time
+from collections.abc import Callable
 
 import pytest
+from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
-from support import Workspace, base_spec
+from support import Workspace, base_spec, missing_for_workers
 
-SERVER = os.environ.get("HARNESS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
-
-
-def _missing(why: str) -> None:
-    """Skip on a laptop without PostgreSQL; fail in CI, which sets HARNESS_REQUIRE_POSTGRES=1."""
-    if os.environ.get("HARNESS_REQUIRE_POSTGRES") == "1":
-        pytest.fail(f"HARNESS_REQUIRE_POSTGRES=1 but {why}")
-    pytest.skip(why)
+from harness.stores import GRACE_S
 
 
-@pytest.fixture
-def databases() -> Iterator[tuple[str, str]]:
-    """Two fresh databases (Optuna and MLflow each keep their own alembic version table)."""
-    try:
-        import psycopg
-    except ImportError:
-        _missing("the psycopg driver is not installed (pip install -e '.[postgres]')")
-    try:
-        admin = psycopg.connect(f"{SERVER}/test", connect_timeout=3, autocommit=True)
-    except psycopg.OperationalError as exc:
-        _missing(f"PostgreSQL not reachable at {SERVER} (set HARNESS_TEST_POSTGRES): {exc}")
-    names = [f"harness_{kind}_{uuid.uuid4().hex[:8]}" for kind in ("optuna", "mlflow")]
-    with admin.cursor() as cur:
-        for name in names:
-            cur.execute(f"CREATE DATABASE {name}")
-    yield f"{SERVER}/{names[0]}", f"{SERVER}/{names[1]}"
-    with admin.cursor() as cur:
-        for name in names:
-            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    admin.close()
+def distinct(trials: list) -> bool:
+    points = [json.dumps(t.params, sort_keys=True) for t in trials]
+    return len(set(points)) == len(points)
+
+
+def start(ws: Workspace, path, n: int) -> list[subprocess.Popen]:
+    args = ws.args(path)
+    return [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(n)]
 
 
 @pytest.mark.slow
-def test_two_workers_share_one_study(databases: tuple[str, str], ws: Workspace, write_spec) -> None:
-    ws.storage, ws.tracking = databases
+def test_two_workers_share_one_study(new_database: Callable[[], str], ws: Workspace, write_spec) -> None:
+    ws.storage, ws.tracking = new_database(), new_database()
     spec = base_spec()
     spec["search"]["trials"] = 4
-    path = write_spec(spec)
-    workers = [
-        subprocess.Popen(ws.args(path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)
-    ]
+    workers = start(ws, write_spec(spec), 2)
     outputs = [w.communicate(timeout=900)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], outputs
 
     trials = ws.study().trials
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert len(complete) >= 4 and not [t for t in trials if t.state == TrialState.RUNNING]
-    assert len({t.user_attrs["worker"] for t in complete}) == 2, "both workers ran trials"
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4, "exactly the declared trials: no overshoot"
+    assert distinct(trials), "two workers draw different points"
+    assert len({t.user_attrs["worker"] for t in trials}) == 2, "both workers ran trials"
     parents, children = ws.runs()
     assert len(parents) == 1, "workers share the study's parent run"
     assert {r.info.run_id for r in children} == {t.user_attrs["mlflow_run_id"] for t in trials}
+
+
+def other_host(args: list[str]) -> list[str]:
+    """The command run in a UTS namespace of its own, whose hostname is other-host: to the rest, a worker
+    on another machine (its PID means nothing here), so only its heartbeats can tell that it died."""
+    probe = subprocess.run(["unshare", "--uts", "true"], capture_output=True)
+    if probe.returncode != 0:
+        missing_for_workers(f"cannot make a UTS namespace (unshare --uts needs root): {probe.stderr.decode()}")
+    return ["unshare", "--uts", "sh", "-c", 'hostname other-host && exec "$@"', "sh", *args]
+
+
+def held_by_other_host(ws: Workspace) -> int | None:
+    """The number of a trial the other-host worker holds and is training, once there is one."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        trials = ws.study().trials
+    except (KeyError, SQLAlchemyError):
+        return None
+    for t in trials:
+        if t.state == TrialState.RUNNING and t.user_attrs.get("worker", "").startswith("other-host:"):
+            run_id = t.user_attrs.get("mlflow_run_id")
+            if run_id and MlflowClient(ws.tracking).get_metric_history(run_id, "loss"):
+                return t.number
+    return None
+
+
+@pytest.mark.slow
+def test_a_worker_killed_on_another_host(new_database: Callable[[], str], ws: Workspace, write_spec) -> None:
+    ws.storage, ws.tracking = new_database(), new_database()
+    spec = base_spec()
+    spec["search"]["trials"] = 5
+    spec["train"]["max_steps"] = 20
+    path = write_spec(spec)
+    doomed = subprocess.Popen(
+        other_host(ws.args(path)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    workers = start(ws, path, 2)
+    try:
+        while (held := held_by_other_host(ws)) is None:
+            assert doomed.poll() is None, "the other-host worker ended before it held a trial"
+            time.sleep(0.5)
+    finally:
+        os.killpg(doomed.pid, signal.SIGKILL)  # the worker and its trial process, as a host dies
+        doomed.wait()
+    killed_at = time.monotonic()
+    outputs = [w.communicate(timeout=900)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+
+    trials = ws.study().trials
+    states = {t.number: t.state for t in trials}
+    assert sum(s == TrialState.COMPLETE for s in states.values()) == 5, states
+    assert [n for n, s in states.items() if s == TrialState.FAIL] == [held], states
+    assert "no heartbeat" in trials[held].user_attrs["fail_reason"]
+    assert distinct(trials)
+    parents, children = ws.runs()
+    assert [r.info.status for r in parents] == ["FINISHED"]
+    assert all(r.info.status != "RUNNING" for r in children)
+    dead_run = next(r for r in children if r.info.run_id == trials[held].user_attrs["mlflow_run_id"])
+    assert dead_run.info.status == "FAILED" and "no heartbeat" in dead_run.data.tags["harness.failure_reason"]
+    print(f"reclaimed and finished {time.monotonic() - killed_at:.0f} s after the kill (grace {GRACE_S} s)")

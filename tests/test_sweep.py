@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import signal
@@ -86,6 +87,8 @@ def test_resume_after_kill(ws: Workspace, write_spec) -> None:
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     killed = trials[running[0].number]
     assert killed.state == TrialState.FAIL and "died" in killed.user_attrs["fail_reason"]
+    points = [json.dumps(t.params, sort_keys=True) for t in trials]
+    assert len(set(points)) == len(points), "the resumed sweep draws new points, not the first trials' again"
     parents, children = ws.runs()
     assert all(r.info.status != "RUNNING" for r in parents + children)
     assert len(parents) == 1
@@ -113,17 +116,18 @@ def _wait_while_running(process: subprocess.Popen, condition) -> None:
 
 
 def nan_spec(seed: int) -> dict:
-    """Random choice between a sane learning rate and 1e6, which makes the loss NaN within steps:
-    a real failure, not an injected one. With seed 0 the draws are ok, NaN, ok; with seed 2, NaN x3."""
+    """Random choice between two sane learning rates and 1e6, which makes the loss NaN within steps:
+    a real failure, not an injected one. Trial N's draw is seeded from (seed, N): with seed 31 the
+    draws are ok, NaN, another ok; with seed 0, NaN, NaN."""
     spec = base_spec(seed=seed)
     spec["search"] |= {"sampler": "random", "trials": 2, "max_failures": 2}
-    spec["search"]["space"] = {"learning_rate": {"choice": [1.0e6, 5.0e-4]}}
+    spec["search"]["space"] = {"learning_rate": {"choice": [1.0e6, 5.0e-4, 2.0e-4]}}
     return spec
 
 
 @pytest.mark.slow
 def test_failing_trial_does_not_stop_the_sweep(ws: Workspace, write_spec) -> None:
-    done = ws.sweep(write_spec(nan_spec(seed=0)))
+    done = ws.sweep(write_spec(nan_spec(seed=31)))
     assert done.returncode == 0, done.stdout + done.stderr
     trials = ws.study().trials
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
@@ -138,7 +142,7 @@ def test_failing_trial_does_not_stop_the_sweep(ws: Workspace, write_spec) -> Non
 
 @pytest.mark.slow
 def test_sweep_gives_up_after_failures_in_a_row(ws: Workspace, write_spec) -> None:
-    done = ws.sweep(write_spec(nan_spec(seed=2)))
+    done = ws.sweep(write_spec(nan_spec(seed=0)))
     assert done.returncode == 1
     assert "2 trials failed in a row" in done.stdout
     assert [t.state for t in ws.study().trials] == [TrialState.FAIL, TrialState.FAIL]
@@ -198,3 +202,20 @@ def test_ctrl_c_stops_cleanly_then_resumes(ws: Workspace, write_spec) -> None:
     done = ws.sweep(path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert sum(t.state == TrialState.COMPLETE for t in ws.study().trials) == 2
+
+
+@pytest.mark.slow
+def test_a_failure_reason_with_markup_is_shown_verbatim(ws: Workspace, write_spec) -> None:
+    """TRL rejects this optimizer name, quoting it: Rich markup and HTML in a reason are plain text."""
+    bad = "[/bold][red]<b>adamw</b>"
+    spec = base_spec(train=base_spec()["train"] | {"optim": bad})
+    spec["search"] |= {"trials": 1, "max_failures": 1}
+    done = ws.sweep(write_spec(spec))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    failed = next(line for line in done.stdout.splitlines() if "FAILED:" in line)
+    assert bad in failed
+    reason = ws.study().trials[0].user_attrs["fail_reason"]
+    assert bad in reason
+    page = (ws.root / "report" / "index.html").read_text()
+    assert html.escape(bad, quote=False) in page and bad not in page

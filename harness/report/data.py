@@ -15,8 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 from unittest import mock
-from urllib.parse import urlparse
 
+from harness.stores import redact, sqlite_path
 from harness.tracking import ROLE_TAG, STUDY_TAG, TRIAL_TAG
 
 # Step metrics drawn as learning curves (TRL's names); eval_loss shows held-out behaviour too.
@@ -134,29 +134,25 @@ def attach_artifacts(record: StudyRecord, trials: list[TrialRecord]) -> None:
 
 
 def _optuna_study(name: str, storage: str) -> Any:
-    import optuna
+    from harness import search
+    from harness.stores import StoreError
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     _require_file(storage, "Optuna storage")
     try:
-        return optuna.load_study(study_name=name, storage=storage)
+        return search.load_study(name, storage)
+    except StoreError as exc:
+        raise ReportError(str(exc)) from None
     except KeyError:
-        names = optuna.study.get_all_study_names(storage)
+        names = search.study_names(storage)
         found = ", ".join(sorted(names)) if names else "none"
-        raise ReportError(f"no study '{name}' in {storage}. Studies there: {found}") from None
+        raise ReportError(f"no study '{name}' in {redact(storage)}. Studies there: {found}") from None
 
 
 def _require_file(url: str, what: str) -> None:
-    """A missing SQLite file would be created empty by the libraries; say it is missing instead."""
-    path = _sqlite_path(url)
+    """A missing SQLite or journal file would be created empty by the libraries; say it is missing instead."""
+    path = sqlite_path(url) if "://" in url else Path(url)
     if path is not None and not path.is_file():
         raise ReportError(f"no {what} at {url} (file {path} does not exist)")
-
-
-def _sqlite_path(url: str) -> Path | None:
-    if urlparse(url).scheme != "sqlite":
-        return None
-    return Path(url.removeprefix("sqlite:///"))
 
 
 def _objectives(study: Any) -> list[str]:
@@ -233,14 +229,15 @@ class Runs:
 
     @classmethod
     def open(cls, uri: str, study: str, notes: list[str]) -> Runs | None:
-        path = _sqlite_path(uri)
+        path = sqlite_path(uri)
         if path is not None and not path.is_file():
-            notes.append(f"no MLflow store at {uri}: curves, base model and samples are missing")
+            notes.append(f"no MLflow store at {redact(uri)}: curves, base model and samples are missing")
             return None
         client = _client(uri)
         experiment = client.get_experiment_by_name(study)
         if experiment is None:
-            notes.append(f"no MLflow experiment named '{study}' in {uri}: curves, base model and samples are missing")
+            where = f"no MLflow experiment named '{study}' in {redact(uri)}"
+            notes.append(f"{where}: curves, base model and samples are missing")
             return None
         runs = client.search_runs([experiment.experiment_id], f"tags.`{STUDY_TAG}` = '{study}'", max_results=50000)
         parents = [r for r in runs if r.data.tags.get(ROLE_TAG) == "sweep"]

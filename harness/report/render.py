@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -81,7 +82,7 @@ def page(records: list[StudyRecord], verdicts: list[Verdict]) -> str:
 def write(html: str, report_dir: Path) -> Path:
     report_dir.mkdir(parents=True, exist_ok=True)
     path = report_dir / "index.html"
-    tmp = path.with_suffix(".html.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: workers may share the folder
     tmp.write_text(html, encoding="utf-8")
     tmp.replace(path)  # atomic: a browser refreshing mid-sweep never sees half a page
     return path
