@@ -69,8 +69,9 @@ class Tracker:
         self.uri = uri
         if urlparse(uri).scheme == "sqlite":
             Path(uri.removeprefix("sqlite:///")).resolve().parent.mkdir(parents=True, exist_ok=True)
-        self.client = MlflowClient(tracking_uri=uri)
-        retry_schema_race(lambda: self.client.search_experiments(max_results=1))  # creates the tables
+        # MLflow creates the store's tables when the client (or its first call) opens the store
+        self.client = retry_schema_race(lambda: MlflowClient(tracking_uri=uri))
+        retry_schema_race(lambda: self.client.search_experiments(max_results=1))
 
     def experiment(self, name: str) -> str:
         """The study's experiment, created on first use (workers starting together may race to it)."""
