@@ -2,7 +2,7 @@
 
 Everything TRL-specific lives here: which DPOConfig fields exist, how a DPOConfig is built
 from a spec's `train` section, the callbacks that stream metrics out of DPOTrainer, and
-TRL's data helpers. The DPO loss itself is TRL's; nothing here re-implements it.
+the training precision. The DPO loss itself is TRL's; nothing here re-implements it.
 """
 
 from __future__ import annotations
@@ -69,13 +69,6 @@ def check_train_fields(train: dict[str, Any], names_only: bool = False) -> list[
 
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def extract_prompt(pair: dict) -> dict:
-    """Implicit-prompt pair -> explicit prompt/chosen/rejected (TRL's own helper)."""
-    from trl.data_utils import extract_prompt as trl_extract_prompt
-
-    return trl_extract_prompt(pair)
 
 
 def dpo_config(

@@ -72,6 +72,7 @@ def resolve_config(spec: SweepSpec, params: dict[str, Any]) -> dict[str, Any]:
             "shares": {name: mix.get(name, 0.0) / total for name in spec.data.sources},
             "size": spec.data.size,
             "eval_fraction": spec.data.eval_fraction,
+            "eval_size": spec.data.eval_size,
         },
         "train": train,
         "evals": spec.evals.model_dump(mode="json"),  # a checkpoint says how it is scored (harness eval)
@@ -85,7 +86,7 @@ def mlflow_params(config: dict[str, Any]) -> dict[str, Any]:
     params = dict(config["train"])
     params |= {f"mix.{k}": v for k, v in config["data"]["mix"].items()}
     params |= {f"data.share.{k}": round(v, 6) for k, v in config["data"]["shares"].items()}
-    params |= {"data.size": config["data"]["size"], "data.eval_fraction": config["data"]["eval_fraction"]}
+    params |= {f"data.{k}": config["data"][k] for k in ("size", "eval_fraction", "eval_size")}
     params |= {"model.name": config["model"]["name"], "model.dtype": config["model"]["dtype"]}
     params |= flatten({"lora": config["model"]["lora"]}) if config["model"]["lora"] else {"lora": "none"}
     params |= {"seed": config["seed"], "spec_hash": config["spec_hash"]}
