@@ -67,9 +67,10 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 def _input_errors() -> tuple[type[Exception], ...]:
     from harness.data import DataError
+    from harness.models import ModelError
     from harness.spec import SpecError
 
-    return SpecError, DataError
+    return SpecError, DataError, ModelError
 
 
 def _bad_input(exc: Exception) -> typer.Exit:
@@ -157,12 +158,14 @@ def validate(spec: Annotated[Path, typer.Argument(help="Sweep spec (YAML).")]) -
 
 
 def _check_files(spec: object, path: Path) -> None:
-    """Local data files and eval suites are read; hub datasets are left for the sweep (they need network)."""
-    from harness import data
+    """Local data files, model folders and eval suites are read; hub datasets and models are left for
+    the sweep (they need network)."""
+    from harness import data, models
     from harness.scoring import check_evals
     from harness.spec import SweepSpec
 
     assert isinstance(spec, SweepSpec)
+    models.check(spec.model.name, spec.model.revision, reach_hub=False)
     local = {n: s for n, s in spec.data.sources.items() if s.path}
     if local:
         data.load_sources(spec.data.model_copy(update={"sources": local, "mix": None}), spec.seed, path.parent)
@@ -202,7 +205,12 @@ def eval_(
         check_evals(target.evals, target.spec_dir)
     except _input_errors() as exc:
         raise _bad_input(exc) from None
-    card, base_card = evaluate(target, log=log)
+    from harness.scoring.bench import BenchmarkError
+
+    try:
+        card, base_card = evaluate(target, log=log)
+    except BenchmarkError as exc:  # e.g. an lm-eval task name while offline: the user's input, named
+        raise _bad_input(exc) from None
     _print_scorecard(target.model, card.metrics, base_card.metrics if base_card else None)
     if log_to:
         _log_eval(log_to, tracking_uri, target, card.metrics)

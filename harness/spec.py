@@ -290,6 +290,10 @@ def _semantic_problems(raw: dict, spec_dir: Path | None) -> list[tuple[str, str]
     mix = data.get("mix")
     if isinstance(mix, dict):
         problems += [(f"data.mix.{k}", _unknown(k, sources, "source")) for k in mix if k not in sources]
+    if model.get("dtype") == "float16" and not model.get("lora"):
+        from harness.models import FP16_FULL_FINETUNE
+
+        problems.append(("model.dtype", FP16_FULL_FINETUNE.removeprefix("model.dtype float16 ")))
     problems += _train_problems(train, space)
     problems += _space_problems(space, sources, model, search.get("sampler"))
     problems += _metric_problems(search, evals)

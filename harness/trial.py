@@ -113,6 +113,7 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
     """The trial itself; runs in its own process (harness.worker)."""
     from harness import data, models, scoring, training
     from harness.tracking import Tracker
+    from harness.worker import mark_phase
 
     spec = SweepSpec.model_validate(request.spec)
     config = resolve_config(spec, request.params)
@@ -120,10 +121,12 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
 
-    def status(text: str) -> None:
+    def status(text: str, phase: str | None = None) -> None:
+        if phase:  # on disk first: a trial killed by the kernel can still say where it was
+            mark_phase(request.folder, phase)
         events.put(("status", request.number, text))
 
-    status("loading data and model")
+    status("loading data and model", phase="setup")
     import transformers
 
     transformers.set_seed(spec.seed)
@@ -132,19 +135,26 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
     model_path = models.resolve(
         spec.model.name, Path(request.cache_dir), log=status, announce=lambda t: events.put(("note", request.number, t))
     )
-    model, tokenizer = models.load(model_path, spec.model.revision, spec.model.dtype)
+    precision = models.precision(spec.model.dtype, lora=spec.model.lora is not None)
+    model, tokenizer = models.load(model_path, spec.model.revision, precision.weights)
     _save_config(request, config, model_path, trial_data, tracker)
     seconds["time.setup_s"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    status("training")
+    status("training", phase="training")
     pruning = _Pruning.maybe(spec, request)
+    every = (
+        spec.search.pruner.every
+        if pruning
+        else training.eval_steps(config["train"], trial_data.train, trial_data.heldout)
+    )
     dpo = training.dpo_config(
         config["train"],
         request.folder / "trainer",
         spec.seed,
+        eval_every=every,
+        mixed=precision.mixed,
         has_eval=bool(trial_data.heldout),
-        eval_every=spec.search.pruner.every if pruning else None,
     )
     lora = config["model"]["lora"]
     trained = training.train_dpo(
@@ -165,7 +175,7 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
         return TrialResult(PRUNED, reason=f"pruned at step {pruning.pruned_at}", seconds=seconds)
 
     clock = time.perf_counter()
-    status("scoring")
+    status("scoring", phase="scoring")
     ctx = scoring.Context(
         spec.evals,
         Path(request.spec_dir),
@@ -177,6 +187,7 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
     with scoring.reference_model(trained, model_path, _loader(spec)) as reference:
         card = scoring.score(trained, tokenizer, ctx, reference)
     seconds["time.eval_s"] = time.perf_counter() - clock
+    seconds["time.eval_share"] = seconds["time.eval_s"] / max(seconds["time.train_s"], 1e-9)
     tracker.log_metrics(request.run_id, card.metrics | seconds)
     for name, payload in card.artifacts.items():
         tracker.log_dict(request.run_id, payload, name)
@@ -185,9 +196,11 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
 
 
 def _loader(spec: SweepSpec) -> Any:
+    """Loads the reference model in the same precision as the trained one, so their log-probs compare."""
     from harness import models
 
-    return lambda path: models.load(path, spec.model.revision, spec.model.dtype)
+    weights = models.precision(spec.model.dtype, lora=spec.model.lora is not None).weights
+    return lambda path: models.load(path, spec.model.revision, weights)
 
 
 def _base_card(request: TrialRequest) -> Any:
