@@ -231,3 +231,45 @@ def test_unknown_format_is_a_spec_error(write_spec) -> None:
         load_spec(write_spec(spec))
     (key, line, message), *_ = info.value.problems
     assert key == "data.sources.identity.format" and line is not None and "'sharegpt'" in message
+
+
+# ---------------------------------------------------------------- through the CLI
+
+
+def converted_spec(**overrides: object) -> dict:
+    from support import base_spec
+
+    sources = {
+        "hh": {"path": str(FIXTURES / "hh.jsonl")},
+        "sharegpt": {"path": str(FIXTURES / "sharegpt.json"), "format": "sharegpt"},
+        "alpaca": {"path": str(FIXTURES / "alpaca.json")},
+        "identity": {"path": "toy:identity"},
+    }
+    return base_spec(data__sources=sources, data__mix={"hh": 1, "sharegpt": 1, "alpaca": 1, "identity": 2}, **overrides)
+
+
+def test_validate_says_how_each_source_was_read(write_spec) -> None:
+    import subprocess
+    import sys
+
+    path = write_spec(converted_spec())
+    shown = subprocess.run([sys.executable, "-m", "harness.cli", "validate", str(path)], capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    lines = [line.strip() for line in shown.stdout.splitlines()]
+    assert "hh: 4 training + 1 held-out pairs (6 hh rows); 1 dropped (chosen = rejected)" in lines
+    assert "sharegpt: 2 training + 1 held-out pairs (3 sharegpt rows)" in lines
+    assert "alpaca: 2 training + 1 held-out pairs (3 alpaca rows)" in lines
+
+
+@pytest.mark.slow
+def test_sweep_trains_on_converted_sources(ws, write_spec) -> None:
+    spec = converted_spec(train__max_steps=4, search__trials=1)
+    done = ws.sweep(write_spec(spec))
+    assert done.returncode == 0, done.stdout + done.stderr
+    (trial,) = ws.study().trials
+    assert trial.state.name == "COMPLETE" and trial.user_attrs["seconds"]["time.eval_share"] > 0
+    pairs = json.loads((ws.root / "outputs" / "test" / "trial-000" / "pairs.json").read_text())
+    trained = [json.dumps(p, sort_keys=True) for p in pairs["train"]]
+    sources = load_sources(DataSpec.model_validate(spec["data"]), seed=0)
+    for name in ("hh", "sharegpt", "alpaca"):  # every converted pair is drawn (small sources cycle)
+        assert {json.dumps(p, sort_keys=True) for p in sources[name].train} <= set(trained), name
