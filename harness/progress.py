@@ -8,7 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+REASON_LINES = 8  # lines of a failure reason shown under its trial (a dead process's log tail)
 
 
 def format_params(params: dict[str, Any]) -> str:
@@ -89,8 +92,10 @@ class SweepProgress:
             self.bar.advance(self.sweep_task)
             self.console.print(f"[yellow]✂[/] trial {number}  {format_params(params)}  PRUNED: {result.reason}")
         else:
-            first_line = (result.reason or "").splitlines()[0] if result.reason else "unknown reason"
-            self.console.print(f"[red]✗[/] trial {number}  {format_params(params)}  FAILED: {first_line}")
+            first, *rest = (result.reason or "unknown reason").splitlines() or ["unknown reason"]
+            self.console.print(f"[red]✗[/] trial {number}  {escape(format_params(params))}  FAILED: {escape(first)}")
+            for line in rest[:REASON_LINES]:  # e.g. the last log lines of a process the kernel killed
+                self.console.print(f"    {line}", style="dim", markup=False, highlight=False)
 
     def note(self, text: str) -> None:
         self.console.print(f"[dim]{text}[/]")
