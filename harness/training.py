@@ -24,6 +24,8 @@ HARNESS_OWNED = {
     "push_to_hub": "push the kept model yourself after choosing a trial",
     "seed": "set the top-level 'seed' of the spec",
     "use_cpu": "the harness picks CPU or GPU automatically",
+    "bf16": "set model.dtype: the harness picks the mixed precision that goes with it",
+    "fp16": "set model.dtype: the harness picks the mixed precision that goes with it",
 }
 
 # Defaults the harness adds under the spec's `train` section; each can be overridden there.

@@ -89,6 +89,16 @@ def test_trainer_on_cpu_gets_neither_mixed_mode(tmp_path: Path) -> None:
     assert config.fp16 is False and config.bf16 is False  # TRL would turn bf16 on if the harness did not say
 
 
+def test_mixed_precision_flags_come_from_model_dtype(write_spec) -> None:
+    from harness.spec import SpecError, load_spec
+
+    with pytest.raises(SpecError) as info:
+        load_spec(write_spec(base_spec(train__fp16=True)))
+    assert [(k, m) for k, _, m in info.value.problems] == [
+        ("train.fp16", f"set by the harness: {training.HARNESS_OWNED['fp16']}")
+    ]
+
+
 def test_spec_refuses_float16_full_finetuning_at_its_line(write_spec) -> None:
     from harness.spec import SpecError, load_spec
 
