@@ -66,17 +66,20 @@ def convert(row: Any, declared: str = "auto") -> tuple[dict, str]:
 
 def detect(row: dict) -> str:
     """The format a row is in, by the fields it has; RowError listing the formats when none fits."""
-    if "conversations" in row or "messages" in row:
-        return "sharegpt"
+    chosen = row.get("chosen")
+    if "conversations" in row or ("messages" in row and not isinstance(chosen, list)):
+        return "sharegpt"  # (UltraFeedback's 'messages' is the chosen conversation, beside message-list answers)
     if "instruction" in row:
         return "alpaca"
     if not {"prompt", "chosen", "rejected"} & set(row):
         fields = ", ".join(sorted(map(str, row))) or "none"
         raise RowError(f"not a preference pair in any accepted format (fields: {fields}); {accepted()}")
-    if is_hh_transcript(str(row.get("prompt", "")) + str(row.get("chosen", ""))):
+    if is_hh_transcript(str(row.get("prompt", "")) + str(chosen or "")):
         return "hh"
-    if "prompt" in row:
-        return "standard" if isinstance(row.get("chosen"), str) else "conversational"
+    if "prompt" in row and not (isinstance(row["prompt"], str) and isinstance(chosen, list)):
+        return "standard" if isinstance(chosen, str) else "conversational"
+    # No prompt, or a text prompt beside whole conversations (HuggingFaceH4/ultrafeedback_binarized):
+    # as TRL does, the prompt is what the two conversations share.
     return "implicit"
 
 

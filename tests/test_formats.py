@@ -111,6 +111,17 @@ def test_implicit_text_prompt_ends_at_a_word_boundary(chosen: str, rejected: str
     assert pair["prompt"] + pair["rejected"] == rejected
 
 
+def test_text_prompt_beside_whole_conversations_is_split_from_them() -> None:
+    """HuggingFaceH4/ultrafeedback_binarized rows: a text prompt, conversations as answers, 'messages' too."""
+    user = {"role": "user", "content": "Write a haiku about rain."}
+    chosen = [user, {"role": "assistant", "content": "Soft rain on the roof"}]
+    rejected = [user, {"role": "assistant", "content": "Rain is water."}]
+    row = {"prompt": user["content"], "prompt_id": "ab12", "chosen": chosen, "rejected": rejected, "messages": chosen}
+    pair, fmt = formats.convert(row)
+    assert fmt == "implicit"
+    assert pair == {"prompt": [user], "chosen": chosen[1:], "rejected": rejected[1:]}
+
+
 def test_declared_implicit_reads_hh_text_as_plain_text_split_between_words(tmp_path: Path) -> None:
     transcripts = [line for line in (FIXTURES / "hh.jsonl").read_text().splitlines() if '"prompt"' not in line]
     (tmp_path / "hh.jsonl").write_text("\n".join(transcripts) + "\n")
