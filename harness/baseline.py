@@ -39,9 +39,11 @@ def run(request: BaselineRequest, events: Any) -> TrialResult:
     import time
 
     from harness import models, scoring
+    from harness.worker import mark_phase
 
     spec = SweepSpec.model_validate(request.spec)
     clock = time.perf_counter()
+    mark_phase(request.folder, "setup")
     events.put(("status", -1, "preparing the base model"))
     path = models.resolve(
         spec.model.name,
@@ -49,7 +51,10 @@ def run(request: BaselineRequest, events: Any) -> TrialResult:
         log=lambda text: events.put(("status", -1, text)),
         announce=lambda text: events.put(("note", -1, text)),
     )
-    model, tokenizer = models.load(path, spec.model.revision, spec.model.dtype)
+    # the precision trials train in, so that base and trial scores compare
+    weights = models.precision(spec.model.dtype, lora=spec.model.lora is not None).weights
+    model, tokenizer = models.load(path, spec.model.revision, weights)
+    mark_phase(request.folder, "scoring")
     events.put(("status", -1, "scoring the base model"))
     card = scoring.score(model, tokenizer, scoring.Context(spec.evals, Path(request.spec_dir), spec.seed))
     card_file = card_path(Path(request.output_dir))

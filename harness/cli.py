@@ -67,10 +67,11 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 def _input_errors() -> tuple[type[Exception], ...]:
     from harness.data import DataError
+    from harness.models import ModelError
     from harness.spec import SpecError
     from harness.stores import StoreError
 
-    return SpecError, DataError, StoreError
+    return SpecError, DataError, StoreError, ModelError
 
 
 def _bad_input(exc: Exception) -> typer.Exit:
@@ -145,30 +146,41 @@ def validate(spec: Annotated[Path, typer.Argument(help="Sweep spec (YAML).")]) -
 
     try:
         loaded = load_spec(spec)
-        _check_files(loaded, spec)
+        sources = _check_files(loaded, spec)
     except _input_errors() as exc:
         raise _bad_input(exc) from None
     console.print(f"[green]{spec}: valid[/]")
-    for key, value in summary(loaded).items():
+    shown = summary(loaded) | {"sources": {name: _describe_source(s) for name, s in sources.items()}}
+    for key, value in shown.items():
         if isinstance(value, dict):
             console.print(f"  {key}:")
             for k, v in value.items():
-                console.print(f"    {k}: {v}")
+                console.print(f"    {k}: {v}", highlight=False, markup=False)
         else:
             console.print(f"  {key}: {value}")
 
 
-def _check_files(spec: object, path: Path) -> None:
-    """Local data files and eval suites are read; hub datasets are left for the sweep (they need network)."""
-    from harness import data
+def _describe_source(source: Any) -> str:
+    read_as = ", ".join(f"{n} {fmt}" for fmt, n in source.formats.items())
+    dropped = f"; {source.dropped_identical} dropped (chosen = rejected)" if source.dropped_identical else ""
+    return f"{len(source.train)} training + {len(source.heldout)} held-out pairs ({read_as} rows){dropped}"
+
+
+def _check_files(spec: object, path: Path) -> dict[str, Any]:
+    """Local data files, model folders and eval suites are read; hub datasets and models are left for
+    the sweep (they need network)."""
+    from harness import data, models
     from harness.scoring import check_evals
     from harness.spec import SweepSpec
 
     assert isinstance(spec, SweepSpec)
+    models.check(spec.model.name, spec.model.revision, reach_hub=False)
     local = {n: s for n, s in spec.data.sources.items() if s.path}
+    loaded = {}
     if local:
-        data.load_sources(spec.data.model_copy(update={"sources": local, "mix": None}), spec.seed, path.parent)
+        loaded = data.load_sources(spec.data.model_copy(update={"sources": local, "mix": None}), spec.seed, path.parent)
     check_evals(spec.evals, path.parent)
+    return loaded
 
 
 @app.command("eval")
@@ -207,7 +219,12 @@ def eval_(
         check_evals(target.evals, target.spec_dir)
     except _input_errors() as exc:
         raise _bad_input(exc) from None
-    card, base_card = evaluate(target, log=log)
+    from harness.scoring.bench import BenchmarkError
+
+    try:
+        card, base_card = evaluate(target, log=log)
+    except BenchmarkError as exc:  # e.g. an lm-eval task name while offline: the user's input, named
+        raise _bad_input(exc) from None
     _print_scorecard(target.model, card.metrics, base_card.metrics if base_card else None)
     if log_to:
         _log_eval(log_to, tracking_uri, target, card.metrics)

@@ -1,9 +1,9 @@
 """Preference data: load sources, hold out pairs per source, draw a trial's mix.
 
-A pair is a dict in one of TRL's formats: standard (prompt/chosen/rejected strings),
-conversational (lists of {role, content} messages), or implicit prompt (chosen/rejected only,
-the prompt being their shared beginning). Every source of a spec must share one kind
-(strings or messages), since one training set cannot hold both.
+Rows are read from JSON lines, a JSON array, the toy world or the hub, and converted once by
+harness.formats into a pair with an explicit prompt: TRL's standard format (strings) or its
+conversational one (lists of {role, content} messages). Every source of a spec must share one
+kind (strings or messages), since one training set cannot hold both.
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import formats
 from harness.spec import DataSpec, SourceSpec, resolve_path
-
-ROLES = ("system", "user", "assistant", "tool")
 
 
 class DataError(Exception):
@@ -33,6 +32,7 @@ class Source:
     heldout: list[dict]
     dropped_identical: int = 0
     kind: str = "conversational"
+    formats: dict[str, int] = field(default_factory=dict)  # format read -> rows (auto-detection is per row)
 
 
 @dataclass
@@ -55,21 +55,22 @@ def source_problem(path: str, spec_dir: Path | None) -> str | None:
             return f"unknown built-in source '{path}'. Available: {', '.join('toy:' + n for n in TOY_SOURCES)}"
         return None
     if not path.endswith((".jsonl", ".json")):
-        return f"expected toy:<name> or a .jsonl file, got {path!r}"
+        return f"expected toy:<name>, a .jsonl file or a .json array, got {path!r}"
     if resolve_path(path, spec_dir) is None:
         return f"no such file: {path}"
     return None
 
 
 def load_sources(spec: DataSpec, seed: int, spec_dir: Path | None = None) -> dict[str, Source]:
-    """Load and validate every source, then hold out `eval_fraction` of each (same split for every trial)."""
+    """Load and validate every source, then hold out pairs of each (the same split for every trial)."""
     loaded = {name: _load(name, src, spec_dir) for name, src in spec.sources.items()}
     kinds = {name: src.kind for name, src in loaded.items()}
     if len(set(kinds.values())) > 1:
         listing = ", ".join(f"{n}: {k}" for n, k in kinds.items())
         raise DataError(f"sources mix conversational and plain-text pairs ({listing}); use one kind")
     for name, source in loaded.items():
-        source.train, source.heldout = _split(source.train, spec.eval_fraction, f"{seed}:{name}")
+        n_heldout = heldout_count(len(source.train), spec.eval_fraction, spec.eval_size)
+        source.train, source.heldout = _split(source.train, n_heldout, f"{seed}:{name}")
     return loaded
 
 
@@ -107,10 +108,14 @@ def _apportion(weights: dict[str, float], size: int) -> dict[str, int]:
     return counts
 
 
-def _split(rows: list[dict], fraction: float, seed: str) -> tuple[list[dict], list[dict]]:
+def heldout_count(n: int, fraction: float, cap: int) -> int:
+    """Pairs held out of a source of n: min(ceil(fraction * n), cap), and never its only pair."""
+    return min(math.ceil(n * fraction), cap) if fraction > 0 and n > 1 else 0
+
+
+def _split(rows: list[dict], n_heldout: int, seed: str) -> tuple[list[dict], list[dict]]:
     order = list(range(len(rows)))
     random.Random(seed).shuffle(order)
-    n_heldout = math.ceil(len(rows) * fraction) if fraction > 0 and len(rows) > 1 else 0
     heldout = [rows[i] for i in order[:n_heldout]]
     train = [rows[i] for i in sorted(order[n_heldout:])]
     return train, heldout
@@ -129,20 +134,36 @@ def _load(name: str, src: SourceSpec, spec_dir: Path | None) -> Source:
         path = resolve_path(src.path, spec_dir)
         if path is None:
             raise DataError(f"source '{name}': no such file: {src.path}")
-        rows, where = _read_jsonl(path), str(path)
+        rows, where = _read_file(path), str(path)
     else:
         rows, where = _read_hub(src), f"hf:{src.hf}[{src.split}]"
     if not rows:
         raise DataError(f"{where}: source '{name}' holds no pairs")
-    pairs, kinds = [], set()
+    pairs: list[dict] = []
+    kinds: dict[str, int] = {}  # kind -> first line of that kind, to point at the odd one out
+    read_as: dict[str, int] = {}
     for line, row in rows:
-        pair, kind = _check_row(row, where, line)
+        try:
+            pair, fmt = formats.convert(row, src.format)
+        except formats.RowError as exc:
+            declared = f" (declared format: {src.format})" if src.format != "auto" else ""
+            raise DataError(f"{where}:{line}: {exc}{declared}") from None
         pairs.append(pair)
-        kinds.add(kind)
+        kinds.setdefault(formats.kind(pair), line)
+        read_as[fmt] = read_as.get(fmt, 0) + 1
     if len(kinds) > 1:
-        raise DataError(f"{where}: rows mix conversational and plain-text pairs; use one kind per file")
+        listing = ", ".join(f"{k} from line {line}" for k, line in kinds.items())
+        raise DataError(f"{where}: rows mix conversational and plain-text pairs ({listing}); use one kind per file")
     kept = [p for p in pairs if p["chosen"] != p["rejected"]]
-    return Source(name, kept, [], dropped_identical=len(pairs) - len(kept), kind=kinds.pop())
+    kind = next(iter(kinds))
+    return Source(name, kept, [], dropped_identical=len(pairs) - len(kept), kind=kind, formats=read_as)
+
+
+def _read_file(path: Path) -> list[tuple[int, Any]]:
+    """(line, row) pairs from JSON lines, or from a JSON array (LLaMA-Factory's files are arrays)."""
+    with path.open(encoding="utf-8") as f:
+        head = f.read(4096).lstrip()
+    return _read_array(path) if head.startswith("[") else _read_jsonl(path)
 
 
 def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
@@ -158,6 +179,35 @@ def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
     return rows
 
 
+def _read_array(path: Path) -> list[tuple[int, Any]]:
+    """A JSON array read element by element, so that each row keeps the line it starts on."""
+    text = path.read_text(encoding="utf-8")
+    decoder, rows = json.JSONDecoder(), []
+    pos, line, counted = text.index("[") + 1, 1, 0
+    try:
+        while True:
+            pos = _skip_space(text, pos)
+            if text.startswith("]", pos):
+                break
+            line, counted = line + text.count("\n", counted, pos), pos
+            row, pos = decoder.raw_decode(text, pos)
+            rows.append((line, row))
+            pos = _skip_space(text, pos)
+            if text.startswith(",", pos):
+                pos += 1
+            elif not text.startswith("]", pos):
+                raise json.JSONDecodeError("expected ',' or ']' after a row", text, pos)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    return rows
+
+
+def _skip_space(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in " \t\r\n":
+        pos += 1
+    return pos
+
+
 def _read_hub(src: SourceSpec) -> list[tuple[int, Any]]:
     import datasets
 
@@ -166,38 +216,3 @@ def _read_hub(src: SourceSpec) -> list[tuple[int, Any]]:
     except Exception as exc:  # offline, unknown id or split: all end the same way for the user
         raise DataError(f"hf:{src.hf}: cannot load split '{src.split}': {exc}") from None
     return [(i + 1, row) for i, row in enumerate(ds)]
-
-
-def _check_row(row: Any, where: str, line: int) -> tuple[dict, str]:
-    """Validate one pair; return it with an explicit prompt, and its kind."""
-    at = f"{where}:{line}"
-    if not isinstance(row, dict):
-        raise DataError(f"{at}: a pair is a JSON object with chosen/rejected (and usually prompt)")
-    for key in ("chosen", "rejected"):
-        if key not in row:
-            raise DataError(f"{at}: missing field '{key}' (pairs need chosen and rejected, and usually prompt)")
-    fields = ("prompt", "chosen", "rejected") if "prompt" in row else ("chosen", "rejected")
-    kinds = {key: _kind(row[key], f"{at}: field '{key}'") for key in fields}
-    if len(set(kinds.values())) > 1:
-        listing = ", ".join(f"{k} is {v}" for k, v in kinds.items())
-        raise DataError(f"{at}: fields must all be strings or all message lists ({listing})")
-    kind = kinds["chosen"]
-    pair = {key: row[key] for key in fields}
-    if "prompt" not in pair:
-        from harness.training import extract_prompt
-
-        pair = extract_prompt(pair)
-        if not pair["prompt"]:
-            raise DataError(f"{at}: implicit-prompt pair: chosen and rejected share no prompt")
-    return pair, kind
-
-
-def _kind(value: Any, at: str) -> str:
-    if isinstance(value, str):
-        return "plain-text"
-    if isinstance(value, list) and value:
-        for i, msg in enumerate(value):
-            if not (isinstance(msg, dict) and isinstance(msg.get("content"), str) and msg.get("role") in ROLES):
-                raise DataError(f"{at}, message {i}: expected {{'role': one of {list(ROLES)}, 'content': str}}")
-        return "conversational"
-    raise DataError(f"{at}: expected a string or a non-empty list of messages, got {type(value).__name__}")

@@ -39,13 +39,20 @@ def resolve_target(target: str, evals_file: Path | None, base: str | None, cache
         if (trial_dir / "trial_config.yaml").is_file()
         else None
     )
+    evals, spec_dir = _evals(evals_file, config)  # first: it needs no model
     if config is not None:
+        if not (trial_dir / "model").is_dir():
+            raise models.ModelError(f"MODEL '{target}': the trial folder holds no model/ (did the trial finish?)")
         model = str(trial_dir / "model")
-        base = base or config["model"]["path"]
     else:
+        models.check(target, what="MODEL")
         model = models.resolve(target, cache, announce=log)
-        base = models.resolve(base, cache, announce=log) if base else None
-    evals, spec_dir = _evals(evals_file, config)
+    if base:
+        models.check(base, what="--base")
+        base = models.resolve(base, cache, announce=log)
+    elif config is not None:
+        base = config["model"]["path"]  # what the trial was trained from, as resolved then
+        models.check(base, what="the trial's base model (give --base)")
     pairs = _pairs(trial_dir) if config is not None else {}
     seed = int(config["seed"]) if config else 0
     return EvalTarget(model, base, evals, spec_dir, seed, pairs.get("train", []), pairs.get("heldout", []))

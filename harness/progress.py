@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+REASON_LINES = 8  # lines of a failure reason shown under its trial (a dead process's log tail)
+
 
 def format_params(params: dict[str, Any]) -> str:
     """key=value pairs, escaped: a string param may contain [brackets] that Rich would read as markup."""
@@ -93,8 +95,10 @@ class SweepProgress:
             reason = escape(str(result.reason))
             self.console.print(f"[yellow]✂[/] trial {number}  {format_params(params)}  PRUNED: {reason}")
         else:
-            first_line = (result.reason or "").splitlines()[0] if result.reason else "unknown reason"
-            self.console.print(f"[red]✗[/] trial {number}  {format_params(params)}  FAILED: {escape(first_line)}")
+            first, *rest = (result.reason or "unknown reason").splitlines() or ["unknown reason"]
+            self.console.print(f"[red]✗[/] trial {number}  {format_params(params)}  FAILED: {escape(first)}")
+            for line in rest[:REASON_LINES]:  # e.g. the last log lines of a process the kernel killed
+                self.console.print(f"    {line}", style="dim", markup=False, highlight=False)
         self.waiting_for = None
 
     def waiting(self, running: int) -> None:

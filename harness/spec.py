@@ -59,11 +59,15 @@ class ModelSpec(_Strict):
     lora: LoraSpec | None = None  # null: full fine-tuning
 
 
+Format = Literal["auto", "standard", "conversational", "implicit", "hh", "sharegpt", "alpaca"]
+
+
 class SourceSpec(_Strict):
-    path: str | None = None  # toy:<name> or a .jsonl file
+    path: str | None = None  # toy:<name>, a .jsonl file or a .json array
     hf: str | None = None  # hub dataset id, for users who are online
     name: str | None = None  # hub dataset config
     split: str = "train"
+    format: Format = "auto"  # auto: recognised row by row (harness.formats)
 
     @model_validator(mode="after")
     def _one_location(self) -> SourceSpec:
@@ -77,6 +81,7 @@ class DataSpec(_Strict):
     mix: dict[str, float] | None = None  # default: equal weights
     size: int = Field(256, gt=0)  # pairs drawn per trial from the mix
     eval_fraction: float = Field(0.1, ge=0, lt=1)  # held out per source, same for every trial
+    eval_size: int = Field(64, ge=0)  # at most this many held out per source: held-out scoring stays cheap
 
     @field_validator("mix")
     @classmethod
@@ -285,6 +290,10 @@ def _semantic_problems(raw: dict, spec_dir: Path | None) -> list[tuple[str, str]
     mix = data.get("mix")
     if isinstance(mix, dict):
         problems += [(f"data.mix.{k}", _unknown(k, sources, "source")) for k in mix if k not in sources]
+    if model.get("dtype") == "float16" and not model.get("lora"):
+        from harness.models import FP16_FULL_FINETUNE
+
+        problems.append(("model.dtype", FP16_FULL_FINETUNE.removeprefix("model.dtype float16 ")))
     problems += _train_problems(train, space)
     problems += _space_problems(space, sources, model, search.get("sampler"))
     problems += _metric_problems(search, evals)

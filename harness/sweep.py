@@ -81,10 +81,12 @@ class Sweep:
 
     def check_inputs(self) -> None:
         """Everything that can be wrong with the user's files fails here, before anything is written."""
-        from harness import data
+        from harness import data, models
         from harness.scoring import check_evals
 
         check_storage(self.options.storage)
+        models.check(self.spec.model.name, self.spec.model.revision)
+        models.precision(self.spec.model.dtype, lora=self.spec.model.lora is not None)  # can this machine train it?
         data.load_sources(self.spec.data, self.spec.seed, self.spec_path.parent)
         check_evals(self.spec.evals, self.spec_path.parent)
 

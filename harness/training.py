@@ -2,7 +2,7 @@
 
 Everything TRL-specific lives here: which DPOConfig fields exist, how a DPOConfig is built
 from a spec's `train` section, the callbacks that stream metrics out of DPOTrainer, and
-TRL's data helpers. The DPO loss itself is TRL's; nothing here re-implements it.
+the training precision. The DPO loss itself is TRL's; nothing here re-implements it.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ HARNESS_OWNED = {
     "push_to_hub": "push the kept model yourself after choosing a trial",
     "seed": "set the top-level 'seed' of the spec",
     "use_cpu": "the harness picks CPU or GPU automatically",
+    "bf16": "set model.dtype: the harness picks the mixed precision that goes with it",
+    "fp16": "set model.dtype: the harness picks the mixed precision that goes with it",
 }
 
 # Defaults the harness adds under the spec's `train` section; each can be overridden there.
@@ -71,38 +73,96 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def extract_prompt(pair: dict) -> dict:
-    """Implicit-prompt pair -> explicit prompt/chosen/rejected (TRL's own helper)."""
-    from trl.data_utils import extract_prompt as trl_extract_prompt
+# In-training evaluation (TRL's eval_* metrics on the held-out pairs) is capped by default so
+# that it can never dominate a trial: at most EVAL_SHARE of the training compute, MAX_EVALS times.
+EVAL_SHARE = 0.25  # a quarter of training: enough for held-out curves, never the bulk of a trial
+MAX_EVALS = 4  # points on each held-out learning curve when evaluation is cheap
+# Forward passes per sequence: a training step runs the policy forward and backward (~3 forwards)
+# plus the reference forward; an evaluation runs the two forwards only.
+_TRAIN_PASSES, _EVAL_PASSES = 4, 2
 
-    return trl_extract_prompt(pair)
+
+def eval_steps(train: dict[str, Any], train_rows: list[dict], eval_rows: list[dict]) -> int | None:
+    """Steps between in-training evaluations so they cost <= EVAL_SHARE of training; None: not even one fits.
+
+    Cost is counted in characters of text through the model (prompt + answer, chosen and rejected).
+    """
+    if not eval_rows or not train_rows:
+        return None
+    setting = lambda key: train.get(key, _dpo_defaults()[key])  # noqa: E731
+    batch = int(setting("per_device_train_batch_size")) * int(setting("gradient_accumulation_steps"))
+    steps = int(setting("max_steps") or -1)
+    if steps <= 0:  # epochs instead of steps: as many steps as the Trainer will take
+        steps = math.ceil(float(setting("num_train_epochs")) * math.ceil(len(train_rows) / batch))
+    train_cost = steps * batch * _TRAIN_PASSES * sum(map(pair_chars, train_rows)) / len(train_rows)
+    eval_cost = _EVAL_PASSES * sum(map(pair_chars, eval_rows))
+    evals = min(MAX_EVALS, steps, math.floor(EVAL_SHARE * train_cost / max(eval_cost, 1)))
+    return math.ceil(steps / evals) if evals >= 1 else None
 
 
-def dpo_config(
-    train: dict[str, Any], output_dir: Path, seed: int, has_eval: bool, eval_every: int | None = None
-) -> Any:
-    """Build TRL's DPOConfig: harness defaults, then the trial's resolved `train` settings."""
-    import torch
+def pair_chars(pair: dict) -> int:
+    """Characters a pair puts through the model: the prompt twice (with each answer) and both answers."""
+
+    def size(part: Any) -> int:
+        return len(part) if isinstance(part, str) else sum(len(m.get("content") or "") for m in part)
+
+    return 2 * size(pair["prompt"]) + size(pair["chosen"]) + size(pair["rejected"])
+
+
+@functools.cache
+def _dpo_defaults() -> dict[str, Any]:
+    import dataclasses
+
     from trl import DPOConfig
 
-    on_gpu = torch.cuda.is_available()
+    return {f.name: f.default for f in dataclasses.fields(DPOConfig) if f.init}
+
+
+def dpo_settings(
+    train: dict[str, Any], output_dir: Path, seed: int, eval_every: int | None, mixed: str | None, has_eval: bool
+) -> dict[str, Any]:
+    """DPOConfig's arguments: harness defaults, then the trial's resolved `train` settings.
+
+    eval_every: steps between held-out evaluations (None: none); a spec's own eval_steps or
+    eval_strategy wins, unless there is nothing held out. mixed: the Trainer's mixed precision
+    ("bf16", "fp16" or None), from harness.models.precision.
+    """
+    import torch
+
     settings: dict[str, Any] = {
         **TRAIN_DEFAULTS,
         "output_dir": str(output_dir),
         "report_to": [],
         "seed": seed,
         "data_seed": seed,
-        "use_cpu": not on_gpu,
-        "bf16": on_gpu and torch.cuda.is_bf16_supported(),
+        "use_cpu": not torch.cuda.is_available(),
+        "bf16": mixed == "bf16",  # set both: TRL turns bf16 on when neither is given
+        "fp16": mixed == "fp16",
     }
-    if not on_gpu:  # TRL's memory-saving default costs a quarter of the time and saves nothing that matters on CPU
+    if settings["use_cpu"]:  # TRL's memory-saving default costs a quarter of the time, saves nothing needed on CPU
         settings["gradient_checkpointing"] = False
-    if has_eval:
-        max_steps = int(train.get("max_steps") or 0)
-        steps = eval_every or max(1, max_steps // 4 if max_steps > 0 else 50)
-        settings |= {"eval_strategy": "steps", "eval_steps": steps}
+    if eval_every is not None:
+        settings |= {"eval_strategy": "steps", "eval_steps": eval_every}
+    if "eval_steps" in train and "eval_strategy" not in train:  # asking for a cadence asks for evaluation
+        settings["eval_strategy"] = "steps"
     settings |= train
-    return DPOConfig(**settings)
+    if not has_eval:  # the Trainer cannot evaluate without pairs
+        settings["eval_strategy"] = "no"
+    return settings
+
+
+def dpo_config(
+    train: dict[str, Any],
+    output_dir: Path,
+    seed: int,
+    eval_every: int | None = None,
+    mixed: str | None = None,
+    has_eval: bool = True,
+) -> Any:
+    """Build TRL's DPOConfig (see dpo_settings)."""
+    from trl import DPOConfig
+
+    return DPOConfig(**dpo_settings(train, output_dir, seed, eval_every, mixed, has_eval))
 
 
 def resolved_train_settings(config: Any, keys: list[str]) -> dict[str, Any]:

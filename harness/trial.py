@@ -72,6 +72,7 @@ def resolve_config(spec: SweepSpec, params: dict[str, Any]) -> dict[str, Any]:
             "shares": {name: mix.get(name, 0.0) / total for name in spec.data.sources},
             "size": spec.data.size,
             "eval_fraction": spec.data.eval_fraction,
+            "eval_size": spec.data.eval_size,
         },
         "train": train,
         "evals": spec.evals.model_dump(mode="json"),  # a checkpoint says how it is scored (harness eval)
@@ -85,7 +86,7 @@ def mlflow_params(config: dict[str, Any]) -> dict[str, Any]:
     params = dict(config["train"])
     params |= {f"mix.{k}": v for k, v in config["data"]["mix"].items()}
     params |= {f"data.share.{k}": round(v, 6) for k, v in config["data"]["shares"].items()}
-    params |= {"data.size": config["data"]["size"], "data.eval_fraction": config["data"]["eval_fraction"]}
+    params |= {f"data.{k}": config["data"][k] for k in ("size", "eval_fraction", "eval_size")}
     params |= {"model.name": config["model"]["name"], "model.dtype": config["model"]["dtype"]}
     params |= flatten({"lora": config["model"]["lora"]}) if config["model"]["lora"] else {"lora": "none"}
     params |= {"seed": config["seed"], "spec_hash": config["spec_hash"]}
@@ -112,6 +113,7 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
     """The trial itself; runs in its own process (harness.worker)."""
     from harness import data, models, scoring, training
     from harness.tracking import Tracker
+    from harness.worker import mark_phase
 
     spec = SweepSpec.model_validate(request.spec)
     config = resolve_config(spec, request.params)
@@ -119,10 +121,12 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
 
-    def status(text: str) -> None:
+    def status(text: str, phase: str | None = None) -> None:
+        if phase:  # on disk first: a trial killed by the kernel can still say where it was
+            mark_phase(request.folder, phase)
         events.put(("status", request.number, text))
 
-    status("loading data and model")
+    status("loading data and model", phase="setup")
     import transformers
 
     transformers.set_seed(spec.seed)
@@ -131,19 +135,26 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
     model_path = models.resolve(
         spec.model.name, Path(request.cache_dir), log=status, announce=lambda t: events.put(("note", request.number, t))
     )
-    model, tokenizer = models.load(model_path, spec.model.revision, spec.model.dtype)
+    precision = models.precision(spec.model.dtype, lora=spec.model.lora is not None)
+    model, tokenizer = models.load(model_path, spec.model.revision, precision.weights)
     _save_config(request, config, model_path, trial_data, tracker)
     seconds["time.setup_s"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    status("training")
+    status("training", phase="training")
     pruning = _Pruning.maybe(spec, request)
+    every = (
+        spec.search.pruner.every
+        if pruning
+        else training.eval_steps(config["train"], trial_data.train, trial_data.heldout)
+    )
     dpo = training.dpo_config(
         config["train"],
         request.folder / "trainer",
         spec.seed,
+        eval_every=every,
+        mixed=precision.mixed,
         has_eval=bool(trial_data.heldout),
-        eval_every=spec.search.pruner.every if pruning else None,
     )
     lora = config["model"]["lora"]
     trained = training.train_dpo(
@@ -164,7 +175,7 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
         return TrialResult(PRUNED, reason=f"pruned at step {pruning.pruned_at}", seconds=seconds)
 
     clock = time.perf_counter()
-    status("scoring")
+    status("scoring", phase="scoring")
     ctx = scoring.Context(
         spec.evals,
         Path(request.spec_dir),
@@ -176,6 +187,7 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
     with scoring.reference_model(trained, model_path, _loader(spec)) as reference:
         card = scoring.score(trained, tokenizer, ctx, reference)
     seconds["time.eval_s"] = time.perf_counter() - clock
+    seconds["time.eval_share"] = seconds["time.eval_s"] / max(seconds["time.train_s"], 1e-9)
     tracker.log_metrics(request.run_id, card.metrics | seconds)
     for name, payload in card.artifacts.items():
         tracker.log_dict(request.run_id, payload, name)
@@ -184,9 +196,11 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
 
 
 def _loader(spec: SweepSpec) -> Any:
+    """Loads the reference model in the same precision as the trained one, so their log-probs compare."""
     from harness import models
 
-    return lambda path: models.load(path, spec.model.revision, spec.model.dtype)
+    weights = models.precision(spec.model.dtype, lora=spec.model.lora is not None).weights
+    return lambda path: models.load(path, spec.model.revision, weights)
 
 
 def _base_card(request: TrialRequest) -> Any:

@@ -24,6 +24,13 @@ from harness.trial import FAILED, TrialResult
 PRELOAD = ["harness.trial", "harness.baseline", "torch", "transformers", "datasets", "peft", "trl"]
 Job = Callable[[Any, Any], TrialResult]  # (request, events) -> result; request has .folder, .number, .verbose
 _GRACE_S = 20.0  # how long an interrupted trial gets to stop by itself before it is killed
+PHASE_FILE = "phase"  # a job's current phase (setup, training, scoring), read when it dies without a word
+
+
+def mark_phase(folder: Path, phase: str) -> None:
+    """Record where a job is, synchronously: a process killed by the kernel sends no last event."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / PHASE_FILE).write_text(phase)
 
 
 class Worker:
@@ -76,25 +83,38 @@ def _drain(events: Any, process: Any, request: Any) -> TrialResult:
                 return event[2]
     except queue.Empty:
         pass
-    return TrialResult(FAILED, reason=_death(process.exitcode, request.folder / "trial.log"))
+    return TrialResult(FAILED, reason=_death(process.exitcode, request.folder, request.verbose))
 
 
-def _death(exitcode: int | None, log: Path) -> str:
+def _death(exitcode: int | None, folder: Path, verbose: bool = False) -> str:
+    """How a job process died: the signal or exit code, the phase it was in, and its last log lines."""
     if exitcode is not None and exitcode < 0:
         name = signal.Signals(-exitcode).name
         hint = " (the system may have run out of memory)" if name == "SIGKILL" else ""
         reason = f"trial process killed by {name}{hint}"
     else:
         reason = f"trial process exited with code {exitcode} before reporting a result"
+    phase = _read(folder / PHASE_FILE).strip()
+    reason += f" during {phase}" if phase else " before it started (no phase recorded)"
+    log = folder / "trial.log"
     tail = _tail(log)
-    return f"{reason}; last log lines:\n{tail}" if tail else reason
+    if tail:
+        return f"{reason}; last log lines of {log}:\n{tail}"
+    if verbose:
+        return f"{reason}; its output went to the terminal (-v), not to {log}"
+    return f"{reason}; {log} is empty" if log.is_file() else f"{reason}; there is no {log}"
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def _tail(log: Path, lines: int = 8) -> str:
-    try:
-        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
+    """The last non-blank lines of a log."""
+    return "\n".join([line for line in _read(log).splitlines() if line.strip()][-lines:])
 
 
 def _interrupt(process: Any) -> None:
@@ -114,6 +134,7 @@ def _entry(job: Job, request: Any, events: Any) -> None:
     """First code in a job process: never raises; the result always goes back through `events`."""
     _die_with_parent()
     log = _quiet_output(request.folder, request.verbose)
+    (request.folder / PHASE_FILE).unlink(missing_ok=True)  # a phase left by an earlier attempt is not this one's
     try:
         result = job(request, events)
     except KeyboardInterrupt:

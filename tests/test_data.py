@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.data import DataError, draw, load_sources
+from harness.data import DataError, draw, heldout_count, load_sources
 from harness.spec import DataSpec
 
 
@@ -87,6 +87,22 @@ def test_heldout_split_is_stable_and_disjoint() -> None:
     assert first.heldout == second.heldout and first.heldout
     key = lambda p: json.dumps(p, sort_keys=True)  # noqa: E731
     assert not {key(p) for p in first.heldout} & {key(p) for p in first.train}
+
+
+@pytest.mark.parametrize(
+    ("n", "fraction", "cap", "expected"),
+    [(1000, 0.1, 64, 64), (300, 0.1, 64, 30), (11, 0.1, 64, 2), (1, 0.5, 64, 0), (500, 0.0, 64, 0), (500, 0.5, 0, 0)],
+)
+def test_heldout_count_is_the_fraction_capped_by_eval_size(n: int, fraction: float, cap: int, expected: int) -> None:
+    assert heldout_count(n, fraction, cap) == expected
+
+
+def test_eval_size_caps_a_large_source(tmp_path: Path) -> None:
+    rows = [{"prompt": f"Q{i}?", "chosen": f" good {i}", "rejected": f" bad {i}"} for i in range(1000)]
+    path = write_jsonl(tmp_path / "big.jsonl", rows)
+    spec = DataSpec(sources={"big": {"path": str(path)}}, eval_fraction=0.2, eval_size=50)
+    source = load_sources(spec, seed=0)["big"]
+    assert len(source.heldout) == 50 and len(source.train) == 950
 
 
 def test_mix_draws_exact_counts_reproducibly() -> None:

@@ -27,3 +27,16 @@ def test_notes_are_printed_even_when_quiet() -> None:
     progress, out = quiet_progress()
     progress.event(("note", -1, "building the toy model into /tmp/x (once per recipe, about a minute)"))
     assert "base model: building the toy model into /tmp/x" in out.getvalue()
+
+
+def test_a_dead_trial_shows_its_last_log_lines() -> None:
+    from harness.trial import FAILED, TrialResult
+
+    progress, out = quiet_progress()
+    reason = "trial process killed by SIGKILL during scoring; last log lines of /x/trial.log:\nstep 9\n[oom] killed"
+    progress.trial_ended(2, {"beta": 0.1}, TrialResult(FAILED, reason=reason), [])
+    assert out.getvalue().splitlines() == [
+        "✗ trial 2  beta=0.1  FAILED: trial process killed by SIGKILL during scoring; last log lines of /x/trial.log:",
+        "    step 9",
+        "    [oom] killed",
+    ]

@@ -162,7 +162,8 @@ def test_killed_trial_process_fails_only_that_trial(ws: Workspace, write_spec) -
     out, _ = process.communicate(timeout=600)
     assert process.returncode == 0, out
     trials = ws.study().trials
-    assert trials[0].state == TrialState.FAIL and "SIGKILL" in trials[0].user_attrs["fail_reason"]
+    reason = trials[0].user_attrs["fail_reason"]
+    assert trials[0].state == TrialState.FAIL and "killed by SIGKILL" in reason and " during training; " in reason
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 2
 
 

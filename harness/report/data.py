@@ -63,6 +63,14 @@ class TrialRecord:
         return None
 
     @property
+    def eval_share(self) -> float | None:
+        """Scoring time over training time (time.eval_share; computed for trials logged before it existed)."""
+        share = self.seconds.get("time.eval_share")
+        if share is None and self.seconds.get("time.eval_s") is not None and self.seconds.get("time.train_s"):
+            share = self.seconds["time.eval_s"] / self.seconds["time.train_s"]
+        return share
+
+    @property
     def last_step(self) -> int | None:
         steps = [s for points in self.curves.values() for s, _ in points]
         return max(steps) if steps else None

@@ -149,6 +149,23 @@ def test_leaderboard_order_and_tints(make_trial, make_study) -> None:
     assert "identity.hit_rate" not in [c.key for c in board.columns if c.kind == "metric"]  # shown as the objective
 
 
+def test_leaderboard_shows_each_trials_eval_share(make_trial, make_study) -> None:
+    trials = [
+        make_trial(0, 0.5, seconds={"time.train_s": 40.0, "time.eval_s": 10.0, "time.eval_share": 0.25}),
+        make_trial(1, 0.9, seconds={"time.train_s": 20.0, "time.eval_s": 30.0}),  # logged before eval_share
+        make_trial(2, None, state=FAIL),
+    ]
+    assert [t.eval_share for t in trials] == [0.25, 1.5, None]
+    board = page(make_study(trials)).split('id="s0-leaderboard"', 1)[1].split("</table>", 1)[0]
+    assert ">eval share</th>" in board
+    assert '<td class="n" data-v="0.25">25%</td>' in board and '<td class="n" data-v="1.5">150%</td>' in board
+    header, rows = board.split("<tbody>", 1)
+    cells = lambda html: html.count("<td") + html.count("<th")  # noqa: E731
+    first_row = rows.split("</tr>", 1)[0]
+    head_row = header.split('<tr class="head">', 1)[1].split("</tr>", 1)[0]
+    assert cells(first_row) == cells(head_row)  # the new column lines up
+
+
 def test_samples_put_base_recommended_and_worst_side_by_side(make_trial, make_study) -> None:
     from harness.report import tables
 

@@ -1,0 +1,87 @@
+"""The TRL adapter's evaluation cadence: held-out evaluation never costs more than its share of training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness import training
+from harness.training import EVAL_SHARE, eval_steps, pair_chars
+
+
+def pairs(n: int, answer_chars: int = 40, prompt_chars: int = 60) -> list[dict]:
+    return [{"prompt": "p" * prompt_chars, "chosen": "c" * answer_chars, "rejected": "r" * answer_chars}] * n
+
+
+def eval_share(train: dict, train_rows: list[dict], eval_rows: list[dict]) -> float:
+    """Forward passes of in-training evaluation over those of training, for the plan eval_steps makes."""
+    every = eval_steps(train, train_rows, eval_rows)
+    if every is None:
+        return 0.0
+    steps, batch = (
+        train["max_steps"],
+        train["per_device_train_batch_size"] * train.get("gradient_accumulation_steps", 1),
+    )
+    evals = steps // every
+    mean_train = sum(map(pair_chars, train_rows)) / len(train_rows)
+    return evals * 2 * sum(map(pair_chars, eval_rows)) / (steps * batch * 4 * mean_train)
+
+
+def test_cheap_evaluation_keeps_four_points_per_curve() -> None:
+    train = {"max_steps": 40, "per_device_train_batch_size": 8}
+    assert eval_steps(train, pairs(256), pairs(16)) == 10
+
+
+@pytest.mark.parametrize(
+    ("train", "n_eval", "eval_answer_chars"),
+    [
+        ({"max_steps": 40, "per_device_train_batch_size": 8}, 128, 40),  # issue 7: two capped sources
+        ({"max_steps": 40, "per_device_train_batch_size": 8}, 64, 400),  # long held-out answers
+        ({"max_steps": 200, "per_device_train_batch_size": 8, "gradient_accumulation_steps": 2}, 128, 40),
+        ({"max_steps": 13, "per_device_train_batch_size": 4}, 64, 40),
+    ],
+)
+def test_evaluation_stays_within_its_share_of_training(train: dict, n_eval: int, eval_answer_chars: int) -> None:
+    eval_rows = pairs(n_eval, answer_chars=eval_answer_chars)
+    assert eval_share(train, pairs(512), eval_rows) <= EVAL_SHARE
+
+
+def test_expensive_held_out_set_evaluates_fewer_times_or_not_at_all() -> None:
+    train = {"max_steps": 40, "per_device_train_batch_size": 8}
+    assert eval_steps(train, pairs(256), pairs(128)) == 40  # once, at the end
+    assert eval_steps(train, pairs(256), pairs(64, answer_chars=4000)) is None  # not even once fits
+
+
+def test_epoch_based_training_counts_its_steps() -> None:
+    train = {"max_steps": -1, "num_train_epochs": 2, "per_device_train_batch_size": 8}
+    assert eval_steps(train, pairs(320), pairs(16)) == 20  # 80 steps, four evaluations
+
+
+def test_no_held_out_pairs_means_no_evaluation(tmp_path: Path) -> None:
+    assert eval_steps({"max_steps": 40}, pairs(64), []) is None
+    settings = training.dpo_settings({"eval_steps": 5}, tmp_path, 0, None, None, has_eval=False)
+    assert settings["eval_strategy"] == "no"
+
+
+def test_the_plan_sets_trl_eval_steps(tmp_path: Path) -> None:
+    config = training.dpo_config({"max_steps": 40}, tmp_path, 0, eval_every=10)
+    assert config.eval_strategy == "steps" and config.eval_steps == 10
+
+
+def test_a_spec_eval_cadence_wins(tmp_path: Path) -> None:
+    own = training.dpo_settings({"max_steps": 40, "eval_steps": 3}, tmp_path, 0, 40, None, has_eval=True)
+    assert own["eval_strategy"] == "steps" and own["eval_steps"] == 3
+    off = training.dpo_settings({"eval_strategy": "no"}, tmp_path, 0, 10, None, has_eval=True)
+    assert off["eval_strategy"] == "no"
+    asked = training.dpo_settings({"eval_steps": 7}, tmp_path, 0, None, None, has_eval=True)  # none planned
+    assert asked["eval_strategy"] == "steps" and asked["eval_steps"] == 7
+
+
+def test_message_pairs_are_sized_by_their_text() -> None:
+    pair = {
+        "prompt": [{"role": "system", "content": "abc"}, {"role": "user", "content": "de"}],
+        "chosen": [{"role": "assistant", "content": "xyz"}],
+        "rejected": [{"role": "assistant", "content": ""}],
+    }
+    assert pair_chars(pair) == 2 * 5 + 3 + 0

@@ -1,0 +1,45 @@
+"""How a dead trial process is described: the signal, the phase it died in, and its last log lines."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+from harness.worker import PHASE_FILE, _death, mark_phase
+
+
+def test_killed_during_scoring_names_the_phase_and_the_last_log_lines(tmp_path: Path) -> None:
+    mark_phase(tmp_path, "training")
+    mark_phase(tmp_path, "scoring")
+    (tmp_path / "trial.log").write_text("".join(f"line {i}\n" for i in range(20)) + "\n\n")
+    reason = _death(-signal.SIGKILL, tmp_path)
+    first, *tail = reason.splitlines()
+    assert first == (
+        "trial process killed by SIGKILL (the system may have run out of memory) during scoring; "
+        f"last log lines of {tmp_path / 'trial.log'}:"
+    )
+    assert tail == [f"line {i}" for i in range(12, 20)]
+
+
+def test_an_empty_log_is_said_to_be_empty(tmp_path: Path) -> None:
+    mark_phase(tmp_path, "training")
+    (tmp_path / "trial.log").write_text("")
+    reason = _death(-signal.SIGKILL, tmp_path)
+    assert reason.endswith(f"during training; {tmp_path / 'trial.log'} is empty")
+    assert "last log lines" not in reason
+
+
+def test_verbose_output_is_said_to_have_gone_to_the_terminal(tmp_path: Path) -> None:
+    (tmp_path / "trial.log").write_text("")
+    reason = _death(1, tmp_path, verbose=True)
+    assert reason.startswith("trial process exited with code 1 before reporting a result")
+    assert "before it started (no phase recorded)" in reason and "went to the terminal (-v)" in reason
+
+
+def test_no_log_at_all(tmp_path: Path) -> None:
+    assert _death(-signal.SIGTERM, tmp_path).endswith(f"; there is no {tmp_path / 'trial.log'}")
+
+
+def test_phase_is_one_word_in_a_file(tmp_path: Path) -> None:
+    mark_phase(tmp_path / "trial-000", "setup")
+    assert (tmp_path / "trial-000" / PHASE_FILE).read_text() == "setup"
