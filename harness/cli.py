@@ -89,6 +89,13 @@ def sweep(
     tracking_uri: TrackingUri = None,
     output_dir: OutputDir = Path("outputs"),
     report_dir: ReportDir = None,
+    devices: Annotated[
+        str | None,
+        typer.Option("--devices", help="GPUs to run trials on, one trial per GPU at a time: '0,1,2,3' or 'all'."),
+    ] = None,
+    parallel: Annotated[
+        int, typer.Option("--parallel", min=1, help="Trials at the same time on the CPU (they share its cores).")
+    ] = 1,
     verbose: Verbose = False,
 ) -> None:
     """Run (or resume) a sweep: the study is topped up to its declared number of finished trials."""
@@ -105,6 +112,8 @@ def sweep(
         report_dir=report_dir,
         trials=trials,
         verbose=verbose,
+        devices=_devices(devices, parallel),
+        parallel=parallel,
     )
     try:
         runner = Sweep(spec, options, SweepProgress(console, verbose))
@@ -120,6 +129,27 @@ def sweep(
     _print_outcome(outcome, options)
     if not outcome.complete:
         raise typer.Exit(1)
+
+
+def _devices(text: str | None, parallel: int) -> list[str] | None:
+    """'0,1,3' or 'all' -> the CUDA device ids to pin trials to (checked against this machine)."""
+    if text is None:
+        return None
+    if parallel != 1:
+        raise _bad_input(ValueError("give --devices (GPUs) or --parallel (CPU), not both"))
+    import torch
+
+    count = torch.cuda.device_count()
+    if count == 0:
+        raise _bad_input(ValueError("--devices: this machine has no CUDA device; use --parallel N on the CPU"))
+    if text.strip() == "all":
+        return [str(i) for i in range(count)]
+    ids = [part.strip() for part in text.split(",") if part.strip()]
+    bad = [i for i in ids if not i.isdigit() or int(i) >= count]
+    if not ids or bad or len(set(ids)) != len(ids):
+        valid = f"'all' or distinct ids among 0..{count - 1}, comma-separated"
+        raise _bad_input(ValueError(f"--devices {text!r}: expected {valid}"))
+    return ids
 
 
 def _print_outcome(outcome: object, options: object) -> None:

@@ -40,7 +40,7 @@ class SweepProgress:
             transient=True,
         )
         self.sweep_task: Any = None
-        self.trial_task: Any = None
+        self.tasks: dict[int, Any] = {}  # trial number (-1: the base model) -> its bar; several run at once
         self.waiting_for: int | None = None  # other workers' running trials, once announced
 
     def start(self, spec: Any, target: int, finished: int) -> None:
@@ -53,11 +53,10 @@ class SweepProgress:
         self.sweep_task = self.bar.add_task("trials", total=target, completed=finished, detail="")
 
     def baseline_started(self) -> None:
-        self.trial_task = self.bar.add_task("base model", total=None, detail="starting")
+        self.tasks[-1] = self.bar.add_task("base model", total=None, detail="starting")
 
     def baseline_ended(self, result: Any) -> None:
-        self.bar.remove_task(self.trial_task)
-        self.trial_task = None
+        self._drop(-1)
         if result.state == "COMPLETE":
             shown = {k: v for k, v in result.scores.items() if not k.startswith("bench.") or k.count(".") == 2}
             scores = " ".join(f"{k}={_fmt(v)}" for k, v in list(shown.items())[:6])
@@ -65,26 +64,31 @@ class SweepProgress:
         else:
             self.console.print(f"[red]✗[/] base model could not be scored: {escape(str(result.reason))}")
 
-    def trial_started(self, number: int, params: dict[str, Any]) -> None:
-        self.trial_task = self.bar.add_task(f"trial {number}", total=None, detail="starting")
+    def trial_started(self, number: int, params: dict[str, Any], device: str | None = None) -> None:
+        where = f" on device {device}" if device is not None else ""
+        self.tasks[number] = self.bar.add_task(f"trial {number}{where}", total=None, detail="starting")
         if self.verbose:
-            self.console.print(f"  trial {number} starts: {format_params(params)}")
+            self.console.print(f"  trial {number} starts{where}: {format_params(params)}")
+
+    def _drop(self, number: int) -> None:
+        task = self.tasks.pop(number, None)
+        if task is not None:
+            self.bar.remove_task(task)
 
     def event(self, event: tuple) -> None:
-        kind = event[0]
+        kind, task = event[0], self.tasks.get(event[1])
         if kind in ("status", "note"):  # a note is a status worth a line even when quiet
-            self.bar.update(self.trial_task, detail=escape(event[2]))
+            if task is not None:
+                self.bar.update(task, detail=escape(event[2]))
             if self.verbose or kind == "note":
                 who = "base model" if event[1] < 0 else f"trial {event[1]}"
                 self.console.print(f"  {who}: {escape(event[2])}")
-        elif kind == "step":
-            self.bar.update(self.trial_task, completed=event[2], total=event[3], detail="training")
+        elif kind == "step" and task is not None:
+            self.bar.update(task, completed=event[2], total=event[3], detail="training")
 
     def trial_ended(self, number: int, params: dict[str, Any], result: Any, shown: list[str]) -> None:
         """One line per trial; `shown` are the metrics to print (objectives, then constrained ones)."""
-        if self.trial_task is not None:
-            self.bar.remove_task(self.trial_task)
-            self.trial_task = None
+        self._drop(number)
         seconds = result.seconds.get("time.total_s", 0.0)
         if result.state == "COMPLETE":
             self.bar.advance(self.sweep_task)
@@ -104,7 +108,7 @@ class SweepProgress:
     def waiting(self, running: int) -> None:
         """Every trial left is running in another worker: say so once, then wait for their outcome."""
         if self.waiting_for != running:
-            self.note(f"waiting for {running} trial(s) other workers are running")
+            self.note(f"waiting for {running} running trial(s) to finish (here or in other workers)")
             self.waiting_for = running
 
     def note(self, text: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,18 @@ class SweepOptions:
     report_dir: Path | None = None  # default: reports/<study>/
     trials: int | None = None  # overrides search.trials
     verbose: bool = False
+    devices: list[str] | None = None  # one trial at a time per GPU (CUDA_VISIBLE_DEVICES of its process)
+    parallel: int = 1  # trials at the same time without devices (CPU)
+
+    def slots(self) -> list[str | None]:
+        """The device of each slot: one slot per device, else `parallel` slots without one."""
+        return list(self.devices) if self.devices else [None] * self.parallel
+
+    def threads_per_trial(self) -> int | None:
+        """CPU trials side by side share the cores instead of each taking them all."""
+        if self.devices or self.parallel == 1:
+            return None
+        return max(1, (os.cpu_count() or 1) // self.parallel)
 
 
 @dataclass
@@ -53,6 +66,18 @@ class SweepOutcome:
     @property
     def complete(self) -> bool:
         return self.finished >= self.target
+
+
+@dataclass
+class Slots:
+    """What every slot of one sweep process shares."""
+
+    study: Any
+    tracker: Tracker
+    experiment: str
+    parent: str
+    target: int
+    worker: Any
 
 
 @dataclass
@@ -78,6 +103,11 @@ class Sweep:
             self.spec = self.spec.with_trials(options.trials)
         self.output_dir = (options.output_dir / self.spec.study).resolve()
         self.lock = StudyLock(options.storage, self.spec.study)
+        # shared by the slots (threads) of this process
+        self._state_lock, self._report_lock = threading.Lock(), threading.Lock()
+        self._stopping = threading.Event()
+        self._live: set[int] = set()  # trials this process is running now
+        self._in_a_row, self._exhausted = 0, False
 
     def check_inputs(self) -> None:
         """Everything that can be wrong with the user's files fails here, before anything is written."""
@@ -104,34 +134,72 @@ class Sweep:
             self._reclaim(study, tracker, experiment)
         target = self._target(study)
         self.progress.start(spec, target, _finished(study))
-        worker, in_a_row, exhausted = Worker(), 0, False
+        worker = Worker()
         try:
             if not self._baseline(worker, tracker, parent):
                 self.progress.stop()
                 tracker.end(parent, "FAILED", reason="the base model could not be scored")
                 return SweepOutcome(spec.study, target, _finished(study), 0, baseline_failed=True)
-            while in_a_row < spec.search.max_failures:
-                claim = self._claim(study, tracker, experiment, target)
-                if claim is None or claim == EXHAUSTED:
-                    exhausted = claim == EXHAUSTED
-                    break
-                if claim == WAIT:
-                    time.sleep(WAIT_POLL_S)
-                    continue
-                result = self._one_trial(study, claim, tracker, experiment, parent, worker)
-                in_a_row = in_a_row + 1 if result.state == FAILED else 0
-                self._report()
+            self._run_slots(Slots(study, tracker, experiment, parent, target, worker))
         except KeyboardInterrupt:
             tracker.end(parent, "KILLED", reason="interrupted (Ctrl-C); run the same command to resume")
             self.progress.stop()
-            return SweepOutcome(spec.study, target, _finished(study), in_a_row, interrupted=True)
+            return SweepOutcome(spec.study, target, _finished(study), self._in_a_row, interrupted=True)
         self.progress.stop()
         finished = _finished(study)
-        outcome = SweepOutcome(spec.study, finished if exhausted else target, finished, in_a_row, report=self._report())
+        target = finished if self._exhausted else target
+        outcome = SweepOutcome(spec.study, target, finished, self._in_a_row, report=self._report())
         if outcome.report:
             tracker.log_artifact(parent, outcome.report, "report")
         self._close_parent(study, tracker, parent, outcome)
         return outcome
+
+    # ------------------------------------------------------------ slots: trials at the same time
+
+    def _run_slots(self, run: Slots) -> None:
+        """One thread per slot (a device, or a CPU share), each claiming and running trials until the
+        study is full; the main thread only waits, so Ctrl-C reaches it and stops every slot."""
+        threads = [
+            threading.Thread(target=self._slot, args=(run, device), name=f"slot-{i}", daemon=True)
+            for i, device in enumerate(self.options.slots())
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            while any(t.is_alive() for t in threads):
+                for thread in threads:
+                    thread.join(timeout=0.2)
+        except KeyboardInterrupt:
+            self._stopping.set()
+            run.worker.interrupt_all()
+            for thread in threads:
+                thread.join()
+            raise
+
+    def _slot(self, run: Slots, device: str | None) -> None:
+        max_failures = self.spec.search.max_failures
+        while not self._stopping.is_set() and self._in_a_row < max_failures:
+            try:
+                claim = self._claim(run.study, run.tracker, run.experiment, run.target)
+            except Exception as exc:  # the database went away for a moment: try again, within limits
+                self.progress.note(f"could not claim a trial ({_first_line(exc)}); retrying")
+                self._count(FAILED)
+                self._stopping.wait(WAIT_POLL_S)
+                continue
+            if claim is None or claim == EXHAUSTED:
+                self._exhausted = self._exhausted or claim == EXHAUSTED
+                return
+            if claim == WAIT:
+                self._stopping.wait(WAIT_POLL_S)
+                continue
+            result = self._one_trial(run, claim, device)
+            self._count(result.state)
+            with self._report_lock:
+                self._report()
+
+    def _count(self, state: str) -> None:
+        with self._state_lock:
+            self._in_a_row = self._in_a_row + 1 if state == FAILED else 0
 
     # ------------------------------------------------------------ claiming a trial
 
@@ -158,6 +226,8 @@ class Sweep:
                 params = search.suggest(trial, self.spec)
                 twin = search.duplicate_of(study, trial)
                 if twin is None:
+                    with self._state_lock:
+                        self._live.add(trial.number)
                     return Claim(trial, params)
                 trial.set_user_attr(REASON_ATTR, f"same parameters as trial {twin}: not run again")
                 trial.set_user_attr(DUPLICATE_ATTR, twin)
@@ -170,10 +240,9 @@ class Sweep:
 
     # ------------------------------------------------------------ one trial
 
-    def _one_trial(
-        self, study: Any, claim: Claim, tracker: Tracker, experiment: str, parent: str, worker: Any
-    ) -> TrialResult:
+    def _one_trial(self, run: Slots, claim: Claim, device: str | None) -> TrialResult:
         """Run a claimed trial; whatever goes wrong here, the trial is recorded and the sweep goes on."""
+        study, tracker = run.study, run.tracker
         trial, params, run_id = claim.trial, claim.params, None
         started = time.monotonic()
         beat_failed = lambda exc: self.progress.note(  # noqa: E731
@@ -181,29 +250,28 @@ class Sweep:
         )
         try:
             with search.heartbeat(study, trial, on_error=beat_failed):
-                run_id = tracker.child_run(experiment, parent, self.spec.study, trial.number)
+                run_id = tracker.child_run(run.experiment, run.parent, self.spec.study, trial.number)
                 trial.set_user_attr(RUN_ATTR, run_id)
                 tracker.log_params(run_id, mlflow_params(resolve_config(self.spec, params)))
-                self.progress.trial_started(trial.number, params)
-                result = worker.run(
+                self.progress.trial_started(trial.number, params, device)
+                result = run.worker.run(
                     trial_job,
-                    self._request(trial, params, run_id),
+                    self._request(trial, params, run_id, device),
                     on_event=self.progress.event,
                     on_start=lambda pid: trial.set_user_attr(PID_ATTR, pid),
                 )
-        except KeyboardInterrupt:
-            self._record(study, trial, tracker, run_id, TrialResult(FAILED, reason="interrupted (Ctrl-C)"), "KILLED")
-            raise
         except Exception as exc:  # the orchestrator's own trouble (MLflow, the database): this trial only
             reason = f"the sweep process failed while running this trial: {type(exc).__name__}: {exc}"
             self.progress.note(f"trial {trial.number}: {reason}")
             result = TrialResult(FAILED, reason=reason)
         result.seconds["time.total_s"] = time.monotonic() - started
-        self._record(study, trial, tracker, run_id, result)
+        self._record(study, trial, tracker, run_id, result, "KILLED" if self._stopping.is_set() else None)
+        with self._state_lock:
+            self._live.discard(trial.number)
         self.progress.trial_ended(trial.number, params, result, search.shown_metrics(self.spec))
         return result
 
-    def _request(self, trial: Any, params: dict[str, Any], run_id: str) -> TrialRequest:
+    def _request(self, trial: Any, params: dict[str, Any], run_id: str, device: str | None) -> TrialRequest:
         return TrialRequest(
             spec=self.spec.model_dump(mode="json", by_alias=True),
             spec_dir=str(self.spec_path.parent.resolve()),
@@ -216,6 +284,8 @@ class Sweep:
             output_dir=str(self.output_dir),
             cache_dir=str(_cache_dir(self.options.output_dir)),
             verbose=self.options.verbose,
+            device=device,
+            threads=self.options.threads_per_trial(),
         )
 
     def _record(
@@ -347,7 +417,7 @@ class Sweep:
         dead = [
             (t, f"its sweep process ({t.user_attrs.get(WORKER_ATTR, 'unknown')}) died while it ran (closed on resume)")
             for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if _is_orphan(t)
+            if _is_orphan(t, self._live)
         ]
         dead += [
             (
@@ -433,7 +503,7 @@ def _worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _is_orphan(frozen: Any) -> bool:
+def _is_orphan(frozen: Any, live: set[int]) -> bool:
     """A RUNNING trial whose sweep process on this host is gone (other hosts' are left to heartbeats).
 
     Called under the study's lock: a trial without an owner was left by a worker that died between
@@ -448,7 +518,7 @@ def _is_orphan(frozen: Any) -> bool:
         return True
     except PermissionError:
         return False
-    return int(pid) == os.getpid()
+    return int(pid) == os.getpid() and frozen.number not in live  # ours by a recycled PID, or by a slot
 
 
 def _first_line(exc: BaseException) -> str:

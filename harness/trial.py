@@ -33,6 +33,8 @@ class TrialRequest:
     output_dir: str
     cache_dir: str
     verbose: bool = False
+    device: str | None = None  # the GPU this trial may see (CUDA_VISIBLE_DEVICES); None: all, or the CPU
+    threads: int | None = None  # torch CPU threads, when trials share the CPU
 
     @property
     def folder(self) -> Path:

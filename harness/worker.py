@@ -39,6 +39,8 @@ class Worker:
     def __init__(self) -> None:
         self.ctx = multiprocessing.get_context("forkserver")
         self.ctx.set_forkserver_preload(PRELOAD)
+        self._running: set[Any] = set()  # processes of trials now running (several slots may run at once)
+        self._lock = threading.Lock()
 
     def run(
         self,
@@ -51,13 +53,28 @@ class Worker:
         events = self.ctx.Queue()
         process = self.ctx.Process(target=_entry, args=(job, request, events), name=request.folder.name)
         process.start()
-        if on_start:
-            on_start(process.pid)
+        with self._lock:
+            self._running.add(process)
         try:
+            if on_start:
+                on_start(process.pid)
             return _wait(process, events, on_event, request)
         except KeyboardInterrupt:
             _interrupt(process)
             raise
+        finally:
+            with self._lock:
+                self._running.discard(process)
+
+    def interrupt_all(self) -> None:
+        """Ctrl-C while slots run trials: each trial stops itself (reporting 'interrupted'), or is killed."""
+        with self._lock:
+            processes = list(self._running)
+        stoppers = [threading.Thread(target=_interrupt, args=(p,)) for p in processes]
+        for stopper in stoppers:
+            stopper.start()
+        for stopper in stoppers:
+            stopper.join()
 
 
 def _wait(process: Any, events: Any, on_event: Callable, request: Any) -> TrialResult:
@@ -133,6 +150,7 @@ def _interrupt(process: Any) -> None:
 def _entry(job: Job, request: Any, events: Any) -> None:
     """First code in a job process: never raises; the result always goes back through `events`."""
     _die_with_parent()
+    _pin(request)
     log = _quiet_output(request.folder, request.verbose)
     (request.folder / PHASE_FILE).unlink(missing_ok=True)  # a phase left by an earlier attempt is not this one's
     try:
@@ -146,6 +164,18 @@ def _entry(job: Job, request: Any, events: Any) -> None:
     sys.stderr.flush()
     events.put(("result", request.number, result))
     log.close()
+
+
+def _pin(request: Any) -> None:
+    """The trial's device and CPU share, set before anything touches CUDA (torch initialises it lazily)."""
+    device, threads = getattr(request, "device", None), getattr(request, "threads", None)
+    if device is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(device)
+    if threads:
+        import torch
+
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
 
 
 def _describe(exc: BaseException) -> str:

@@ -61,3 +61,13 @@ def test_eval_checks_the_experiment_name_before_scoring(run, tmp_path: Path) -> 
 def test_ui_names_a_study_that_is_not_there(run, tmp_path: Path) -> None:
     done = run("ui", "nope", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert done.exit_code == 2 and "no study 'nope'" in done.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--devices", "0"], "no CUDA device"), (["--devices", "0", "--parallel", "2"], "not both")],
+)
+def test_devices_are_checked(run, write_spec, tmp_path: Path, args: list[str], message: str) -> None:
+    done = run("sweep", str(write_spec(base_spec())), *args)
+    assert done.exit_code == 2 and message in done.output
+    assert written(tmp_path) == []

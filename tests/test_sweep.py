@@ -220,3 +220,19 @@ def test_a_failure_reason_with_markup_is_shown_verbatim(ws: Workspace, write_spe
     assert bad in reason
     page = (ws.root / "report" / "index.html").read_text()
     assert html.escape(bad, quote=False) in page and bad not in page
+
+
+@pytest.mark.slow
+def test_parallel_slots_run_trials_side_by_side(ws: Workspace, write_spec) -> None:
+    spec = base_spec()
+    spec["search"]["trials"] = 3
+    done = ws.sweep(write_spec(spec), "--parallel", "2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    trials = ws.study().trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3, "exactly the declared trials"
+    assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 3
+    first, second = trials[0], trials[1]
+    assert second.datetime_start < first.datetime_complete, "the two slots ran trials at the same time"
+    parents, children = ws.runs()
+    assert len(parents) == 1 and sorted(r.data.tags["harness.trial"] for r in children) == ["0", "1", "2"]
+    assert all(r.info.status == "FINISHED" for r in parents + children)
