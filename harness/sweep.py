@@ -159,24 +159,31 @@ class Sweep:
     def _run_slots(self, run: Slots) -> None:
         """One thread per slot (a device, or a CPU share), each claiming and running trials until the
         study is full; the main thread only waits, so Ctrl-C reaches it and stops every slot."""
-        threads = [
-            threading.Thread(target=self._slot, args=(run, device), name=f"slot-{i}", daemon=True)
-            for i, device in enumerate(self.options.slots())
-        ]
-        for thread in threads:
+        slots = self.options.slots()
+        ended = [threading.Event() for _ in slots]
+        for i, device in enumerate(slots):
+            thread = threading.Thread(target=self._slot, args=(run, device, ended[i]), name=f"slot-{i}", daemon=True)
             thread.start()
+        # Waiting on events, not Thread.join: in Python 3.11 a join interrupted by Ctrl-C marks the thread
+        # stopped while it still runs, and the sweep would exit before its slots record their trials.
         try:
-            while any(t.is_alive() for t in threads):
-                for thread in threads:
-                    thread.join(timeout=0.2)
+            for event in ended:
+                while not event.wait(0.2):
+                    pass
         except KeyboardInterrupt:
             self._stopping.set()
             run.worker.interrupt_all()
-            for thread in threads:
-                thread.join()
+            for event in ended:
+                event.wait()
             raise
 
-    def _slot(self, run: Slots, device: str | None) -> None:
+    def _slot(self, run: Slots, device: str | None, ended: threading.Event) -> None:
+        try:
+            self._claim_and_run(run, device)
+        finally:
+            ended.set()
+
+    def _claim_and_run(self, run: Slots, device: str | None) -> None:
         max_failures = self.spec.search.max_failures
         while not self._stopping.is_set() and self._in_a_row < max_failures:
             try:

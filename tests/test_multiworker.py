@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -105,3 +106,65 @@ def test_a_worker_killed_on_another_host(new_database: Callable[[], str], ws: Wo
     dead_run = next(r for r in children if r.info.run_id == trials[held].user_attrs["mlflow_run_id"])
     assert dead_run.info.status == "FAILED" and "no heartbeat" in dead_run.data.tags["harness.failure_reason"]
     print(f"reclaimed and finished {time.monotonic() - killed_at:.0f} s after the kill (grace {GRACE_S} s)")
+
+
+@pytest.fixture
+def mlflow_server(new_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory):
+    """A real `mlflow server`: PostgreSQL backend store, artifacts served by the server (as on a team's box)."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    artifacts = tmp_path_factory.mktemp("mlflow-artifacts")
+    args = [
+        sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+        "--backend-store-uri", new_database(), "--artifacts-destination", str(artifacts), "--serve-artifacts",
+        "--workers", "1",
+    ]  # fmt: skip
+    server = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            assert server.poll() is None, "mlflow server exited at start"
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_hosts_share_a_tracking_server(new_database, mlflow_server: str, tmp_path, write_spec) -> None:
+    """Two workers started from different folders (as on two hosts) and a report built from a third one."""
+    from harness.report.data import attach_artifacts, load_study
+
+    storage = new_database()
+    spec = base_spec()
+    spec["search"]["trials"] = 3
+    path = write_spec(spec)
+    hosts = [tmp_path / "host-a", tmp_path / "host-b", tmp_path / "laptop"]
+    for folder in hosts:
+        folder.mkdir()
+    harness, common = [sys.executable, "-m", "harness.cli"], ["--storage", storage, "--tracking-uri", mlflow_server]
+    sweep = [*harness, "sweep", str(path), *common]  # default --output-dir and --report-dir: under each folder
+    workers = [
+        subprocess.Popen(sweep, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for folder in hosts[:2]
+    ]
+    outputs = [w.communicate(timeout=900)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    report = subprocess.run([*harness, "report", "test", *common], cwd=hosts[2], capture_output=True, text=True)
+    assert report.returncode == 0, report.stdout + report.stderr
+    assert (hosts[2] / "reports" / "test" / "index.html").is_file()
+
+    record = load_study("test", storage, mlflow_server)
+    attach_artifacts(record, record.trials)
+    assert [t.state for t in record.trials] == ["COMPLETE"] * 3
+    assert all(t.generations and t.curves.get("loss") for t in record.trials), "samples and curves of every trial"
+    assert record.base_generations, "the base model's answers, logged by whichever worker scored it first"
