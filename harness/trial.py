@@ -132,7 +132,7 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
         spec.model.name, Path(request.cache_dir), log=status, announce=lambda t: events.put(("note", request.number, t))
     )
     model, tokenizer = models.load(model_path, spec.model.revision, spec.model.dtype)
-    _save_config(request, config, model_path, trial_data, tracker)
+    _save_config(request, config, model_path, trial_data, tracker, sources)
     seconds["time.setup_s"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
@@ -172,6 +172,10 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
         trial_data.train,
         trial_data.heldout,
         _base_card(request),
+        train=config["train"],
+        train_sources=source_names(sources, trial_data.train),
+        heldout_sources=source_names(sources, trial_data.heldout),
+        shares=config["data"]["shares"],
     )
     with scoring.reference_model(trained, model_path, _loader(spec)) as reference:
         card = scoring.score(trained, tokenizer, ctx, reference)
@@ -181,6 +185,19 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
         tracker.log_dict(request.run_id, payload, name)
     tracker.log_dict(request.run_id, card.items, "scorecard_items.json")
     return TrialResult(COMPLETE, scores=card.metrics, seconds=seconds)
+
+
+def source_names(sources: dict[str, Any], pairs: list[dict]) -> list[str]:
+    """The source each pair was drawn from, for the per-source overfit probe.
+
+    TrialData keeps no labels, so pairs are matched to their source's pools by content."""
+    import json
+
+    owner: dict[str, str] = {}
+    for name, source in sources.items():
+        for pair in (*source.train, *source.heldout):
+            owner.setdefault(json.dumps(pair, sort_keys=True), name)
+    return [owner.get(json.dumps(pair, sort_keys=True), "unknown") for pair in pairs]
 
 
 def _loader(spec: SweepSpec) -> Any:
@@ -200,7 +217,9 @@ def _base_card(request: TrialRequest) -> Any:
     return Scorecard.from_json(json.loads(path.read_text())) if path.is_file() else None
 
 
-def _save_config(request: TrialRequest, config: dict, model_path: str, trial_data: Any, tracker: Any) -> None:
+def _save_config(
+    request: TrialRequest, config: dict, model_path: str, trial_data: Any, tracker: Any, sources: dict
+) -> None:
     """The resolved config travels with the checkpoint and with the run (nanoGPT's habit); the
     pairs go along too, so `harness eval` can re-run the probes on the checkpoint later."""
     import json
@@ -212,7 +231,12 @@ def _save_config(request: TrialRequest, config: dict, model_path: str, trial_dat
     resolved["data"] = resolved["data"] | counts
     request.folder.mkdir(parents=True, exist_ok=True)
     (request.folder / "trial_config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-    pairs = {"train": trial_data.train, "heldout": trial_data.heldout}
+    pairs = {
+        "train": trial_data.train,
+        "heldout": trial_data.heldout,
+        "train_sources": source_names(sources, trial_data.train),
+        "heldout_sources": source_names(sources, trial_data.heldout),
+    }
     (request.folder / "pairs.json").write_text(json.dumps(pairs))
     tracker.log_artifact(request.run_id, request.folder / "trial_config.yaml")
     dropped = {f"data.{k}.dropped_identical": v for k, v in trial_data.dropped_identical.items()}
