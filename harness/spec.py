@@ -265,6 +265,8 @@ def _explain(err: dict) -> tuple[str, str]:
         return key, _unknown(loc[-1], _allowed_keys(loc[:-1]), "key")
     if err["type"] == "missing":
         return key, "required key is missing"
+    if loc[:2] == ["evals", "benchmarks"] and len(loc) == 3:
+        return key, f"expected a task YAML or lm-eval task name, or {{task: ..., limit: N}} (got {err.get('input')!r})"
     message = err["msg"].removeprefix("Value error, ")
     got = err.get("input")
     if err["type"] not in ("value_error",) and not isinstance(got, dict | list):
