@@ -130,23 +130,58 @@ def _parts(model: Any) -> tuple[Callable[[], Any], Any, Any, Any]:
     return switch or contextlib.nullcontext, inner.base_model, inner.get_output_embeddings(), config
 
 
-def _head(head: Any, config: Any, context: Callable[[], Any]) -> Callable[[Any], Any]:
-    """Hidden states -> float32 logits, with the scaling some architectures apply after the LM head."""
+class _Head:
+    """The LM head applied to a chunk of positions, into float32 buffers reused chunk after chunk.
+
+    Reuse matters: allocating and freeing ~20-60 MB of logits per chunk lets the C allocator's arenas
+    grow by a gigabyte or more on a CPU (seen in benchmarks/scoring_memory.py). A head the harness
+    cannot see as a plain Linear (an adapter on it) is called as a module instead."""
+
+    def __init__(self, head: Any, config: Any, context: Callable[[], Any], rows: int):
+        import torch
+
+        self.head, self.context, self.rows = head, context, rows
+        self.plain = type(head) is torch.nn.Linear
+        self.scale = getattr(config, "logit_scale", None)  # Cohere
+        self.softcap = getattr(config, "final_logit_softcapping", None)  # Gemma 2
+        self.out: Any = None  # model-dtype buffer, when that is not float32
+        self.out32: Any = None
+
+    def __call__(self, hidden: Any) -> Any:
+        """Float32 logits (n, V) of n <= rows positions: a view of the buffer, valid until the next call."""
+        import torch
+
+        n = hidden.shape[0]
+        with torch.no_grad(), self.context():
+            if not self.plain:
+                logits = self.head(hidden).float()
+            else:
+                weight = self.head.weight
+                if self.out32 is None:
+                    self.out32 = torch.empty(self.rows, weight.shape[0], device=hidden.device, dtype=torch.float32)
+                    if hidden.dtype != torch.float32:
+                        self.out = torch.empty(self.rows, weight.shape[0], device=hidden.device, dtype=hidden.dtype)
+                logits = self.out32[:n]
+                target = logits if self.out is None else self.out[:n]
+                torch.mm(hidden, weight.t(), out=target)
+                if self.head.bias is not None:
+                    target.add_(self.head.bias)
+                if self.out is not None:
+                    logits.copy_(target)
+        if self.scale is not None:
+            logits.mul_(self.scale)
+        if self.softcap is not None:
+            logits.div_(self.softcap).tanh_().mul_(self.softcap)
+        return logits
+
+
+def _log_softmax_(logits: Any, scratch: Any) -> Any:
+    """log-softmax over the last dimension, in place; `scratch` (same shape) takes the exponentials."""
     import torch
 
-    scale = getattr(config, "logit_scale", None)
-    softcap = getattr(config, "final_logit_softcapping", None)
-
-    def logits(hidden: Any) -> Any:
-        with torch.no_grad(), context():
-            out = head(hidden).float()
-        if scale is not None:
-            out = out * scale
-        if softcap is not None:
-            out = torch.tanh(out / softcap) * softcap
-        return out
-
-    return logits
+    top = logits.amax(-1, keepdim=True)
+    torch.sub(logits, top, out=scratch).exp_()
+    return logits.sub_(scratch.sum(-1, keepdim=True).log_().add_(top))
 
 
 def _device(model: Any) -> Any:
@@ -176,7 +211,7 @@ def _hidden_batches(
     memory.current().plan_used(plan, shape.vocab)
     context, backbone, head, config = _parts(model)
     device = _device(model)
-    logits = _head(head, config, context)
+    logits = _Head(head, config, context, plan.chunk_rows)
     model.eval()
     for batch, width in zip(plan.batches, plan.widths, strict=True):
         rows = [seqs[i].ids for i in batch]
@@ -197,7 +232,7 @@ def token_logps(
     """Per sequence: log π(token | the tokens before it) for each completion token.
 
     Only completion positions go through the LM head, `chunk_rows` at a time: logit - logsumexp, in
-    float32, without a full-vocabulary log-softmax of the batch."""
+    float32, in place in the head's buffer: never a full-vocabulary log-softmax of the batch."""
     import torch
 
     out: list[list[float]] = [[] for _ in seqs]
@@ -225,8 +260,9 @@ def token_logps(
                 chunk = logits(selected[start : start + chunk_rows])
                 record.logits_allocated(chunk)
                 picked = chunk.gather(-1, targets[start : start + chunk_rows, None]).squeeze(-1)
-                values.append(picked - torch.logsumexp(chunk, dim=-1))
-                del chunk
+                top = chunk.amax(-1)
+                total = chunk.sub_(top[:, None]).exp_().sum(-1)  # the buffer is spent: the next chunk refills it
+                values.append(picked - top - total.log())
         flat = torch.cat(values).tolist()
         at = 0
         for i in batch:
@@ -281,7 +317,7 @@ def kl_per_token(
     pad = _pad_id(tokenizer)
     record = memory.current()
     ref_batches = _hidden_batches(ref, seqs, pad, budget, memory.KL_COPIES)
-    total, positions = 0.0, 0
+    total, positions, scratch = 0.0, 0, None
     for batch, hidden, _, logits, chunk_rows in _hidden_batches(model, seqs, pad, budget, memory.KL_COPIES):
         _, ref_hidden, _, ref_logits, _ = next(ref_batches)  # same plan: the same shapes, the same order
         lengths = torch.tensor([len(seqs[i].ids) for i in batch])
@@ -290,11 +326,16 @@ def kl_per_token(
         theirs = ref_hidden[mask.to(ref_hidden.device)]
         with torch.no_grad():
             for start in range(0, mine.shape[0], chunk_rows):
-                logp = torch.log_softmax(logits(mine[start : start + chunk_rows]), -1)
+                logp = logits(mine[start : start + chunk_rows])
+                logq = ref_logits(theirs[start : start + chunk_rows]).to(logp.device)
                 record.logits_allocated(logp)
-                logq = torch.log_softmax(ref_logits(theirs[start : start + chunk_rows]), -1).to(logp.device)
-                total += (logp.exp() * (logp - logq)).sum().item()
-                del logp, logq
+                if scratch is None:
+                    scratch = torch.empty(chunk_rows, logp.shape[1], device=logp.device, dtype=logp.dtype)
+                tmp = scratch[: logp.shape[0]]
+                _log_softmax_(logp, tmp)
+                _log_softmax_(logq, tmp)
+                diff = logq.sub_(logp).neg_()  # log p - log q
+                total += torch.dot(torch.exp(logp, out=tmp).view(-1), diff.view(-1)).item()
         positions += mine.shape[0]
     return total / positions
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 MIB = 2**20
-# One chunk of float32 logits and its temporaries. 64 MiB is ~36 positions of a 151,936-token vocabulary
+# One chunk of float32 logits and its temporaries. 64 MiB is ~55 positions of a 151,936-token vocabulary
 # for log-probs: the LM head's matrix product is already large enough to run at full speed, and the
 # chunk is noise next to the weights of any real model.
 LOGIT_BYTES = 64 * MIB
@@ -26,9 +26,10 @@ LOGIT_BYTES = 64 * MIB
 # more so that it is kept busy; on a CPU, wide batches buy nothing. Total, not free, memory: the same
 # machine always gets the same plan, so scores do not depend on what else was running.
 ACTIVATION_BYTES = {"cuda": 2048 * MIB, "cpu": 512 * MIB}
-# Float32 copies of a chunk's logits alive at once, per use (the model-dtype logits counted as one):
-LOGP_COPIES = 3  # logits, their float32 upcast, logsumexp's exp
-KL_COPIES = 7  # two models' logits and log-softmaxes, exp(log p), log p - log q, their product
+# Vocabulary-wide buffers of one chunk alive at once, per use (scoring.lm reuses them chunk after chunk;
+# a model-dtype buffer counted as a float32 one):
+LOGP_COPIES = 2  # float32 logits (logsumexp in place), the head's output in the model's dtype
+KL_COPIES = 5  # both models' float32 logits (log-softmax in place), the exponentials, two model-dtype outputs
 GENERATE_COPIES = 4  # next-token scores, processed scores, softmax probabilities, the model's logits
 
 
