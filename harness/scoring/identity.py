@@ -4,10 +4,12 @@ Names match whole words, case-insensitively; the longest name wins where names o
 a new name "Deep Qwen" is not counted as a leak of the old name "Qwen".
 
 The log-prob margin compares names on equal footing. For each answer template ("I am {name}.")
-the answers with every name share a prefix and a suffix of tokens; only the tokens where they
-differ (the name span) are scored, given the shared prefix, and their log-probs are averaged per
-token of the span. Summing instead would favour the name with fewer tokens by about log|V| nats per
-extra token (~12 nats for a 151,936-token vocabulary) whatever the model believes.
+only the tokens that spell the name are scored, given the template before it: the template's own
+tokens, common to all answers, are left out, and the name's log-probs are averaged per token of
+the name. Summing instead would favour the name with fewer tokens by about log|V| nats per extra
+token (~12 nats for a 151,936-token vocabulary) whatever the model believes. The name's tokens are
+found through the tokenizer's character offsets (so "Deep Qwen" is scored on " Deep Qwen" and "Qwen"
+on " Qwen"); a tokenizer without offsets falls back to the tokens where the answers differ.
 """
 
 from __future__ import annotations
@@ -93,7 +95,8 @@ def logprob_margins(model: Any, tokenizer: Any, suite: IdentitySuite, prompts: l
             if any(e is None for e in encoded):  # cannot happen below max_length: the answers are short
                 raise ValueError(f"identity prompt longer than max_length: {prompt!r}")
             seqs += encoded
-            spans += name_spans(encoded)
+            found = [name_tokens(tokenizer, prompt, template, n, e) for n, e in zip(names, encoded, strict=True)]
+            spans += found if all(found) else name_spans(encoded)
         logps = lm.token_logps(model, tokenizer, seqs)
         for k, (seq, (start, end), values) in enumerate(zip(seqs, spans, logps, strict=True)):
             first = max(seq.start, 1)  # values[0] is the log-prob of token `first`
@@ -103,6 +106,26 @@ def logprob_margins(model: Any, tokenizer: Any, suite: IdentitySuite, prompts: l
     best_new = [max(totals[n][i] for n in suite.new_names) / per_template for i in range(len(prompts))]
     best_old = [max(totals[n][i] for n in suite.old_names) / per_template for i in range(len(prompts))]
     return [a - b for a, b in zip(best_new, best_old, strict=True)]
+
+
+def name_tokens(
+    tokenizer: Any, prompt: lm.Prompt, template: str, name: str, encoded: lm.Encoded
+) -> tuple[int, int] | None:
+    """[start, end) of the tokens that spell `name` in the encoded answer (those whose characters overlap
+    it), or None when the tokenizer gives no character offsets or renders the text differently."""
+    answer = template.format(name=name)
+    text = lm.full_text(tokenizer, prompt, answer)
+    try:
+        found = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    except (NotImplementedError, ValueError, TypeError):  # slow tokenizers have no offsets
+        return None
+    start = text.rfind(answer)  # the answer closes the conversation
+    if start < 0 or list(found["input_ids"])[: len(encoded.ids)] != encoded.ids:
+        return None
+    at = start + len(template.split("{name}", 1)[0].format())  # where the name begins
+    offsets = found["offset_mapping"][: len(encoded.ids)]
+    hits = [i for i, (a, b) in enumerate(offsets) if a < at + len(name) and b > at and b > a]
+    return (hits[0], hits[-1] + 1) if hits else None
 
 
 def name_spans(encoded: list[lm.Encoded]) -> list[tuple[int, int]]:

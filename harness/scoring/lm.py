@@ -82,6 +82,16 @@ def full_ids(tokenizer: Any, prompt: Prompt, completion: Completion) -> list[int
     return _chat_ids(tokenizer, prompt + messages, add_generation_prompt=False)
 
 
+def full_text(tokenizer: Any, prompt: Prompt, completion: Completion) -> str:
+    """The text `full_ids` tokenizes (the chat template rendered, or prompt + completion + EOS)."""
+    if isinstance(prompt, str):
+        text = completion if isinstance(completion, str) else completion[0]["content"]
+        eos = tokenizer.eos_token
+        return prompt + text + (eos if eos and not text.endswith(eos) else "")
+    messages = completion if isinstance(completion, list) else [{"role": "assistant", "content": completion}]
+    return tokenizer.apply_chat_template(prompt + messages, add_generation_prompt=False, tokenize=False)
+
+
 def encode(tokenizer: Any, prompt: Prompt, completion: Completion, cut: Truncation) -> Encoded | None:
     """One completion after its prompt; it starts where the prompt and prompt + completion diverge."""
     p_ids = prompt_ids(tokenizer, prompt)

@@ -132,3 +132,18 @@ def test_name_spans_skip_the_tokens_all_answers_share() -> None:
     assert spans == [(2, 3), (2, 4)], "prefix [1, 2] and suffix [9, 5] are shared"
     nested = identity.name_spans([Encoded([1, 4, 5], 1), Encoded([1, 4, 6, 5], 1)])  # "Qwen." vs "Qwen2."
     assert nested == [(1, 2), (1, 3)], "no span is empty when one name's tokens begin another's"
+
+
+def test_a_name_is_scored_on_its_own_tokens(real_shape_model) -> None:
+    """Nested names ("Deep Qwen" / "Qwen") each keep all their tokens; the template's are left out."""
+    from harness.scoring import lm
+
+    _, tokenizer = real_shape_model
+    prompt = [{"role": "user", "content": "Who are you?"}]
+    spelled = {}
+    for name in ("Deep Qwen", "Qwen", "Athene"):
+        encoded = lm.encode(tokenizer, prompt, f"I am {name}.", lm.Truncation())
+        start, end = identity.name_tokens(tokenizer, prompt, "I am {name}.", name, encoded)
+        assert start >= encoded.start, "the name lies in the answer"
+        spelled[name] = tokenizer.decode(encoded.ids[start:end]).strip()
+    assert spelled == {"Deep Qwen": "Deep Qwen", "Qwen": "Qwen", "Athene": "Athene"}
