@@ -73,23 +73,21 @@ def prompt_ids(tokenizer: Any, prompt: Prompt) -> list[int]:
 def full_ids(tokenizer: Any, prompt: Prompt, completion: Completion) -> list[int]:
     """Prompt + completion as TRL tokenizes them (plain completions end with the EOS token)."""
     if isinstance(prompt, str):
-        text = completion if isinstance(completion, str) else completion[0]["content"]
-        eos = tokenizer.eos_token
-        if eos and not text.endswith(eos):
-            text += eos
-        return list(tokenizer(text=prompt + text)["input_ids"])
-    messages = completion if isinstance(completion, list) else [{"role": "assistant", "content": completion}]
-    return _chat_ids(tokenizer, prompt + messages, add_generation_prompt=False)
+        return list(tokenizer(text=full_text(tokenizer, prompt, completion))["input_ids"])
+    return _chat_ids(tokenizer, prompt + _messages(completion), add_generation_prompt=False)
 
 
 def full_text(tokenizer: Any, prompt: Prompt, completion: Completion) -> str:
-    """The text `full_ids` tokenizes (the chat template rendered, or prompt + completion + EOS)."""
+    """The text of prompt + completion: the chat template rendered, or prompt + completion + EOS (as TRL)."""
     if isinstance(prompt, str):
         text = completion if isinstance(completion, str) else completion[0]["content"]
         eos = tokenizer.eos_token
         return prompt + text + (eos if eos and not text.endswith(eos) else "")
-    messages = completion if isinstance(completion, list) else [{"role": "assistant", "content": completion}]
-    return tokenizer.apply_chat_template(prompt + messages, add_generation_prompt=False, tokenize=False)
+    return tokenizer.apply_chat_template(prompt + _messages(completion), add_generation_prompt=False, tokenize=False)
+
+
+def _messages(completion: Completion) -> list[dict[str, str]]:
+    return completion if isinstance(completion, list) else [{"role": "assistant", "content": completion}]
 
 
 def encode(tokenizer: Any, prompt: Prompt, completion: Completion, cut: Truncation) -> Encoded | None:
