@@ -56,7 +56,8 @@ def run(request: BaselineRequest, events: Any) -> TrialResult:
     model, tokenizer = models.load(path, spec.model.revision, weights)
     mark_phase(request.folder, "scoring")
     events.put(("status", -1, "scoring the base model"))
-    card = scoring.score(model, tokenizer, scoring.Context(spec.evals, Path(request.spec_dir), spec.seed))
+    context = scoring.Context(spec.evals, Path(request.spec_dir), spec.seed, train=dict(spec.train))
+    card = scoring.score(model, tokenizer, context)
     card_file = card_path(Path(request.output_dir))
     card_file.parent.mkdir(parents=True, exist_ok=True)
     partial = card_file.with_suffix(f".{os.getpid()}.tmp")  # whole or absent: workers may race here

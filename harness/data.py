@@ -43,6 +43,8 @@ class TrialData:
     heldout: list[dict]
     counts: dict[str, int] = field(default_factory=dict)
     dropped_identical: dict[str, int] = field(default_factory=dict)
+    train_sources: list[str] = field(default_factory=list)  # the source of each training pair
+    heldout_sources: list[str] = field(default_factory=list)  # the source of each held-out pair
 
 
 def source_problem(path: str, spec_dir: Path | None) -> str | None:
@@ -83,18 +85,24 @@ def draw(sources: dict[str, Source], weights: dict[str, float], size: int, seed:
     if sum(weights.values()) <= 0:
         raise DataError(f"every mix weight is 0 in this trial ({weights}); nothing to draw")
     counts = _apportion(weights, size)
-    train: list[dict] = []
+    drawn: list[tuple[str, dict]] = []
     for name, count in counts.items():
         pool = sources[name].train
         if count and not pool:
             raise DataError(f"source '{name}' has no training pairs left after holding out eval pairs")
         order = list(range(len(pool)))
         random.Random(f"{seed}:{name}:draw").shuffle(order)
-        train += [pool[order[i % len(pool)]] for i in range(count)]  # cycles when asked for more than exist
-    random.Random(f"{seed}:mix").shuffle(train)
-    heldout = [pair for s in sources.values() for pair in s.heldout]
-    dropped = {name: s.dropped_identical for name, s in sources.items()}
-    return TrialData(train=train, heldout=heldout, counts=counts, dropped_identical=dropped)
+        drawn += [(name, pool[order[i % len(pool)]]) for i in range(count)]  # cycles when asked for more
+    random.Random(f"{seed}:mix").shuffle(drawn)
+    heldout = [(name, pair) for name, s in sources.items() for pair in s.heldout]
+    return TrialData(
+        train=[pair for _, pair in drawn],
+        heldout=[pair for _, pair in heldout],
+        counts=counts,
+        dropped_identical={name: s.dropped_identical for name, s in sources.items()},
+        train_sources=[name for name, _ in drawn],
+        heldout_sources=[name for name, _ in heldout],
+    )
 
 
 def _apportion(weights: dict[str, float], size: int) -> dict[str, int]:

@@ -26,6 +26,10 @@ class EvalTarget:
     seed: int = 0
     train_pairs: list[dict] = field(default_factory=list)
     heldout_pairs: list[dict] = field(default_factory=list)
+    train: dict[str, Any] | None = None  # the trial's train settings (max_length, truncation_mode)
+    train_sources: list[str] | None = None
+    heldout_sources: list[str] | None = None
+    shares: dict[str, float] | None = None
 
 
 def resolve_target(target: str, evals_file: Path | None, base: str | None, cache: Path, log: Any = None) -> EvalTarget:
@@ -55,7 +59,19 @@ def resolve_target(target: str, evals_file: Path | None, base: str | None, cache
         models.check(base, what="the trial's base model (give --base)")
     pairs = _pairs(trial_dir) if config is not None else {}
     seed = int(config["seed"]) if config else 0
-    return EvalTarget(model, base, evals, spec_dir, seed, pairs.get("train", []), pairs.get("heldout", []))
+    return EvalTarget(
+        model,
+        base,
+        evals,
+        spec_dir,
+        seed,
+        pairs.get("train", []),
+        pairs.get("heldout", []),
+        train=config.get("train") if config else None,
+        train_sources=pairs.get("train_sources"),
+        heldout_sources=pairs.get("heldout_sources"),
+        shares=(config.get("data") or {}).get("shares") if config else None,
+    )
 
 
 def _evals(evals_file: Path | None, config: dict | None) -> tuple[EvalsSpec, Path | None]:
@@ -90,7 +106,9 @@ def evaluate(target: EvalTarget, log: Any = print) -> tuple[Scorecard, Scorecard
     if target.base:
         log(f"scoring the base model {target.base}")
         base_model, base_tok = models.load(target.base)
-        base_card = scoring.score(base_model, base_tok, Context(evals, target.spec_dir, target.seed))
+        base_card = scoring.score(
+            base_model, base_tok, Context(evals, target.spec_dir, target.seed, train=target.train)
+        )
     probes = list(evals.probes)
     if base_model is None and probes:
         log("probes need a base model (--base): skipped")
@@ -107,5 +125,12 @@ def evaluate(target: EvalTarget, log: Any = print) -> tuple[Scorecard, Scorecard
         target.train_pairs,
         target.heldout_pairs,
         base_card,
+        train=target.train,
+        train_sources=target.train_sources,
+        heldout_sources=target.heldout_sources,
+        shares=target.shares,
     )
-    return scoring.score(model, tokenizer, ctx, base_model), base_card
+    card = scoring.score(model, tokenizer, ctx, base_model)
+    for note in card.notes:
+        log(f"note: {note}")
+    return card, base_card

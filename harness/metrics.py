@@ -13,15 +13,16 @@ from typing import Any
 IDENTITY = (
     "identity.hit_rate",  # greedy answers that give a new name
     "identity.leak_rate",  # greedy answers that give an old name
-    "identity.logprob_margin",  # mean log π(answer, new name) - log π(answer, old name)
-    "identity.logprob_win_rate",  # share of prompts where that margin is > 0
+    "identity.logprob_margin",  # mean log-prob per token of the new name's span minus the old name's (same answer)
+    "identity.logprob_margin_delta",  # that margin minus the base model's: what training changed
+    "identity.logprob_win_rate",  # share of prompts where that margin is > 0 (a tie counts 1/2)
     "identity.hit_rate_sampled",  # sampled answers (k per prompt) that give a new name
     "identity.other_rate",  # greedy answers that give neither name: the old one lost, no new one gained
     "identity.degenerate_rate",  # greedy answers that repeat themselves ("Athene Athene Athene")
 )
 OVERFIT = (
-    "overfit.acc_gap",  # implicit-reward accuracy: training pairs minus held-out pairs
-    "overfit.train_acc",
+    "overfit.acc_gap",  # implicit-reward accuracy, training minus held-out pairs, per source, share-weighted
+    "overfit.train_acc",  # share-weighted over sources (ties count 1/2, as in every accuracy here)
     "overfit.heldout_acc",
     "overfit.heldout_logratio_margin",  # held-out rewards/margins / β: comparable across β
     "overfit.chosen_logp_delta",  # mean change of log π(chosen) against the reference
@@ -31,7 +32,7 @@ OVERFIT = (
 )
 SHORTCUT = (
     "shortcut.swap_acc",  # implicit-reward accuracy with the spurious phrase moved to rejected
-    "shortcut.length_ratio",  # greedy answer length relative to the base model
+    "shortcut.length_ratio",  # (greedy answer tokens + 1) / (the base model's + 1)
 )
 BENCH = ("bench.retention",)  # plus bench.<task>.<metric>
 TRL_EVAL = (

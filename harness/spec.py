@@ -12,10 +12,10 @@ import hashlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from harness import metrics
 
@@ -168,11 +168,46 @@ class SearchSpec(_Strict):
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
 
 
+class BenchmarkSpec(_Strict):
+    task: str  # an lm-eval task YAML, or a task name when online
+    limit: int | None = Field(None, gt=0)  # items scored (lm-eval's limit); absent: evals.bench_limit, null: all
+
+
+def _benchmark_kind(value: Any) -> str:
+    return "BenchmarkSpec" if isinstance(value, dict | BenchmarkSpec) else "str"
+
+
+Benchmark = Annotated[
+    Annotated[str, Tag("str")] | Annotated[BenchmarkSpec, Tag("BenchmarkSpec")], Discriminator(_benchmark_kind)
+]
+
+
 class EvalsSpec(_Strict):
     identity: str | None = None  # an identity suite YAML (evals/identity/*.yaml)
-    benchmarks: list[str] = Field(default_factory=list)  # lm-eval task YAMLs, or task names when online
+    benchmarks: list[Benchmark] = Field(default_factory=list)  # task YAMLs or names, or {task, limit}
+    # Items per benchmark (lm-eval's `limit`: its first N documents) unless an entry sets its own; null: all.
+    # 200 puts the headline accuracy's standard error near 0.035 (sqrt(0.25/200)), enough to see a capability
+    # loss, while a 500-item multiple-choice set no longer costs more per checkpoint than training.
+    bench_limit: int | None = Field(200, gt=0)
     probes: list[Literal["overfit", "shortcut"]] = Field(default_factory=list)
     probe_suite: str = "evals/probes/toy.yaml"  # probe data; the default is the toy world's
+
+    @model_validator(mode="after")
+    def _default_limits(self) -> EvalsSpec:
+        """An entry without `limit` gets bench_limit now, so a dumped and re-read spec means the same."""
+
+        def resolved(entry: str | BenchmarkSpec) -> str | BenchmarkSpec:
+            if isinstance(entry, str) or "limit" in entry.model_fields_set:
+                return entry
+            return BenchmarkSpec(task=entry.task, limit=self.bench_limit)
+
+        entries = [resolved(e) for e in self.benchmarks]
+        object.__setattr__(self, "benchmarks", entries)  # frozen: set once, while validating
+        return self
+
+    def benchmark_entries(self) -> list[tuple[str, int | None]]:
+        """(task YAML or name, item limit or None for all) per benchmark."""
+        return [(e, self.bench_limit) if isinstance(e, str) else (e.task, e.limit) for e in self.benchmarks]
 
 
 class SweepSpec(_Strict):
@@ -185,9 +220,13 @@ class SweepSpec(_Strict):
     evals: EvalsSpec = Field(default_factory=EvalsSpec)
 
     def spec_hash(self) -> str:
-        """Identifies the experiment; search.trials is left out so raising it resumes the same study."""
-        data = self.model_dump(mode="json", by_alias=True)
-        data["search"].pop("trials")
+        """Identifies the experiment; search.trials is left out so raising it resumes the same study.
+
+        Only values that differ from the defaults count, so a key added to the schema later (with a
+        default that keeps today's behaviour) does not turn running studies into "a different spec".
+        """
+        data = self.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+        data.get("search", {}).pop("trials", None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
     def with_trials(self, trials: int) -> SweepSpec:
@@ -229,12 +268,14 @@ def _schema_problems(raw: dict) -> list[tuple[str, str]]:
 
 def _explain(err: dict) -> tuple[str, str]:
     loc = [str(p) for p in err["loc"] if not str(p).startswith("function-")]
-    loc = [p for p in loc if p not in ("tuple[float, float]", "tuple[int, int]", "str", "list[str]")]
+    loc = [p for p in loc if p not in ("tuple[float, float]", "tuple[int, int]", "str", "list[str]", "BenchmarkSpec")]
     key = ".".join(_attr_to_key(p) for p in loc)
     if err["type"] == "extra_forbidden":
         return key, _unknown(loc[-1], _allowed_keys(loc[:-1]), "key")
     if err["type"] == "missing":
         return key, "required key is missing"
+    if loc[:2] == ["evals", "benchmarks"] and len(loc) == 3:
+        return key, f"expected a task YAML or lm-eval task name, or {{task: ..., limit: N}} (got {err.get('input')!r})"
     message = err["msg"].removeprefix("Value error, ")
     got = err.get("input")
     if err["type"] not in ("value_error",) and not isinstance(got, dict | list):
@@ -265,6 +306,8 @@ def _allowed_keys(loc: list[str]) -> list[str]:
         cls = Dimension
     elif path.startswith("search.objectives."):
         cls = Objective
+    elif path.startswith("evals.benchmarks."):
+        cls = BenchmarkSpec
     else:
         cls = _SECTIONS.get(path, SweepSpec)
     return [f.alias or name for name, f in cls.model_fields.items()]
@@ -297,6 +340,7 @@ def _semantic_problems(raw: dict, spec_dir: Path | None) -> list[tuple[str, str]
     problems += _train_problems(train, space)
     problems += _space_problems(space, sources, model, search.get("sampler"))
     problems += _metric_problems(search, evals)
+    problems += _probe_problems(data, evals)
     if spec_dir is not None:
         problems += _file_problems(sources, evals, spec_dir)
     return problems
@@ -387,6 +431,18 @@ def _metric_problems(search: dict, evals: dict) -> list[tuple[str, str]]:
     return problems
 
 
+def _probe_problems(data: dict, evals: dict) -> list[tuple[str, str]]:
+    """The overfit probe compares training with held-out pairs: it needs some held out."""
+    probes = evals.get("probes") if isinstance(evals.get("probes"), list) else []
+    if "overfit" in probes and data.get("eval_fraction", 0.1) == 0:
+        message = (
+            "evals.probes asks for 'overfit', which compares training with held-out pairs, but "
+            "data.eval_fraction is 0: hold some out (e.g. 0.1) or drop 'overfit' from evals.probes"
+        )
+        return [("data.eval_fraction", message)]
+    return []
+
+
 def _file_problems(sources: dict, evals: dict, spec_dir: Path) -> list[tuple[str, str]]:
     from harness.data import source_problem
 
@@ -404,8 +460,11 @@ def _file_problems(sources: dict, evals: dict, spec_dir: Path) -> list[tuple[str
             problems.append((f"evals.{key}", f"no such file: {value}"))
     benchmarks = evals.get("benchmarks") if isinstance(evals.get("benchmarks"), list) else []
     for i, bench in enumerate(benchmarks):
+        key = f"evals.benchmarks.{i}"
+        if isinstance(bench, dict):
+            bench, key = bench.get("task"), f"{key}.task"
         if isinstance(bench, str) and bench.endswith((".yaml", ".yml")) and resolve_path(bench, spec_dir) is None:
-            problems.append((f"evals.benchmarks.{i}", f"no such file: {bench}"))
+            problems.append((key, f"no such file: {bench}"))
     return problems
 
 

@@ -185,6 +185,10 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
         trial_data.train,
         trial_data.heldout,
         _base_card(request),
+        train=config["train"],
+        train_sources=trial_data.train_sources,
+        heldout_sources=trial_data.heldout_sources,
+        shares=config["data"]["shares"],
     )
     with scoring.reference_model(trained, model_path, _loader(spec)) as reference:
         card = scoring.score(trained, tokenizer, ctx, reference)
@@ -228,7 +232,12 @@ def _save_config(request: TrialRequest, config: dict, model_path: str, trial_dat
     resolved["data"] = resolved["data"] | counts
     request.folder.mkdir(parents=True, exist_ok=True)
     (request.folder / "trial_config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-    pairs = {"train": trial_data.train, "heldout": trial_data.heldout}
+    pairs = {
+        "train": trial_data.train,
+        "heldout": trial_data.heldout,
+        "train_sources": trial_data.train_sources,
+        "heldout_sources": trial_data.heldout_sources,
+    }
     (request.folder / "pairs.json").write_text(json.dumps(pairs))
     tracker.log_artifact(request.run_id, request.folder / "trial_config.yaml")
     dropped = {f"data.{k}.dropped_identical": v for k, v in trial_data.dropped_identical.items()}

@@ -45,6 +45,22 @@ def toy_model(toy_model_path: Path):
     return models.load(str(toy_model_path))
 
 
+@pytest.fixture(scope="session")
+def real_shape_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model folder of a real model's shape: random-init Qwen2 layout, 151,936-token vocabulary, a byte-level
+    BPE tokenizer with Qwen's ChatML template; tiny hidden size and 2 layers (built in a second or two)."""
+    from harness.toy import real_shape
+
+    return real_shape.save(tmp_path_factory.mktemp("real-shape") / "model")
+
+
+@pytest.fixture(scope="session")
+def real_shape_model(real_shape_model_path: Path):
+    from harness import models
+
+    return models.load(str(real_shape_model_path))
+
+
 @pytest.fixture
 def write_spec(tmp_path: Path):
     """write_spec(dict) -> path of a YAML spec file in the test's folder."""

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from support import ROOT, base_spec
 
-from harness.spec import SpecError, load_spec
+from harness.spec import DataSpec, SpecError, load_spec
 
 SHIPPED = sorted((ROOT / "sweeps").glob("*.yaml"))
 
@@ -149,3 +149,14 @@ def test_spec_hash_ignores_trial_count(write_spec) -> None:
     assert spec.with_trials(20).spec_hash() == spec.spec_hash()
     other = load_spec(write_spec(base_spec(train__beta=0.2), name="other.yaml"))
     assert other.spec_hash() != spec.spec_hash()
+
+
+def test_spec_hash_ignores_defaults_and_the_trial_count(write_spec) -> None:
+    """Keys added to the schema later with a default must not make a running study 'a different spec'."""
+    plain = load_spec(write_spec(base_spec(), "a.yaml"))
+    explicit = base_spec()
+    explicit["data"]["eval_size"] = DataSpec.model_fields["eval_size"].default
+    explicit["search"] |= {"trials": 9, "max_failures": 3}
+    assert load_spec(write_spec(explicit, "b.yaml")).spec_hash() == plain.spec_hash()
+    changed = base_spec(train=base_spec()["train"] | {"beta": 0.2})
+    assert load_spec(write_spec(changed, "c.yaml")).spec_hash() != plain.spec_hash()

@@ -47,6 +47,7 @@ class TrialRecord:
     intermediate: dict[int, float] = field(default_factory=dict)  # values reported to the pruner
     items: dict[str, list[float]] | None = None  # per-eval-item scores (attach_artifacts)
     generations: list[dict] | None = None  # identity answers (attach_artifacts)
+    score_notes: list[str] | None = None  # what its scorecard could not measure, and why (attach_artifacts)
     constraints: dict[str, float] = field(default_factory=dict)  # spec constraint -> violation (<= 0: met)
 
     @property
@@ -89,6 +90,7 @@ class StudyRecord:
     base_scores: dict[str, float] = field(default_factory=dict)
     base_items: dict[str, list[float]] = field(default_factory=dict)
     base_generations: list[dict] = field(default_factory=list)
+    base_notes: list[str] = field(default_factory=list)  # the base model's scorecard notes
     identity_names: tuple[list[str], list[str]] | None = None  # (new names, old names) of the identity suite
     importances: list[dict[str, float]] | None = None  # per objective: param -> importance
     importance_note: str = ""  # why importances are missing
@@ -139,6 +141,7 @@ def attach_artifacts(record: StudyRecord, trials: list[TrialRecord]) -> None:
         fixed = trial.state != RUNNING
         trial.items = _artifact(client, trial.run_id, "scorecard_items.json", fixed) or {}
         trial.generations = _artifact(client, trial.run_id, "identity_generations.json", fixed) or []
+        trial.score_notes = _artifact(client, trial.run_id, "scorecard_notes.json", fixed) or []
 
 
 def _optuna_study(name: str, storage: str) -> Any:
@@ -275,6 +278,7 @@ class Runs:
         # the base model is scored once per study: its artifacts never change once written
         record.base_items = _artifact(self.client, run_id, "base/scorecard_items.json", True) or {}
         record.base_generations = _artifact(self.client, run_id, "base/identity_generations.json", True) or []
+        record.base_notes = _artifact(self.client, run_id, "base/scorecard_notes.json", True) or []
         suite = _artifact(self.client, run_id, "base/identity_suite.json", True)
         record.identity_names = (suite["new_names"], suite["old_names"]) if suite else _identity_names(record.spec)
 

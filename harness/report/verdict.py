@@ -35,14 +35,15 @@ LEAK_RATE_HIGH = 0.1
 # Metrics with no better direction: a length ratio is best near 1, raw lengths and rejected-answer
 # log-prob changes are context, not goals.
 NO_DIRECTION = {"shortcut.length_ratio", "shortcut.answer_tokens", "overfit.rejected_logp_delta"}
-# The base model's value of ratios to itself, which its scorecard does not log.
-BASE_BY_DEFINITION = {"bench.retention": 1.0, "shortcut.length_ratio": 1.0}
+# The base model's value of ratios and changes to itself, which its scorecard does not log.
+BASE_BY_DEFINITION = {"bench.retention": 1.0, "shortcut.length_ratio": 1.0, "identity.logprob_margin_delta": 0.0}
 
 # Metrics shown in the verdict's comparison table when the study produced them (objectives first).
 KEY_METRICS = (
     "identity.hit_rate",
     "identity.leak_rate",
     "identity.logprob_margin",
+    "identity.logprob_margin_delta",
     "bench.retention",
     "overfit.kl_ref",
     "overfit.acc_gap",
@@ -108,6 +109,7 @@ class Verdict:
     flags: list[Flag] = field(default_factory=list)  # the recommended trial's
     study_flags: list[Flag] = field(default_factory=list)  # about the sweep as a whole
     badges: list[tuple[str, str]] = field(default_factory=list)  # (text, tone: good|warn|bad|plain): the gist
+    notes: list[str] = field(default_factory=list)  # scorecard notes: metrics not measured and why
 
 
 # ---------------------------------------------------------------- warnings
@@ -300,7 +302,14 @@ def assess(record: StudyRecord, chosen: Pick) -> Verdict:
         )
     badges = _badges(rows[0] if rows else None, chosen.runner_up is not None, best_flags)
     headline = f"Keep the base model (best trial: {best.number})" if beats_base is False else f"Use trial {best.number}"
-    return Verdict(chosen, status, headline, trust, rows, best_flags, study_flags, badges)
+    return Verdict(chosen, status, headline, trust, rows, best_flags, study_flags, badges, score_notes(record, best))
+
+
+def score_notes(record: StudyRecord, trial: TrialRecord) -> list[str]:
+    """The scorecard notes of a trial and of the base model, each said once."""
+    notes = [f"trial {trial.number}: {n}" for n in trial.score_notes or []]
+    notes += [f"base model: {n}" for n in record.base_notes]
+    return list(dict.fromkeys(notes))
 
 
 def _badges(row: Row | None, has_runner: bool, best_flags: list[Flag]) -> list[tuple[str, str]]:
@@ -335,7 +344,7 @@ def _badges(row: Row | None, has_runner: bool, best_flags: list[Flag]) -> list[t
 
 def _shown_metrics(record: StudyRecord, best: TrialRecord) -> list[str]:
     bench = sorted(k for k in best.scores if k.startswith("bench.") and k.endswith(".acc"))
-    names = [*record.objectives, *KEY_METRICS[:4], *bench, *KEY_METRICS[4:]]
+    names = [*record.objectives, *KEY_METRICS[:5], *bench, *KEY_METRICS[5:]]
     return [m for m in dict.fromkeys(names) if m in best.scores]
 
 

@@ -2,7 +2,9 @@
 
 Families (see harness.metrics): identity.* (identity suite), bench.* (lm-eval tasks),
 overfit.* and shortcut.* (probes against the reference model). The base model gets a card
-too, once per study: retention and length ratios of trials are relative to it.
+too, once per study: retention, length ratios and margin changes of trials are relative to it.
+A metric that cannot be measured is left out and a note says why (Scorecard.notes); the card also
+records the memory its scoring planned and used (scoring_memory.json).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Any
 from harness.spec import EvalsSpec, resolve_path
 
 BASE_ANSWER_TOKENS = "shortcut.answer_tokens"  # mean greedy answer length: the base for length_ratio
+NOTES_ARTIFACT = "scorecard_notes.json"
+MEMORY_ARTIFACT = "scoring_memory.json"
 
 
 @dataclass
@@ -23,18 +27,22 @@ class Scorecard:
     metrics: dict[str, float] = field(default_factory=dict)
     artifacts: dict[str, Any] = field(default_factory=dict)  # <name>.json -> JSON-able payload
     items: dict[str, list[float]] = field(default_factory=dict)  # per-item scores, for bootstrap intervals
+    notes: list[str] = field(default_factory=list)  # what was not measured, or measured with a caveat, and why
 
     def to_json(self) -> dict[str, Any]:
-        return {"metrics": self.metrics, "items": self.items, "artifacts": self.artifacts}
+        return {"metrics": self.metrics, "items": self.items, "artifacts": self.artifacts, "notes": self.notes}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Scorecard:
-        return cls(data["metrics"], data.get("artifacts", {}), data.get("items", {}))
+        return cls(data["metrics"], data.get("artifacts", {}), data.get("items", {}), data.get("notes", []))
 
 
 @dataclass
 class Context:
-    """What scoring needs besides the model: the suites, the trial's pairs and the base card."""
+    """What scoring needs besides the model: the suites, the trial's pairs and settings, the base card.
+
+    Pairs are labelled with their source by `train_sources` / `heldout_sources` (one name per pair),
+    else by a pair's `_source` key; unlabelled pairs form one group, and the overfit probe says so."""
 
     evals: EvalsSpec
     spec_dir: Path | None = None
@@ -42,60 +50,90 @@ class Context:
     train_pairs: list[dict] = field(default_factory=list)
     heldout_pairs: list[dict] = field(default_factory=list)
     base: Scorecard | None = None
+    train: dict[str, Any] | None = None  # the trial's resolved train settings: max_length, truncation_mode
+    train_sources: list[str] | None = None
+    heldout_sources: list[str] | None = None
+    shares: dict[str, float] | None = None  # the trial's mix shares, which weight the per-source gaps
 
 
 def score(model: Any, tokenizer: Any, ctx: Context, reference: Any = None) -> Scorecard:
     """Score a trained model; `reference` is the model DPO started from (None scores the base itself)."""
+    from harness.scoring import memory
+
     card = Scorecard()
     evals = ctx.evals
-    if evals.identity:
-        _identity(model, tokenizer, ctx, card)
-    if evals.benchmarks:
-        _bench(model, tokenizer, ctx, card)
-    if evals.probes:
-        _probes(model, tokenizer, ctx, card, reference)
+    with memory.recording() as record:
+        if evals.identity:
+            _identity(model, tokenizer, ctx, card)
+        if evals.benchmarks:
+            _bench(model, tokenizer, ctx, card)
+        if evals.probes:
+            _probes(model, tokenizer, ctx, card, reference)
+    card.artifacts[MEMORY_ARTIFACT] = record.to_json()
+    if card.notes:
+        card.artifacts[NOTES_ARTIFACT] = card.notes
     return card
 
 
 def _identity(model: Any, tokenizer: Any, ctx: Context, card: Scorecard) -> None:
-    from harness.scoring import identity, suites
+    from harness.scoring import identity, lm, suites
 
     suite = suites.load_identity(_path(ctx.evals.identity, ctx.spec_dir))
-    metrics, generations = identity.score(model, tokenizer, suite, ctx.seed)
+    metrics, generations = identity.score(model, tokenizer, suite, ctx.seed, lm.truncation(ctx.train))
     card.metrics |= metrics
     card.artifacts["identity_generations.json"] = generations
     card.items["identity.hit_rate"] = [float(g["hit"]) for g in generations]
+    card.items["identity.logprob_margin"] = [float(g["logprob_margin"]) for g in generations]
+    base = ctx.base.metrics.get("identity.logprob_margin") if ctx.base else None
+    if base is not None:  # the change against the base model: what DPO did to the margin
+        card.metrics["identity.logprob_margin_delta"] = metrics["identity.logprob_margin"] - base
 
 
 def _bench(model: Any, tokenizer: Any, ctx: Context, card: Scorecard) -> None:
     from harness.scoring import bench
 
-    metrics, items = bench.score(model, tokenizer, ctx.evals.benchmarks, ctx.spec_dir, seed=ctx.seed)
-    card.metrics |= metrics
-    card.items |= {f"bench.{task}": values for task, values in items.items()}
-    kept = bench.retention(metrics, ctx.base.metrics, items) if ctx.base else None
+    result = bench.score(model, tokenizer, ctx.evals.benchmark_entries(), ctx.spec_dir, seed=ctx.seed)
+    card.metrics |= result.metrics
+    card.items |= {f"bench.{task}": values for task, values in result.items.items()}
+    if ctx.base is None:
+        return
+    kept, notes = bench.retention(result.metrics, ctx.base.metrics, result.tasks, result.higher_is_better)
+    card.notes += notes
     if kept is not None:
         card.metrics["bench.retention"] = kept
 
 
 def _probes(model: Any, tokenizer: Any, ctx: Context, card: Scorecard, reference: Any) -> None:
-    from harness.scoring import probes, suites
+    from harness.scoring import lm, probes, suites
 
     suite, texts, swap_pairs = suites.load_probes(_path(ctx.evals.probe_suite, ctx.spec_dir))
+    cut = lm.truncation(ctx.train)
     prompts = [p["prompt"] for p in swap_pairs]
     tokens, answers = probes.answer_lengths(model, tokenizer, prompts, suite.max_new_tokens)
     card.artifacts["probe_answers.json"] = [{"prompt": p, "answer": a} for p, a in zip(prompts, answers, strict=True)]
+    card.metrics[BASE_ANSWER_TOKENS] = tokens
     if reference is None:  # the base model: only the length its answers have
-        card.metrics[BASE_ANSWER_TOKENS] = tokens
         return
     if "overfit" in ctx.evals.probes:
-        card.metrics |= probes.overfit(model, reference, tokenizer, ctx.train_pairs, ctx.heldout_pairs, texts)
+        labelled = probes.Labelled(
+            train=probes.by_source(ctx.train_pairs, ctx.train_sources),
+            heldout=probes.by_source(ctx.heldout_pairs, ctx.heldout_sources),
+            shares=dict(ctx.shares or {}),
+        )
+        if ctx.train_sources is None and not any("_source" in p for p in ctx.train_pairs):
+            card.notes.append(
+                "overfit: the pairs carry no source, so acc_gap pools every source's pairs (not weighted by share)"
+            )
+        metrics, notes, detail = probes.overfit(model, reference, tokenizer, labelled, texts, cut)
+        card.metrics |= metrics
+        card.notes += notes
+        if detail:
+            card.artifacts["overfit_by_source.json"] = detail
     if "shortcut" in ctx.evals.probes:
-        card.metrics["shortcut.swap_acc"] = probes.swap_accuracy(model, reference, tokenizer, swap_pairs)
-        card.metrics[BASE_ANSWER_TOKENS] = tokens
+        card.metrics["shortcut.swap_acc"] = probes.swap_accuracy(model, reference, tokenizer, swap_pairs, cut)
         base_tokens = ctx.base.metrics.get(BASE_ANSWER_TOKENS) if ctx.base else None
-        if base_tokens:
-            card.metrics["shortcut.length_ratio"] = tokens / base_tokens
+        if base_tokens is not None:
+            card.metrics["shortcut.length_ratio"] = probes.length_ratio(tokens, base_tokens)
 
 
 @contextlib.contextmanager
@@ -118,6 +156,10 @@ class _AdapterOff:
         self.model = model
         self.device = model.device
 
+    def scoring_context(self) -> Any:
+        """What harness.scoring.lm runs this model's backbone and head in."""
+        return self.model.disable_adapter()
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         with self.model.disable_adapter():
             return self.model(*args, **kwargs)
@@ -136,7 +178,7 @@ def check_evals(evals: EvalsSpec, spec_dir: Path | None) -> None:
     if evals.benchmarks:
         from harness.scoring import bench
 
-        bench.check(evals.benchmarks, spec_dir)
+        bench.check([task for task, _ in evals.benchmark_entries()], spec_dir)
     if evals.probes:
         suites.load_probes(_path(evals.probe_suite, spec_dir))
 

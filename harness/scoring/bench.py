@@ -2,7 +2,8 @@
 
 lm-eval is the engine and this is the only module that knows its API. A benchmark entry is a
 task YAML (evals/bench/*.yaml, data read locally) or, for users who are online, an lm-eval task
-name. Every benchmark is run zero-shot, greedily, with the model's chat template when it has one.
+name, each with an item limit (lm-eval's own `limit`: the task's first N documents). Every
+benchmark is run zero-shot, greedily, with the model's chat template when it has one.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import logging
 import math
 import os
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,10 @@ FILE_LOADERS = ("json", "csv", "parquet", "text", "arrow")
 OUTPUT_TYPES = ("loglikelihood", "loglikelihood_rolling", "multiple_choice", "generate_until")
 # Warnings lm-eval gives for every in-memory model; expected here, so not shown.
 _EXPECTED_WARNINGS = ("`pretrained` model kwarg is not of type `str`", "Passed an already-initialized model")
+MAX_BATCH = 16  # lm-eval's batch of requests; fewer when full-vocabulary logits would not fit (_batch_size)
+TYPICAL_WIDTH = 256  # tokens per request assumed when sizing that batch (lm-eval pads to the longest)
+
+Entry = str | tuple[str, int | None]  # a task YAML or name, optionally with its item limit (None: all)
 
 
 class BenchmarkError(RuntimeError):
@@ -161,33 +167,65 @@ def _key_lines(text: str) -> dict[str, int]:
 # ------------------------------------------------------------------------------------------ score
 
 
+@dataclass
+class BenchScores:
+    metrics: dict[str, float] = field(default_factory=dict)  # bench.<task>.<metric>[.<filter>]
+    items: dict[str, list[float]] = field(default_factory=dict)  # task -> per-item primary score, doc order
+    higher_is_better: dict[str, dict[str, bool | None]] = field(default_factory=dict)  # lm-eval's, per task
+    tasks: list[str] = field(default_factory=list)  # every task (and group) lm-eval reported
+
+
 def score(
     model: Any,
     tokenizer: Any,
-    benchmarks: list[str],
+    benchmarks: Sequence[Entry],
     spec_dir: Path | None,
     seed: int = 0,
-    batch_size: int = 16,
-) -> tuple[dict[str, float], dict[str, list[float]]]:
+    batch_size: int | None = None,
+) -> BenchScores:
     """Run lm_eval.simple_evaluate on the loaded model (transformers or PEFT) and its tokenizer.
 
-    Returns ({'bench.<task>.<metric>': value}, {'<task>': per-item primary score in doc order}).
+    Tasks sharing an item limit run in one simple_evaluate call (lm-eval's `limit` is per call).
     Raises SpecError for an invalid task YAML, BenchmarkError naming a benchmark that cannot be
     loaded (e.g. a task name offline). Global RNG state and the model's train/eval mode are kept.
     """
-    if not benchmarks:
-        return {}, {}
+    entries = [(b, None) if isinstance(b, str) else (b[0], b[1]) for b in benchmarks]
+    if not entries:
+        return BenchScores()
     was_training = model.training
+    out = BenchScores()
     try:
         with _quiet(), _rng_kept():
-            manager, tasks = _load_tasks(benchmarks, spec_dir)
-            results = _evaluate(model, tokenizer, manager, tasks, seed, batch_size)
+            manager, tasks = _load_tasks([task for task, _ in entries], spec_dir)
+            by_limit: dict[int | None, list[Any]] = {}
+            for (_, limit), loaded in zip(entries, tasks, strict=True):
+                by_limit.setdefault(limit, []).extend(loaded)
+            size = batch_size or _batch_size(model)
+            for limit, group in by_limit.items():
+                results = _evaluate(model, tokenizer, manager, group, seed, size, limit)
+                out.metrics |= _metrics(results["results"])
+                out.items |= _items(results["results"], results["samples"])
+                out.higher_is_better |= results.get("higher_is_better") or {}
+                out.tasks += [t for t in results["results"] if t not in out.tasks]
     finally:
         model.train(was_training)  # HFLM switches the model to eval mode
-    return _metrics(results["results"]), _items(results["results"], results["samples"])
+    return out
 
 
-def _evaluate(model: Any, tokenizer: Any, manager: Any, tasks: list[Any], seed: int, batch_size: int) -> dict:
+def _batch_size(model: Any) -> int:
+    """lm-eval takes log-softmax over full-vocabulary logits of a whole batch of requests: keep that
+    batch inside the scoring budget for a typical request width (lm-eval's memory is not ours to plan)."""
+    from harness.scoring import memory
+
+    shape = memory.Shape.of(model)
+    budget = memory.Budget.for_device(getattr(model, "device", "cpu"))
+    per_request = TYPICAL_WIDTH * shape.vocab * 4 * 2  # float32 logits and their log-softmax
+    return max(1, min(MAX_BATCH, budget.activation_bytes // per_request))
+
+
+def _evaluate(
+    model: Any, tokenizer: Any, manager: Any, tasks: list[Any], seed: int, batch_size: int, limit: int | None
+) -> dict:
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 
@@ -196,6 +234,7 @@ def _evaluate(model: Any, tokenizer: Any, manager: Any, tasks: list[Any], seed: 
         tasks=tasks,
         task_manager=manager,  # without one, simple_evaluate indexes every built-in task (~10-40 s)
         num_fewshot=0,
+        limit=limit,  # the task's first `limit` documents; None: all
         apply_chat_template=bool(getattr(tokenizer, "chat_template", None)),  # chat models answer in turns
         log_samples=True,  # per-item scores, for bootstrap intervals
         bootstrap_iters=0,  # no stderr: the report bootstraps the items itself
@@ -208,8 +247,8 @@ def _evaluate(model: Any, tokenizer: Any, manager: Any, tasks: list[Any], seed: 
     )
 
 
-def _load_tasks(benchmarks: list[str], spec_dir: Path | None) -> tuple[Any, list[Any]]:
-    """Build every benchmark before running any, so a bad one fails fast and by name."""
+def _load_tasks(benchmarks: list[str], spec_dir: Path | None) -> tuple[Any, list[list[Any]]]:
+    """Build every benchmark before running any, so a bad one fails fast and by name (tasks per entry)."""
     from lm_eval.tasks import TaskManager
 
     names = [b for b in benchmarks if not is_task_file(b)]
@@ -219,7 +258,7 @@ def _load_tasks(benchmarks: list[str], spec_dir: Path | None) -> tuple[Any, list
         unknown = [n for n in names if n not in manager.all_tasks]
         if unknown:
             raise BenchmarkError(_unknown_names(unknown, manager.all_tasks))
-    tasks: list[Any] = []
+    tasks: list[list[Any]] = []
     for entry in benchmarks:
         spec = load_task_config(entry, spec_dir) if is_task_file(entry) else entry
         try:
@@ -227,7 +266,7 @@ def _load_tasks(benchmarks: list[str], spec_dir: Path | None) -> tuple[Any, list
         except Exception as exc:  # lm-eval and datasets raise many kinds; all mean "cannot load"
             raise BenchmarkError(_load_failure(entry, exc)) from exc
         top = loaded.get("groups", {}).get(entry)  # a group keeps its aggregate row
-        tasks += [top] if top is not None else list(loaded["tasks"].values())
+        tasks.append([top] if top is not None else list(loaded["tasks"].values()))
     return manager, tasks
 
 
@@ -302,14 +341,38 @@ def primary_metric(task_metrics: dict[str, float], task: str) -> str | None:
     return keys[0] if keys else None
 
 
-def retention(trial: dict[str, float], base: dict[str, float], tasks: Iterable[str]) -> float | None:
-    """bench.retention: trial/base of each task's headline metric, averaged over tasks where base > 0."""
-    ratios = []
+def retention(
+    trial: Mapping[str, float],
+    base: Mapping[str, float],
+    tasks: Iterable[str],
+    higher_is_better: Mapping[str, Mapping[str, bool | None]],
+) -> tuple[float | None, list[str]]:
+    """bench.retention: the share of the base model's headline score each task keeps, averaged over tasks,
+    and a note for every task left out and why.
+
+    Per task: trial/base where lm-eval says higher is better, base/trial where lower is (perplexities);
+    1 = as good as the base, below 1 = worse, either way."""
+    ratios, notes = [], []
     for task in tasks:
         key = primary_metric(base, task)
-        if key is not None and key in trial and base[key] > 0:
-            ratios.append(trial[key] / base[key])
-    return sum(ratios) / len(ratios) if ratios else None
+        if key is None:
+            notes.append(f"bench.retention leaves out {task}: the base model has no score for it")
+            continue
+        if key not in trial:
+            notes.append(f"bench.retention leaves out {task}: this model has no {key}")
+            continue
+        metric = key.removeprefix(f"bench.{task}.").split(".")[0]
+        better = (higher_is_better.get(task) or {}).get(metric)
+        if better is None:
+            notes.append(f"bench.retention leaves out {task}: lm-eval does not say whether higher {metric} is better")
+            continue
+        mine, theirs = (trial[key], base[key]) if better else (base[key], trial[key])
+        if theirs <= 0 or mine < 0:
+            values = f"{key} = {trial[key]:.4g}, base {base[key]:.4g}"
+            notes.append(f"bench.retention leaves out {task}: no meaningful ratio ({values})")
+            continue
+        ratios.append(mine / theirs)
+    return (sum(ratios) / len(ratios) if ratios else None), notes
 
 
 # --------------------------------------------------------------------------------------- helpers

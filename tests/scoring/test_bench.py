@@ -47,7 +47,7 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def scored(tiny, tmp_path_factory) -> tuple[dict[str, float], dict[str, list[float]]]:
+def scored(tiny, tmp_path_factory) -> bench.BenchScores:
     """Both toy benchmarks, scored from an unrelated working directory (data paths must not depend on it)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(tmp_path_factory.mktemp("elsewhere"))
@@ -118,7 +118,7 @@ def test_hub_dataset_data_files_stay_repo_paths(tmp_path):
 
 
 def test_score_names_metrics_as_lm_eval_does(scored):
-    metrics, _ = scored
+    metrics = scored.metrics
     expected = {"bench.toy_facts.acc", "bench.toy_facts.acc_norm", "bench.toy_arith_gen.exact_match"}
     assert expected <= set(metrics)
     assert not [k for k in metrics if "stderr" in k]
@@ -126,7 +126,7 @@ def test_score_names_metrics_as_lm_eval_does(scored):
 
 
 def test_score_items_follow_the_data_files(scored):
-    metrics, items = scored
+    metrics, items = scored.metrics, scored.items
     assert {task: len(v) for task, v in items.items()} == {t: rows(t) for t in ("toy_facts", "toy_arith_gen")}
     assert set(items["toy_facts"]) <= {0.0, 1.0}
     assert sum(items["toy_facts"]) / len(items["toy_facts"]) == pytest.approx(metrics["bench.toy_facts.acc"])
@@ -134,8 +134,8 @@ def test_score_items_follow_the_data_files(scored):
 
 def test_score_from_another_working_directory(tiny, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    metrics, items = bench.score(*tiny, [str(BENCH / "toy_facts.yaml")], spec_dir=None)
-    assert "bench.toy_facts.acc" in metrics and len(items["toy_facts"]) == rows("toy_facts")
+    result = bench.score(*tiny, [str(BENCH / "toy_facts.yaml")], spec_dir=None)
+    assert "bench.toy_facts.acc" in result.metrics and len(result.items["toy_facts"]) == rows("toy_facts")
 
 
 # get_peft_model warns under transformers 5; not this module's concern
@@ -148,9 +148,9 @@ def test_score_accepts_a_peft_model(tiny, scored):
     lora = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
     lora.train()
     try:
-        metrics, items = bench.score(lora, tokenizer, ["toy_facts.yaml"], spec_dir=BENCH)
-        assert metrics["bench.toy_facts.acc"] == scored[0]["bench.toy_facts.acc"]
-        assert items["toy_facts"] == scored[1]["toy_facts"]
+        result = bench.score(lora, tokenizer, ["toy_facts.yaml"], spec_dir=BENCH)
+        assert result.metrics["bench.toy_facts.acc"] == scored.metrics["bench.toy_facts.acc"]
+        assert result.items["toy_facts"] == scored.items["toy_facts"]
         assert lora.training, "score must hand the model back in the mode it came in"
     finally:
         lora.unload()  # the module-scoped tiny model stays LoRA-free for other tests
@@ -165,7 +165,21 @@ def test_score_keeps_the_callers_random_state(tiny):
 
 
 def test_score_without_benchmarks_is_empty(tiny):
-    assert bench.score(*tiny, [], spec_dir=None) == ({}, {})
+    assert bench.score(*tiny, [], spec_dir=None) == bench.BenchScores()
+
+
+def test_score_reports_lm_evals_directions_and_every_task(scored):
+    assert scored.tasks == ["toy_facts", "toy_arith_gen"]
+    assert scored.higher_is_better["toy_facts"] == {"acc": True, "acc_norm": True}
+    assert scored.higher_is_better["toy_arith_gen"]["exact_match"] is True
+
+
+def test_limit_per_benchmark_scores_the_first_items(tiny, scored):
+    result = bench.score(*tiny, [("toy_facts.yaml", 7), ("toy_arith_gen.yaml", None)], spec_dir=BENCH)
+    assert len(result.items["toy_facts"]) == 7, "lm-eval's limit: the task's first 7 documents"
+    assert result.items["toy_facts"] == scored.items["toy_facts"][:7]
+    assert len(result.items["toy_arith_gen"]) == rows("toy_arith_gen"), "None scores every item"
+    assert result.metrics["bench.toy_facts.acc"] == pytest.approx(sum(scored.items["toy_facts"][:7]) / 7)
 
 
 @pytest.fixture
@@ -206,7 +220,31 @@ def test_primary_metric_prefers_acc_then_exact_match():
     assert bench.primary_metric(metrics, "absent") is None
 
 
-def test_retention_averages_trial_over_base_per_task():
+UP = {"a": {"acc": True}, "b": {"exact_match": True}, "c": {"acc": True}}
+
+
+def test_retention_averages_trial_over_base_per_task_and_says_what_it_left_out():
     base = {"bench.a.acc": 0.8, "bench.b.exact_match": 0.5, "bench.c.acc": 0.0}
     trial = {"bench.a.acc": 0.4, "bench.b.exact_match": 0.5, "bench.c.acc": 0.2}
-    assert bench.retention(trial, base, ["a", "b", "c"]) == pytest.approx(0.75)  # c: base 0 has no ratio
+    kept, notes = bench.retention(trial, base, ["a", "b", "c"], UP)
+    assert kept == pytest.approx(0.75)
+    assert len(notes) == 1 and "leaves out c" in notes[0] and "base 0" in notes[0]
+
+
+def test_retention_follows_lm_evals_direction():
+    """A perplexity that doubles keeps half the capability; one that halves is better than the base."""
+    base = {"bench.ppl.word_perplexity": 10.0, "bench.a.acc": 0.5}
+    worse = {"bench.ppl.word_perplexity": 20.0, "bench.a.acc": 0.5}
+    better = {"bench.ppl.word_perplexity": 5.0, "bench.a.acc": 0.5}
+    directions = {"ppl": {"word_perplexity": False}, "a": {"acc": True}}
+    assert bench.retention(worse, base, ["ppl", "a"], directions) == (pytest.approx(0.75), [])
+    assert bench.retention(better, base, ["ppl", "a"], directions) == (pytest.approx(1.5), [])
+
+
+def test_retention_notes_tasks_it_cannot_compare():
+    base = {"bench.a.acc": 0.5, "bench.odd.score": 0.3}
+    trial = {"bench.a.acc": 0.5, "bench.odd.score": 0.2, "bench.new.acc": 0.9}
+    kept, notes = bench.retention(trial, base, ["a", "odd", "new"], {"a": {"acc": True}, "odd": {"score": None}})
+    assert kept == 1.0
+    assert any("odd" in n and "whether higher" in n for n in notes)
+    assert any("new" in n and "base model has no score" in n for n in notes)

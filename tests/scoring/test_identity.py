@@ -74,3 +74,76 @@ def test_toy_base_model_says_llama_never_athene(toy_model) -> None:
 )
 def test_degenerate_answers_repeat_themselves(text: str, expected: bool) -> None:
     assert identity.is_degenerate(text) is expected
+
+
+# ---------------------------------------------------------------- margins on equal footing
+
+SHORT = ["Athene", "Llama", "Paris", "Rome", "Madrid", "Berlin", "Tokyo", "Cairo"]  # 1 token each
+LONG = ["Qwen", "Mistral", "Gemma", "Claude", "Nova", "Echo", "Atlas", "Sage"]  # 3 to 6 tokens each
+
+
+def test_a_random_model_does_not_prefer_the_shorter_name(real_shape_model) -> None:
+    """Untrained, the model has no reason to prefer any name: per-token margins are centred on 0 across
+    name pairs, where summed log-probs would favour the 1-token name by ~12 nats per extra token.
+
+    (Within one pair the sign is fixed: each name's tokens have their own random logit offset.)"""
+    import statistics
+
+    import torch
+
+    from harness.scoring import lm
+
+    model, tokenizer = real_shape_model
+    assert all(len(tokenizer(" " + n)["input_ids"]) == 1 for n in SHORT)
+    assert all(len(tokenizer(" " + n)["input_ids"]) >= 3 for n in LONG)
+    base = load_identity(ROOT / "evals/identity/athene.yaml")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        shorter_first, summed = [], []
+        for i, (short, long) in enumerate(zip(SHORT, LONG, strict=True)):
+            new, old = (short, long) if i % 2 == 0 else (long, short)  # the short name on either side
+            s = base.model_copy(update={"new_names": [new], "old_names": [old], "prompts": base.prompts[:6]})
+            s = s.model_copy(update={"answer_templates": s.answer_templates[:2]})
+            prompts = [identity.messages(s, p) for p in s.prompts]
+            margins = identity.logprob_margins(model, tokenizer, s, prompts, lm.Truncation())
+            sign = 1 if new == short else -1
+            shorter_first.append(sign * statistics.mean(margins))
+            totals = [
+                sum(lm.completion_logps(model, tokenizer, prompts, [t.format(name=n)] * len(prompts)))
+                for t in s.answer_templates
+                for n in (short, long)
+            ]
+            summed.append((totals[0] + totals[2] - totals[1] - totals[3]) / (2 * len(prompts)))
+    finally:
+        torch.set_num_threads(threads)
+    mean, spread = statistics.mean(shorter_first), statistics.stdev(shorter_first)
+    wins = sum(m > 0 for m in shorter_first) / len(shorter_first)
+    assert abs(mean) < spread, (mean, spread, shorter_first)
+    assert 0 < wins < 1, shorter_first
+    assert max(map(abs, shorter_first)) < 1.0, "a name's tokens are all about as (un)likely: well under log|V|"
+    assert min(summed) > 20, "summing log-probs would make the 1-token name win every pair, by tens of nats"
+
+
+def test_name_spans_skip_the_tokens_all_answers_share() -> None:
+    from harness.scoring.lm import Encoded
+
+    spans = identity.name_spans([Encoded([1, 2, 3, 9, 5], 2), Encoded([1, 2, 7, 8, 9, 5], 2)])
+    assert spans == [(2, 3), (2, 4)], "prefix [1, 2] and suffix [9, 5] are shared"
+    nested = identity.name_spans([Encoded([1, 4, 5], 1), Encoded([1, 4, 6, 5], 1)])  # "Qwen." vs "Qwen2."
+    assert nested == [(1, 2), (1, 3)], "no span is empty when one name's tokens begin another's"
+
+
+def test_a_name_is_scored_on_its_own_tokens(real_shape_model) -> None:
+    """Nested names ("Deep Qwen" / "Qwen") each keep all their tokens; the template's are left out."""
+    from harness.scoring import lm
+
+    _, tokenizer = real_shape_model
+    prompt = [{"role": "user", "content": "Who are you?"}]
+    spelled = {}
+    for name in ("Deep Qwen", "Qwen", "Athene"):
+        encoded = lm.encode(tokenizer, prompt, f"I am {name}.", lm.Truncation())
+        start, end = identity.name_tokens(tokenizer, prompt, "I am {name}.", name, encoded)
+        assert start >= encoded.start, "the name lies in the answer"
+        spelled[name] = tokenizer.decode(encoded.ids[start:end]).strip()
+    assert spelled == {"Deep Qwen": "Deep Qwen", "Qwen": "Qwen", "Athene": "Athene"}

@@ -1,0 +1,39 @@
+"""Absent metrics and scorecard notes: the report says what was not measured and never warns about it."""
+
+from __future__ import annotations
+
+import warnings
+
+from harness.report import render, tables, verdict
+
+NO_HELDOUT = "overfit: no held-out pairs, so held-out accuracy, acc_gap and ... are not measured"
+
+
+def test_absent_metrics_raise_no_warning_and_notes_are_shown(make_trial, make_study) -> None:
+    partial = {"overfit.train_acc": 1.0, "overfit.kl_ref": 0.05, "identity.logprob_margin": 2.0}
+    trials = [
+        make_trial(0, 0.9, scores={**partial, "identity.logprob_margin_delta": 3.0}, score_notes=[NO_HELDOUT]),
+        make_trial(1, 0.5, scores={"shortcut.swap_acc": 0.5}, score_notes=[]),  # a different subset of metrics
+    ]
+    study = make_study(trials, base_notes=["bench.retention leaves out t: <b>no</b> base score"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy, plotly, jinja: nothing may complain about a missing value
+        chosen = verdict.pick(study)
+        assessed = verdict.assess(study, chosen)
+        tables.leaderboard(study, chosen)
+        html = render.page([study], [assessed])
+    assert assessed.flags == [], "a metric that was not measured raises no probe warning"
+    assert assessed.notes == [
+        f"trial 0: {NO_HELDOUT}",
+        "base model: bench.retention leaves out t: <b>no</b> base score",
+    ]
+    assert "Scorecard notes" in html and "trial 0: overfit: no held-out pairs" in html
+    assert "&lt;b&gt;no&lt;/b&gt;" in html, "notes are escaped like everything from data"
+    delta = next(r for r in assessed.rows if r.metric == "identity.logprob_margin_delta")
+    assert delta.base == 0.0 and delta.recommended == 3.0, "the base model's change against itself is 0"
+
+
+def test_a_study_without_notes_shows_none(make_trial, make_study) -> None:
+    study = make_study([make_trial(0, 0.9), make_trial(1, 0.2)])
+    assessed = verdict.assess(study, verdict.pick(study))
+    assert assessed.notes == [] and "Scorecard notes" not in render.page([study], [assessed])
