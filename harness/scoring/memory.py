@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -125,28 +125,32 @@ class BatchPlan:
         return max((len(b) * w for b, w in zip(self.batches, self.widths, strict=True)), default=0)
 
 
-def plan(lengths: Sequence[int], shape: Shape, budget: Budget, copies: int = LOGP_COPIES) -> BatchPlan:
-    """Group sequences, longest first, into micro-batches whose activations fit `budget.activation_bytes`.
-
-    A sequence too long to fit on its own still goes alone (truncation to max_length bounds it)."""
+def _longest_first(lengths: Sequence[int], fits: Callable[[int, int], bool]) -> tuple[list[tuple[int, ...]], list[int]]:
+    """Greedy micro-batches, longest sequence first (it sets the batch's padded width): a batch grows
+    while `fits(size, width)`; a sequence that does not fit even alone still goes alone."""
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     batches: list[tuple[int, ...]] = []
-    widths: list[int] = []
-    largest = 0
     current: list[int] = []
     for i in order:
-        width = lengths[current[0]] if current else lengths[i]  # longest first: the first sets the width
-        cost = (len(current) + 1) * width * shape.token_bytes(width)
-        if current and cost > budget.activation_bytes:
+        if current and not fits(len(current) + 1, lengths[current[0]]):
             batches.append(tuple(current))
-            widths.append(lengths[current[0]])
             current = []
         current.append(i)
     if current:
         batches.append(tuple(current))
-        widths.append(lengths[current[0]])
-    for batch, width in zip(batches, widths, strict=True):
-        largest = max(largest, len(batch) * width * shape.token_bytes(width))
+    return batches, [lengths[b[0]] for b in batches]
+
+
+def plan(lengths: Sequence[int], shape: Shape, budget: Budget, copies: int = LOGP_COPIES) -> BatchPlan:
+    """Group sequences, longest first, into micro-batches whose activations fit `budget.activation_bytes`.
+
+    A sequence too long to fit on its own still goes alone (truncation to max_length bounds it)."""
+
+    def cost(n: int, width: int) -> int:
+        return n * width * shape.token_bytes(width)
+
+    batches, widths = _longest_first(lengths, lambda n, w: cost(n, w) <= budget.activation_bytes)
+    largest = max((cost(len(b), w) for b, w in zip(batches, widths, strict=True)), default=0)
     rows = max(1, budget.logit_bytes // shape.logit_row_bytes(copies))
     return BatchPlan(tuple(batches), tuple(widths), rows, rows * shape.logit_row_bytes(copies), largest, budget)
 
@@ -158,26 +162,14 @@ def plan_generation(
     row of next-token logits per returned sequence must fit the budget."""
     per_row = shape.logit_row_bytes(GENERATE_COPIES)
     max_rows = max(1, budget.logit_bytes // per_row)  # sequences decoded together
-    order = sorted(range(len(prompt_lengths)), key=lambda i: (-prompt_lengths[i], i))
-    batches: list[tuple[int, ...]] = []
-    widths: list[int] = []
-    current: list[int] = []
 
     def cost(n: int, width: int) -> int:
         prefill = n * samples * width * shape.token_bytes(width)
         return prefill + n * samples * (width + max_new_tokens) * shape.kv_bytes()
 
-    for i in order:
-        width = prompt_lengths[current[0]] if current else prompt_lengths[i]
-        n = len(current) + 1
-        if current and (n * samples > max_rows or cost(n, width) > budget.activation_bytes):
-            batches.append(tuple(current))
-            widths.append(prompt_lengths[current[0]])
-            current = []
-        current.append(i)
-    if current:
-        batches.append(tuple(current))
-        widths.append(prompt_lengths[current[0]])
+    batches, widths = _longest_first(
+        prompt_lengths, lambda n, w: n * samples <= max_rows and cost(n, w) <= budget.activation_bytes
+    )
     largest_rows = max((len(b) * samples for b in batches), default=0)
     largest = max((cost(len(b), w) for b, w in zip(batches, widths, strict=True)), default=0)
     return BatchPlan(tuple(batches), tuple(widths), largest_rows, largest_rows * per_row, largest, budget)

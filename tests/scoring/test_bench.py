@@ -37,15 +37,6 @@ def tiny() -> tuple[torch.nn.Module, object]:
     return model, tokenizer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny matrices: extra threads only contend on a shared CI box (5-15x slower under load).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def scored(tiny, tmp_path_factory) -> bench.BenchScores:
     """Both toy benchmarks, scored from an unrelated working directory (data paths must not depend on it)."""

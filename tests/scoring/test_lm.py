@@ -16,15 +16,6 @@ from harness.toy import toy_pairs
 TIGHT = memory.Budget(activation_bytes=1_000_000, logit_bytes=memory.LOGP_COPIES * 4 * 640 * 16)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny matrices: extra threads only contend on a shared CI box.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def fresh_toy(toy_model_path: Path):
     """A toy model of its own (TRL and PEFT patch the models they are given)."""

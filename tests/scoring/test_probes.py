@@ -5,20 +5,11 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 
 from harness.scoring import lm, probes
 from harness.toy import toy_pairs
 
 CUT = lm.Truncation()
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_ties_count_half() -> None:
