@@ -89,7 +89,9 @@ class Workspace:
     def study(self, name: str = "test") -> optuna.Study:
         import optuna
 
-        return optuna.load_study(study_name=name, storage=self.storage)
+        from harness.stores import open_storage  # one connection pool per database, however often polled
+
+        return optuna.load_study(study_name=name, storage=open_storage(self.storage))
 
     def runs(self, name: str = "test") -> tuple[list, list]:
         from mlflow.tracking import MlflowClient
