@@ -54,7 +54,7 @@ def base_spec(**overrides: object) -> dict:
             "space": {"beta": {"float": [0.05, 0.5], "log": True}},
             "objectives": [{"metric": "identity.hit_rate", "direction": "maximize"}],
         },
-        "evals": {"identity": str(ROOT / "evals" / "identity" / "athene.yaml")},
+        "evals": {"identity": str(ROOT / "tests" / "suites" / "athene_small.yaml")},
     }
     for key, value in overrides.items():
         section, _, leaf = key.partition("__")
