@@ -217,6 +217,7 @@ def sweep_specs(root: Path) -> dict[str, dict]:
     }
     for spec in specs.values():
         spec["search"]["trials"] = 1
+        spec["train"]["max_steps"] = 10  # the shortcut study must learn its phrase for the report to flag it
     specs["allfail"]["search"] |= {"space": {"learning_rate": {"choice": [1.0e6]}}, "max_failures": 1}
     specs["pruned"]["train"]["max_steps"] = 10
     specs["pruned"]["search"] |= {
