@@ -76,6 +76,11 @@ def load_sources(spec: DataSpec, seed: int, spec_dir: Path | None = None) -> dic
     return loaded
 
 
+def load_source(name: str, src: SourceSpec, spec_dir: Path | None = None) -> Source:
+    """One source, read and converted, nothing held out (identical pairs dropped and counted)."""
+    return _load(name, src, spec_dir)
+
+
 def draw(sources: dict[str, Source], weights: dict[str, float], size: int, seed: int) -> TrialData:
     """Draw `size` training pairs by mix weight, reproducibly.
 
