@@ -26,6 +26,7 @@ from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
+AUDIT_ARTIFACT = "data_audit.json"  # on the sweep's parent run
 ALPHA = 0.05  # family-wise error rate over every phrase tested (Bonferroni)
 MIN_COUNT = 5  # a phrase in fewer pairs than this is anecdote, not a pattern a model learns
 LIFT = 2.0  # and it must be at least this many times more frequent on its side (rate per pair)
@@ -224,8 +225,10 @@ def _simplest(found: list[Phrase], c_pairs: Counter, r_pairs: Counter) -> list[P
             if w in words and words[w].side == p.side and mine >= COVER_SHARE * counts[(w,)]:
                 covered.add(w)
     kept = [p for w, p in words.items() if w not in covered]
-    for p in bigrams:
-        if not any(q.side == p.side and set(q.text.split(" ")) & set(p.text.split(" ")) for q in kept):
+    for p in bigrams:  # one in the same pairs as an overlapping kept phrase is its continuation: _merged joins them
+        overlapping = [q for q in kept if q.side == p.side and set(q.text.split(" ")) & set(p.text.split(" "))]
+        if all(" " in q.text and q.chosen_pairs == p.chosen_pairs and q.rejected_pairs == p.rejected_pairs
+               for q in overlapping):  # fmt: skip
             kept.append(p)
     return kept
 

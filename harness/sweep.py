@@ -140,6 +140,7 @@ class Sweep:
                 self.progress.stop()
                 tracker.end(parent, "FAILED", reason="the base model could not be scored")
                 return SweepOutcome(spec.study, target, _finished(study), 0, baseline_failed=True)
+            self._audit(tracker, parent)
             self._run_slots(Slots(study, tracker, experiment, parent, target, worker))
         except KeyboardInterrupt:
             tracker.end(parent, "KILLED", reason="interrupted (Ctrl-C); run the same command to resume")
@@ -411,6 +412,23 @@ class Sweep:
                 suite = load_identity(resolve_path(self.spec.evals.identity, self.spec_path.parent))
                 tracker.log_dict(parent, suite.model_dump(mode="json"), "base/identity_suite.json")
         return True
+
+    def _audit(self, tracker: Tracker, parent: str) -> None:
+        """Audit the spec's data once per study, on the parent run (the report shows it); never fatal."""
+        from harness.audit import AUDIT_ARTIFACT, audit_target
+
+        if any(a.path == AUDIT_ARTIFACT for a in tracker.client.list_artifacts(parent)):
+            return
+        try:
+            found = audit_target(str(self.spec_path), cache_dir=_cache_dir(self.options.output_dir))
+        except Exception as exc:
+            self.progress.note(f"the data audit could not run: {type(exc).__name__}: {exc}")
+            return
+        tracker.log_dict(parent, found.to_json(), AUDIT_ARTIFACT)
+        tracker.log_metrics(parent, found.metrics())
+        for source in found.sources:
+            for line in source.warnings():
+                self.progress.note(f"data audit, source '{source.name}': {line}")
 
     # ------------------------------------------------------------ resume
 

@@ -96,6 +96,7 @@ class StudyRecord:
     importance_note: str = ""  # why importances are missing
     notes: list[str] = field(default_factory=list)  # what could not be read, said on the page
     tracking_uri: str = ""
+    audit: list[dict[str, Any]] = field(default_factory=list)  # per source: harness.audit's JSON
 
     @property
     def multi(self) -> bool:
@@ -271,7 +272,7 @@ class Runs:
         params = self.parent.data.params
         record.versions = {k.removeprefix("version."): v for k, v in params.items() if k.startswith("version.")}
         record.base_scores = dict(self.parent.data.metrics)
-        for key in [k for k in record.base_scores if k.startswith(("trials.", "best."))]:
+        for key in [k for k in record.base_scores if k.startswith(("trials.", "best.", "audit."))]:
             del record.base_scores[key]
         record.spec = _artifact(self.client, run_id, "spec.json") or {}
         record.spec_file, record.spec_text = self._spec_file(run_id)
@@ -279,6 +280,7 @@ class Runs:
         record.base_items = _artifact(self.client, run_id, "base/scorecard_items.json", True) or {}
         record.base_generations = _artifact(self.client, run_id, "base/identity_generations.json", True) or []
         record.base_notes = _artifact(self.client, run_id, "base/scorecard_notes.json", True) or []
+        record.audit = (_artifact(self.client, run_id, "data_audit.json", True) or {}).get("sources", [])
         suite = _artifact(self.client, run_id, "base/identity_suite.json", True)
         record.identity_names = (suite["new_names"], suite["old_names"]) if suite else _identity_names(record.spec)
 

@@ -479,11 +479,23 @@ def _study_flags(record: StudyRecord, chosen: Pick) -> list[Flag]:
                 severe=True,
             )
         )
+    out += _data_flags(record)
     running = record.by_state(RUNNING)
     if running:
         out.append(
             Flag("running", f"{len(running)} trial{_s(running)} still running", "this report is provisional.", False)
         )
+    return out
+
+
+def _data_flags(record: StudyRecord) -> list[Flag]:
+    """What the data audit (harness.audit, at sweep start) found that a model would learn besides the content."""
+    out = []
+    for source in record.audit:
+        found = [w for w in source.get("warnings", []) if "a shortcut to learn" in w or "length preference" in w]
+        if found:
+            title = f"Data source '{source.get('name')}' teaches more than the content"
+            out.append(Flag("data", title, " ".join(f"{w}." for w in found), severe=False))
     return out
 
 
