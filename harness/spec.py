@@ -158,6 +158,13 @@ class PrunerSpec(_Strict):
     warmup_steps: int = Field(10, ge=0)  # median: never prune before this step
 
 
+class ReplicatesSpec(_Strict):
+    """After the search: re-train the best configurations with new seeds, so the verdict sees seed noise."""
+
+    top_k: int = Field(2, gt=0)  # the best configurations re-trained (the winner and its runner-up)
+    seeds: int = Field(3, ge=2)  # training seeds per configuration, its search trial's included
+
+
 class SearchSpec(_Strict):
     sampler: Literal["tpe", "random", "grid", "gp", "nsga2", "cmaes"] = "tpe"
     trials: int = Field(8, gt=0)  # total finished trials the study should hold
@@ -166,6 +173,7 @@ class SearchSpec(_Strict):
     objectives: list[Objective] = Field(min_length=1)
     constraints: list[str] = Field(default_factory=list)  # e.g. "bench.retention >= 0.95"
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
+    replicates: ReplicatesSpec | None = None  # e.g. {top_k: 2, seeds: 3}; null: one seed per trial
 
 
 class BenchmarkSpec(_Strict):
@@ -227,6 +235,7 @@ class SweepSpec(_Strict):
         """
         data = self.model_dump(mode="json", by_alias=True, exclude_defaults=True)
         data.get("search", {}).pop("trials", None)
+        data.get("search", {}).pop("replicates", None)  # added later, it re-trains finished trials: same study
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
     def with_trials(self, trials: int) -> SweepSpec:
@@ -294,6 +303,7 @@ _SECTIONS: dict[str, type[BaseModel]] = {
     "data": DataSpec,
     "search": SearchSpec,
     "search.pruner": PrunerSpec,
+    "search.replicates": ReplicatesSpec,
     "evals": EvalsSpec,
 }
 
@@ -517,4 +527,9 @@ def summary(spec: SweepSpec) -> dict[str, Any]:
         "objectives": [f"{o.direction} {o.metric}" for o in spec.search.objectives],
         "constraints": list(spec.search.constraints),
         "pruner": spec.search.pruner.type,
+        "replicates": (
+            f"top {spec.search.replicates.top_k} x {spec.search.replicates.seeds} seeds"
+            if spec.search.replicates
+            else "none"
+        ),
     }
