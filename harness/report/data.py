@@ -49,6 +49,8 @@ class TrialRecord:
     generations: list[dict] | None = None  # identity answers (attach_artifacts)
     score_notes: list[str] | None = None  # what its scorecard could not measure, and why (attach_artifacts)
     constraints: dict[str, float] = field(default_factory=dict)  # spec constraint -> violation (<= 0: met)
+    replicate_of: int | None = None  # a seed replicate: the search trial whose configuration it re-trains
+    seed: int | None = None  # a replicate's training seed
 
     @property
     def feasible(self) -> bool:
@@ -190,6 +192,8 @@ def _trial(frozen: Any) -> TrialRecord:
         finished=frozen.datetime_complete,
         intermediate=dict(frozen.intermediate_values),
         constraints=dict(frozen.constraints),
+        replicate_of=attrs.get("replicate_of"),
+        seed=attrs.get("seed"),
     )
 
 

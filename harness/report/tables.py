@@ -192,6 +192,8 @@ def _goodness(columns: list[Column], ranked: list[TrialRecord]) -> dict[tuple[in
 
 
 def _role(trial: TrialRecord, pick: Pick) -> str:
+    if trial.replicate_of is not None:
+        return f"seed {trial.seed} of trial {trial.replicate_of}"
     if pick.recommended is trial:
         return "recommended"
     if pick.runner_up is trial:
