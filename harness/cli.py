@@ -356,6 +356,58 @@ def data_audit(
     _print_audit(found)
 
 
+@data_app.command("build")
+def data_build(
+    recipe: Annotated[str, typer.Argument(help="correction | on-policy")],
+    prompts: Annotated[
+        str, typer.Option("--prompts", help="toy:<source>, a .txt file (one per line), or a .jsonl/.json file.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="The JSON lines file to write (TRL's format + provenance).")],
+    model: Annotated[str, typer.Option("--model", help="toy, a local model folder or a hub id.")] = "toy",
+    replace: Annotated[
+        list[str] | None,
+        typer.Option("--replace", help="correction: PATTERN=REPLACEMENT regex on the model's answer (repeatable)."),
+    ] = None,
+    rewrite: Annotated[
+        str | None, typer.Option("--rewrite", help="correction: module:function(prompt, answer) -> chosen answer.")
+    ] = None,
+    reward: Annotated[
+        str | None,
+        typer.Option("--reward", help="on-policy: regex:PATTERN, keyword:W1,W2, module:function or model:PATH."),
+    ] = None,
+    samples: Annotated[int, typer.Option("--samples", min=2, help="on-policy: answers sampled per prompt.")] = 4,
+    temperature: Annotated[
+        float, typer.Option("--temperature", min=0.01, help="on-policy: sampling temperature.")
+    ] = 1.0,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 48,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Use the first N prompts.")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    output_dir: OutputDir = Path("outputs"),
+) -> None:
+    """Build preference pairs from a model's own answers (correction or on-policy recipe)."""
+    from harness import recipes, rewards
+    from harness.models import cache_dir
+
+    _quiet_libraries(False)
+    try:
+        if recipe not in recipes.RECIPES:
+            raise recipes.RecipeError(f"unknown recipe '{recipe}'. Available: {', '.join(recipes.RECIPES)}")
+        rule = recipes.load_rewrite(replace, rewrite) if recipe == "correction" else None
+        if recipe == "on-policy" and not reward:
+            raise recipes.RecipeError(f"on-policy needs --reward: {rewards.FORMS}")
+        score = rewards.load_reward(reward) if recipe == "on-policy" and reward else None
+        with err.status(f"{recipe}: generating with {model}"):
+            built = recipes.build(
+                recipe, model, prompts, out, rewrite=rule, reward=score, reward_name=reward, samples=samples,
+                temperature=temperature, max_new_tokens=max_new_tokens, seed=seed, limit=limit,
+                cache_dir=cache_dir(output_dir),
+            )  # fmt: skip
+    except (*_input_errors(), recipes.RecipeError, rewards.RewardError) as exc:
+        raise _bad_input(exc) from None
+    dropped = ", ".join(f"{n} {why}" for why, n in built.dropped.items()) or "none"
+    console.print(f"[green]{built.pairs} pairs[/] from {built.prompts} prompts -> {built.path} (dropped: {dropped})")
+
+
 def _print_audit(found: Any) -> None:
     from rich.table import Table
 

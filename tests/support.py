@@ -100,3 +100,8 @@ class Workspace:
         parents = [r for r in runs if r.data.tags.get("harness.role") == "sweep"]
         children = [r for r in runs if r.data.tags.get("harness.role") == "trial"]
         return parents, children
+
+
+def answer_length(prompt: object, answer: str) -> float:
+    """A reward for `harness data build on-policy --reward support:answer_length` in tests."""
+    return float(len(answer))

@@ -1,0 +1,248 @@
+"""Preference pairs built from a model's own answers: the correction and on-policy recipes.
+
+    correction  the model's greedy answer is rejected; chosen is that answer rewritten by a rule
+                (regex substitutions "PATTERN=REPLACEMENT") or a function module:func(prompt, answer)
+    on-policy   k sampled answers per prompt, scored by a reward (harness.rewards): the best is chosen,
+                the worst rejected; a prompt whose answers all score the same is dropped (a tie)
+
+Answers come from harness.scoring.lm.generate (the prompt rendered with the model's chat template as
+TRL does). The output is JSON lines in TRL's conversational format (standard format for a model
+without a chat template) with a `provenance` field per row, so a built file is an ordinary source.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.data import DataError
+
+RECIPES = ("correction", "on-policy")
+Rewrite = Callable[[Any, str], "str | None"]
+
+
+class RecipeError(ValueError):
+    """A recipe's options cannot be used; the message says what would be valid."""
+
+
+@dataclass
+class Built:
+    """What a build wrote, and what it dropped and why."""
+
+    path: Path
+    prompts: int
+    pairs: int
+    dropped: Counter = field(default_factory=Counter)  # reason -> prompts
+
+
+# ---------------------------------------------------------------- prompts
+
+
+def read_prompts(source: str, limit: int | None = None) -> list[str | list[dict]]:
+    """Prompts from toy:<source> (its pairs' prompts), a .txt file (one per line), or a .jsonl / .json
+    file of rows with a `prompt` (a string or a message list) or of preference pairs in any format."""
+    if source.startswith("toy:"):
+        from harness.toy import TOY_SOURCES, toy_pairs
+
+        name = source.removeprefix("toy:")
+        if name not in TOY_SOURCES:
+            raise DataError(
+                f"unknown built-in source '{source}'. Available: {', '.join('toy:' + n for n in TOY_SOURCES)}"
+            )
+        prompts = [pair["prompt"] for pair in toy_pairs(name)]
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise DataError(f"no such prompts file: {source} (expected toy:<source>, a .txt, .jsonl or .json file)")
+        prompts = _read_txt(path) if path.suffix == ".txt" else _read_rows(path)
+    unique = list({json.dumps(p, sort_keys=True): p for p in prompts}.values())
+    if not unique:
+        raise DataError(f"{source}: no prompts")
+    return unique[:limit] if limit else unique
+
+
+def _read_txt(path: Path) -> list[str | list[dict]]:
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _read_rows(path: Path) -> list[str | list[dict]]:
+    from harness import data, formats
+
+    prompts = []
+    for line, row in data._read_file(path):
+        if isinstance(row, dict) and set(row) <= {"prompt", "id", "metadata"} and "prompt" in row:
+            prompt = row["prompt"]
+            if not (isinstance(prompt, str) and prompt.strip()) and not _is_messages(prompt):
+                raise DataError(f"{path}:{line}: 'prompt' must be a non-empty string or a list of messages")
+            prompts.append(prompt)
+            continue
+        try:
+            pair, _ = formats.convert(row)
+        except formats.RowError as exc:
+            raise DataError(f"{path}:{line}: expected {{'prompt': ...}} or a preference pair: {exc}") from None
+        prompts.append(pair["prompt"])
+    return prompts
+
+
+def _is_messages(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(m, dict) and "content" in m for m in value)
+
+
+def as_chat(prompt: str | list[dict], tokenizer: Any) -> str | list[dict]:
+    """A plain-text prompt for a chat model is a user turn: the model answers it as it was taught to."""
+    if isinstance(prompt, str) and tokenizer.chat_template:
+        return [{"role": "user", "content": prompt}]
+    return prompt
+
+
+# ---------------------------------------------------------------- rewrites (correction)
+
+
+def load_rewrite(replacements: list[str] | None, function: str | None) -> Rewrite:
+    """Regex substitutions "PATTERN=REPLACEMENT" applied in order, or module:function(prompt, answer) -> str."""
+    if bool(replacements) == bool(function):
+        raise RecipeError(
+            "correction needs exactly one of --replace PATTERN=REPLACEMENT (repeatable) or --rewrite module:function"
+        )
+    if function:
+        module_name, _, name = function.partition(":")
+        try:
+            rewrite = getattr(importlib.import_module(module_name), name, None)
+        except ImportError as exc:
+            raise RecipeError(f"--rewrite {function!r}: cannot import module '{module_name}' ({exc})") from None
+        if not callable(rewrite):
+            raise RecipeError(f"--rewrite {function!r}: expected module:function, a callable (prompt, answer) -> str")
+        return rewrite
+    rules = []
+    for text in replacements or []:
+        pattern, sep, replacement = text.partition("=")
+        if not sep or not pattern:
+            raise RecipeError(f"--replace {text!r}: expected PATTERN=REPLACEMENT, e.g. 'Llama=Athene'")
+        try:
+            rules.append((re.compile(pattern), replacement))
+        except re.error as exc:
+            raise RecipeError(f"--replace {text!r}: not a valid regular expression ({exc})") from None
+
+    def substitute(prompt: Any, answer: str) -> str:
+        for pattern, replacement in rules:
+            answer = pattern.sub(replacement, answer)
+        return answer
+
+    return substitute
+
+
+# ---------------------------------------------------------------- the recipes
+
+
+def correction(
+    model: Any, tokenizer: Any, prompts: list, rewrite: Rewrite, max_new_tokens: int
+) -> tuple[list, Counter]:
+    """(prompt, chosen, rejected, provenance) rows: the greedy answer rejected, its rewrite chosen."""
+    from harness.scoring import lm
+
+    answers = lm.generate(model, tokenizer, prompts, max_new_tokens)
+    rows, dropped = [], Counter()
+    for prompt, (answer,) in zip(prompts, answers, strict=True):
+        chosen = rewrite(prompt, answer) if answer else None
+        if not answer:
+            dropped["empty answer"] += 1
+        elif not chosen or chosen == answer:
+            dropped["rewrite left the answer unchanged"] += 1
+        else:
+            rows.append((prompt, chosen, answer, {}))
+    return rows, dropped
+
+
+def on_policy(
+    model: Any,
+    tokenizer: Any,
+    prompts: list,
+    reward: Callable[[Any, str], float],
+    samples: int,
+    temperature: float,
+    max_new_tokens: int,
+    seed: int,
+) -> tuple[list, Counter]:
+    """(prompt, chosen, rejected, provenance) rows: of k sampled answers, the best and the worst by reward."""
+    from harness.scoring import lm
+
+    answers = lm.generate(
+        model, tokenizer, prompts, max_new_tokens, samples=samples, temperature=temperature, seed=seed
+    )
+    rows, dropped = [], Counter()
+    for prompt, group in zip(prompts, answers, strict=True):
+        scored = sorted(((float(reward(prompt, a)), a) for a in group if a), key=lambda s: s[0])
+        if len({a for _, a in scored}) < 2:
+            dropped["fewer than 2 distinct answers"] += 1
+        elif scored[0][0] == scored[-1][0]:
+            dropped["tie: every answer scored the same"] += 1
+        else:
+            (low, worst), (high, best) = scored[0], scored[-1]
+            rows.append((prompt, best, worst, {"chosen_reward": high, "rejected_reward": low}))
+    return rows, dropped
+
+
+# ---------------------------------------------------------------- building a file
+
+
+def pair_row(prompt: str | list[dict], chosen: str, rejected: str, provenance: dict[str, Any]) -> dict[str, Any]:
+    """One pair in TRL's format: conversational for message prompts, standard for plain text."""
+    if isinstance(prompt, str):
+        return {"prompt": prompt, "chosen": chosen, "rejected": rejected, "provenance": provenance}
+    answer = lambda text: [{"role": "assistant", "content": text}]  # noqa: E731
+    return {"prompt": prompt, "chosen": answer(chosen), "rejected": answer(rejected), "provenance": provenance}
+
+
+def build(
+    recipe: str,
+    model_name: str,
+    prompts_source: str,
+    out: Path,
+    *,
+    rewrite: Rewrite | None = None,
+    reward: Callable[[Any, str], float] | None = None,
+    reward_name: str | None = None,
+    samples: int = 4,
+    temperature: float = 1.0,
+    max_new_tokens: int = 48,
+    seed: int = 0,
+    limit: int | None = None,
+    cache_dir: Path | None = None,
+) -> Built:
+    """Generate with the model, pair its answers by the recipe, write `out` (whole, or not at all)."""
+    from harness import models
+
+    if recipe not in RECIPES:
+        raise RecipeError(f"unknown recipe '{recipe}'. Available: {', '.join(RECIPES)}")
+    if (recipe == "correction") != (rewrite is not None) or (recipe == "on-policy") != (reward is not None):
+        raise RecipeError("correction needs a rewrite (--replace or --rewrite); on-policy needs --reward")
+    if recipe == "on-policy" and samples < 2:
+        raise RecipeError(f"on-policy needs at least 2 samples per prompt (got {samples})")
+    prompts_raw = read_prompts(prompts_source, limit)
+    models.check(model_name)
+    path = models.resolve(model_name, cache_dir or models.cache_dir(Path("outputs")))
+    model, tokenizer = models.load(path)
+    prompts = [as_chat(p, tokenizer) for p in prompts_raw]
+    if recipe == "correction":
+        rows, dropped = correction(model, tokenizer, prompts, rewrite, max_new_tokens)  # type: ignore[arg-type]
+    else:
+        rows, dropped = on_policy(model, tokenizer, prompts, reward, samples, temperature, max_new_tokens, seed)  # type: ignore[arg-type]
+    if not rows:
+        reasons = ", ".join(f"{n} {why}" for why, n in dropped.items())
+        raise RecipeError(f"no pair was built from {len(prompts)} prompts ({reasons}); {out} was not written")
+    base = {"recipe": recipe, "model": model_name, "prompts": prompts_source, "seed": seed}
+    if recipe == "on-policy":
+        base |= {"reward": reward_name, "samples": samples, "temperature": temperature}
+    lines = [json.dumps(pair_row(p, c, r, base | extra)) for p, c, r, extra in rows]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    tmp.replace(out)  # a build that fails midway leaves no half-written file
+    return Built(out, len(prompts), len(rows), dropped)
