@@ -392,15 +392,29 @@ def _space_problems(space: dict, sources: dict, model: dict, sampler: Any) -> li
                 problems.append((f"search.space.{key}", "searching LoRA settings needs model.lora to be set"))
             elif rest not in ("r", "alpha", "dropout"):
                 problems.append((f"search.space.{key}", _unknown(rest, ("r", "alpha", "dropout"), "LoRA knob")))
+        elif key == "data.source":
+            problems += _source_choice_problems(dim, sources, space)
         elif rest and head not in ("mix", "lora"):
             problems.append(
                 (
                     f"search.space.{key}",
-                    _unknown(key, ["<DPOConfig field>", "mix.<source>", "lora.r"], "knob"),
+                    _unknown(key, ["<DPOConfig field>", "mix.<source>", "data.source", "lora.r"], "knob"),
                 )
             )
         if sampler == "grid" and isinstance(dim, dict) and "choice" not in dim:
             problems.append((f"search.space.{key}", "the grid sampler searches 'choice' dimensions only"))
+    return problems
+
+
+def _source_choice_problems(dim: Any, sources: dict, space: dict) -> list[tuple[str, str]]:
+    """data.source: {choice: [a, b]} trains each trial on one source; it replaces the mix, so no mix knob beside it."""
+    key = "search.space.data.source"
+    choice = dim.get("choice") if isinstance(dim, dict) else None
+    if not isinstance(choice, list):
+        return [(key, f"expected {{choice: [<source>, ...]}} over the data sources ({', '.join(sources)})")]
+    problems = [(key, _unknown(str(c), sources, "source")) for c in choice if c not in sources]
+    if any(k.startswith("mix.") for k in space):
+        problems.append((key, "data.source picks one source per trial; it cannot be searched with mix.<source> knobs"))
     return problems
 
 

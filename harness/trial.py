@@ -56,6 +56,8 @@ def resolve_config(spec: SweepSpec, params: dict[str, Any], seed: int | None = N
     train = dict(spec.train) | {k: v for k, v in params.items() if "." not in k}
     mix = dict(spec.data.mix or {name: 1.0 for name in spec.data.sources})
     mix |= {k.removeprefix("mix."): v for k, v in params.items() if k.startswith("mix.")}
+    if "data.source" in params:  # a searched choice of one source: recipes (or datasets) compared head to head
+        mix = {name: float(name == params["data.source"]) for name in spec.data.sources}
     total = sum(mix.values()) or 1.0
     lora = spec.model.lora.model_dump() if spec.model.lora else None
     if lora is not None:

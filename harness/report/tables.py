@@ -71,7 +71,7 @@ def _sources(data: dict, space: dict) -> list[tuple[str, str, float | None]]:
     out = []
     for name, src in sources.items():
         where = (src.get("path") or f"hf:{src.get('hf')}") if isinstance(src, dict) else str(src)
-        searched = f"mix.{name}" in space
+        searched = f"mix.{name}" in space or "data.source" in space
         out.append((name, str(where), None if searched else raw.get(name, 0.0) / total))
     return out
 
