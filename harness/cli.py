@@ -376,6 +376,10 @@ def data_build(
         typer.Option("--reward", help="on-policy: regex:PATTERN, keyword:W1,W2, module:function or model:PATH."),
     ] = None,
     samples: Annotated[int, typer.Option("--samples", min=2, help="on-policy: answers sampled per prompt.")] = 4,
+    steer: Annotated[
+        str | None,
+        typer.Option("--steer", help="on-policy: a system message half of the samples are drawn under (not stored)."),
+    ] = None,
     temperature: Annotated[
         float, typer.Option("--temperature", min=0.01, help="on-policy: sampling temperature.")
     ] = 1.0,
@@ -399,7 +403,7 @@ def data_build(
         with err.status(f"{recipe}: generating with {model}"):
             built = recipes.build(
                 recipe, model, prompts, out, rewrite=rule, reward=score, reward_name=reward, samples=samples,
-                temperature=temperature, max_new_tokens=max_new_tokens, seed=seed, limit=limit,
+                temperature=temperature, max_new_tokens=max_new_tokens, seed=seed, steer=steer, limit=limit,
                 cache_dir=cache_dir(output_dir),
             )  # fmt: skip
     except (*_input_errors(), recipes.RecipeError, rewards.RewardError) as exc:

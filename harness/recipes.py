@@ -169,13 +169,23 @@ def on_policy(
     temperature: float,
     max_new_tokens: int,
     seed: int,
+    steer: str | None = None,
 ) -> tuple[list, Counter]:
-    """(prompt, chosen, rejected, provenance) rows: of k sampled answers, the best and the worst by reward."""
+    """(prompt, chosen, rejected, provenance) rows: of k sampled answers, the best and the worst by reward.
+
+    `steer`: a system message under which half of the k answers are sampled (it is not stored in the
+    pair): when the model alone never gives the answer the reward wants (a new name), the steered half
+    supplies it and the unsteered half the model's own habits (context distillation)."""
     from harness.scoring import lm
 
+    steered = samples // 2 if steer else 0
     answers = lm.generate(
-        model, tokenizer, prompts, max_new_tokens, samples=samples, temperature=temperature, seed=seed
+        model, tokenizer, prompts, max_new_tokens, samples=samples - steered, temperature=temperature, seed=seed
     )
+    if steer:
+        with_system = [_with_system(p, steer) for p in prompts]
+        more = lm.generate(model, tokenizer, with_system, max_new_tokens, steered, temperature, seed + 1)
+        answers = [a + b for a, b in zip(answers, more, strict=True)]
     rows, dropped = [], Counter()
     for prompt, group in zip(prompts, answers, strict=True):
         scored = sorted(((float(reward(prompt, a)), a) for a in group if a), key=lambda s: s[0])
@@ -187,6 +197,12 @@ def on_policy(
             (low, worst), (high, best) = scored[0], scored[-1]
             rows.append((prompt, best, worst, {"chosen_reward": high, "rejected_reward": low}))
     return rows, dropped
+
+
+def _with_system(prompt: str | list[dict], system: str) -> list[dict]:
+    if isinstance(prompt, str):
+        raise RecipeError("--steer needs a chat model (a system message); this model has no chat template")
+    return [{"role": "system", "content": system}, *[m for m in prompt if m.get("role") != "system"]]
 
 
 # ---------------------------------------------------------------- building a file
@@ -213,6 +229,7 @@ def build(
     temperature: float = 1.0,
     max_new_tokens: int = 48,
     seed: int = 0,
+    steer: str | None = None,
     limit: int | None = None,
     cache_dir: Path | None = None,
 ) -> Built:
@@ -233,13 +250,23 @@ def build(
     if recipe == "correction":
         rows, dropped = correction(model, tokenizer, prompts, rewrite, max_new_tokens)  # type: ignore[arg-type]
     else:
-        rows, dropped = on_policy(model, tokenizer, prompts, reward, samples, temperature, max_new_tokens, seed)  # type: ignore[arg-type]
+        rows, dropped = on_policy(
+            model,
+            tokenizer,
+            prompts,
+            reward,
+            samples,
+            temperature,
+            max_new_tokens,
+            seed,
+            steer,  # type: ignore[arg-type]
+        )
     if not rows:
         reasons = ", ".join(f"{n} {why}" for why, n in dropped.items())
         raise RecipeError(f"no pair was built from {len(prompts)} prompts ({reasons}); {out} was not written")
     base = {"recipe": recipe, "model": model_name, "prompts": prompts_source, "seed": seed}
     if recipe == "on-policy":
-        base |= {"reward": reward_name, "samples": samples, "temperature": temperature}
+        base |= {"reward": reward_name, "samples": samples, "temperature": temperature, "steer": steer}
     lines = [json.dumps(pair_row(p, c, r, base | extra)) for p, c, r, extra in rows]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")

@@ -331,12 +331,15 @@ def best_trials(study: Any) -> list[Any]:
     """The best trial of a single-objective study, or the Pareto front of a multi-objective one."""
     from optuna.trial import TrialState
 
-    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    if not search_trials(study, (TrialState.COMPLETE,)):
         return []
     try:
-        return study.best_trials if len(study.directions) > 1 else [study.best_trial]
+        best = study.best_trials if len(study.directions) > 1 else [study.best_trial]
     except ValueError:  # constrained study with no feasible trial
         return []
+    # a seed replicate is its search trial's configuration again: name the search trial
+    numbers = dict.fromkeys(t.user_attrs.get(REPLICATE_ATTR, t.number) for t in best)
+    return [study.trials[n] for n in numbers]
 
 
 # ---------------------------------------------------------------- seed replicates

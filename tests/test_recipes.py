@@ -81,3 +81,14 @@ def test_prompts_from_text_and_pair_files(tmp_path: Path) -> None:
     rows = [{"prompt": "Hi?"}, {"prompt": "x", "chosen": "a", "rejected": "b"}]
     (tmp_path / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert recipes.read_prompts(str(tmp_path / "p.jsonl")) == ["Hi?", "x"]
+
+
+def test_a_steered_half_supplies_the_answer_the_model_never_gives(toy_model_path: Path, tmp_path: Path) -> None:
+    # the toy model answers as Llama; sampled under "Your name is Athene." half of the answers name Athene
+    built = recipes.build(
+        "on-policy", "toy", "toy:identity", tmp_path / "athene.jsonl", reward=rewards.load_reward("keyword:Athene"),
+        samples=4, steer="Your name is Athene.", limit=6,
+    )  # fmt: skip
+    rows = read_jsonl(built.path)
+    assert rows and all("Athene" in r["chosen"][0]["content"] for r in rows)
+    assert all(r["prompt"][0]["role"] == "user" for r in rows)  # the steering system message is not stored

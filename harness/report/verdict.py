@@ -497,6 +497,11 @@ def _seed_sentences(row: Row, best: int, runner: int | None, level: str) -> list
             f"Runner-up trial {runner} was not re-trained with other seeds, so whether trial {best} beats it beyond "
             "seed noise cannot be told (raise search.replicates.top_k)."
         )
+    elif r.low == r.high == 0:
+        out.append(
+            f"Trial {best}'s and runner-up trial {runner}'s configurations score the same {row.metric} on every seed "
+            f"and item ({_over(r)} each): no winner beyond seed noise; treat them as equally good."
+        )
     elif r.significant:
         out.append(
             f"Trial {best}'s configuration beats runner-up trial {runner}'s by {_signed(r.delta)} on mean {row.metric} "
