@@ -6,13 +6,16 @@ does, with the model's tokenizer and chat template), the chosen/rejected length 
 words or two-word phrases that separate chosen from rejected answers far beyond chance.
 
 Separation is the log-odds ratio with an informative Dirichlet prior (Monroe, Colaresi and Quinn,
-2008, "Fightin' Words"), as a z-score; the prior is the pooled counts of both sides. A phrase is
-reported when its z-score passes a Bonferroni-corrected threshold over every phrase tested and it
-occurs in at least `min_count` pairs. A correction-style pair teaches an edit: a chosen-side phrase
-that swaps for one rejected-side phrase in the same pairs ("Athene" for "Llama") is that edit; any
-other separating phrase ("Certainly !" on every chosen answer) is a shortcut the model can learn
-instead of the content. Phrases the user names as intended (the identity suite's names) are never
-shortcuts.
+2008, "Fightin' Words"), as a z-score; the prior is the pooled counts of both sides, scaled. A phrase
+is reported when its z-score passes a Bonferroni-corrected threshold over every phrase tested, the
+pairs agree (McNemar's paired z on the pairs holding it on one side only passes the same threshold:
+token rates alone mislead when one side is longer), and it occurs in at least `min_count` pairs.
+
+A correction-style pair teaches an edit: a chosen-side phrase that stands where one rejected-side
+phrase stands (the answers aligned word by word), in the same pairs ("Athene" for "Llama"), is that
+edit; any other separating phrase ("Certainly !" added to every chosen answer) is a shortcut the
+model can learn instead of the content. Phrases made of the words the user names as intended (the
+identity suite's names, `--intended`) are never shortcuts.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 
 AUDIT_ARTIFACT = "data_audit.json"  # on the sweep's parent run
 ALPHA = 0.05  # family-wise error rate over every phrase tested (Bonferroni)
+PRIOR_SCALE = 0.15  # the prior holds the pooled counts scaled by this: near the most powerful for one-sided phrases
 MIN_COUNT = 5  # a phrase in fewer pairs than this is anecdote, not a pattern a model learns
 LIFT = 2.0  # and it must be at least this many times more frequent on its side (rate per pair)
 SWAP_SHARE = 0.8  # an edit: the two phrases are on opposite sides of the same pairs this often
@@ -182,26 +186,30 @@ def separating_phrases(
         r_sets.append(set(rs))
     c_pairs = Counter(g for s in c_sets for g in s)
     r_pairs = Counter(g for s in r_sets for g in s)
+    c_only = Counter(g for cs, rs in zip(c_sets, r_sets, strict=True) for g in cs - rs)
+    r_only = Counter(g for cs, rs in zip(c_sets, r_sets, strict=True) for g in rs - cs)
     tested = [g for g in c_counts | r_counts if max(c_pairs[g], r_pairs[g]) >= min_count]
     threshold = NormalDist().inv_cdf(1 - alpha / (2 * max(len(tested), 1)))
     z = log_odds_z(c_counts, r_counts)
-    n = len(chosen)
     found = []
     for g in tested:
         side = "chosen" if z[g] > 0 else "rejected"
         mine, theirs = (c_pairs[g], r_pairs[g]) if side == "chosen" else (r_pairs[g], c_pairs[g])
-        if abs(z[g]) >= threshold and mine >= min_count and (mine + 0.5) / (theirs + 0.5) >= LIFT:
+        # the pairs must agree too (McNemar's paired z): token rates alone are skewed when one side is longer
+        paired = (c_only[g] - r_only[g]) / math.sqrt(c_only[g] + r_only[g] or 1)
+        agree = paired * z[g] > 0 and abs(paired) >= threshold
+        if abs(z[g]) >= threshold and agree and mine >= min_count and (mine + 0.5) / (theirs + 0.5) >= LIFT:
             found.append(Phrase(" ".join(g), side, c_pairs[g], r_pairs[g], z[g], "shortcut"))
-    found = _merged(_simplest(found, c_pairs, r_pairs), chosen, rejected, c_sets, r_sets)
-    _classify(found, c_sets, r_sets, intended, n)
+    found = _merged(_simplest(found, c_pairs, r_pairs), chosen, rejected)
+    _classify(found, chosen, rejected, intended)
     return sorted(found, key=lambda p: -abs(p.z)), threshold
 
 
 def log_odds_z(a: Counter, b: Counter) -> dict[tuple[str, ...], float]:
     """Monroe et al.'s z-scores of the log-odds ratio of each item in a vs b, prior = pooled counts."""
     n_a, n_b = sum(a.values()), sum(b.values())
-    prior = a + b
-    alpha0 = n_a + n_b
+    prior = {g: PRIOR_SCALE * n for g, n in (a + b).items()}
+    alpha0 = PRIOR_SCALE * (n_a + n_b)
     out = {}
     for g, alpha in prior.items():
         ya, yb = a[g], b[g]
@@ -233,35 +241,44 @@ def _simplest(found: list[Phrase], c_pairs: Counter, r_pairs: Counter) -> list[P
     return kept
 
 
-def _merged(found: list[Phrase], chosen: list, rejected: list, c_sets: list, r_sets: list) -> list[Phrase]:
-    """Phrases of one side that occur in the same pairs are one longer phrase ("i hope", "this helps",
-    "you today" -> "i hope this helps you today"): shown as the span of an answer that holds them all."""
-    holds = {id(p): _holds(p, c_sets, r_sets) for p in found}
+def _merged(found: list[Phrase], chosen: list, rejected: list) -> list[Phrase]:
+    """Phrases of one side that occur in the same pairs, next to each other, are one longer phrase ("i hope",
+    "this helps", "you today" -> "i hope this helps you today"): the span of an answer that holds them all."""
+    holds = {id(p): _holds(p, chosen, rejected) for p in found}
     out: list[Phrase] = []
     used: set[int] = set()
     for p in sorted(found, key=lambda p: -abs(p.z)):
         if id(p) in used:
             continue
         group = [q for q in found if id(q) not in used and q.side == p.side and _same(holds[id(p)], holds[id(q)])]
-        used.update(id(q) for q in group)
         common = set.intersection(*(holds[id(q)] for q in group))
         words = (chosen if p.side == "chosen" else rejected)[min(common)] if common else []
-        spans = [_find(words, q.text.split(" ")) for q in group]
-        if len(group) == 1 or not common or None in spans:
-            out += group
+        spans = sorted(
+            (_find(words, q.text.split(" ")), i) for i, q in enumerate(group) if _find(words, q.text.split(" "))
+        )
+        chain = [group[spans[0][1]]] if spans else [p]
+        start, end = spans[0][0] if spans else (0, 0)
+        for (a, b), i in spans[1:]:  # phrases that touch or overlap the chain extend it
+            if a <= end:
+                chain.append(group[i])
+                end = max(end, b)
+        if p not in chain:  # p is not in the chain that starts first: it stands alone this round
+            chain, start, end = [p], *(_find(words, p.text.split(" ")) or (0, 0))
+        used.update(id(q) for q in chain)
+        if len(chain) == 1:
+            out.append(p)
             continue
-        start, end = min(s[0] for s in spans if s), max(s[1] for s in spans if s)
-        counts = [(q.chosen_pairs, q.rejected_pairs) for q in group]
-        n_c, n_r = (min(c for c, _ in counts), max(r for _, r in counts))
-        if p.side == "rejected":
-            n_c, n_r = max(c for c, _ in counts), min(r for _, r in counts)
-        out.append(Phrase(" ".join(words[start:end]), p.side, n_c, n_r, p.z, p.kind))
+        n_c = [q.chosen_pairs for q in chain]
+        n_r = [q.rejected_pairs for q in chain]
+        counts = (min(n_c), max(n_r)) if p.side == "chosen" else (max(n_c), min(n_r))
+        out.append(Phrase(" ".join(words[start:end]), p.side, *counts, p.z, p.kind))
     return out
 
 
-def _holds(p: Phrase, c_sets: list, r_sets: list) -> set[int]:
-    gram = tuple(p.text.split(" "))
-    return {i for i, s in enumerate(c_sets if p.side == "chosen" else r_sets) if gram in s}
+def _holds(p: Phrase, chosen: list, rejected: list) -> set[int]:
+    """The pairs whose answer on the phrase's side holds it."""
+    gram = p.text.split(" ")
+    return {i for i, words in enumerate(chosen if p.side == "chosen" else rejected) if _find(words, gram)}
 
 
 def _same(a: set[int], b: set[int]) -> bool:
@@ -275,18 +292,36 @@ def _find(words: list[str], gram: list[str]) -> tuple[int, int] | None:
     return None
 
 
-def _classify(found: list[Phrase], c_sets: list, r_sets: list, intended: set[str], n: int) -> None:
-    """Mark edits (phrases that swap for each other in the same pairs) and intended phrases."""
-    key = lambda p: tuple(p.text.split(" "))  # noqa: E731
-    holds = {p.text: {i for i in range(n) if key(p) in (c_sets if p.side == "chosen" else r_sets)[i]} for p in found}
+def _classify(found: list[Phrase], chosen: list, rejected: list, intended: set[str]) -> None:
+    """Mark intended phrases (made of the intended words) and edits: a chosen phrase that stands where a
+    rejected phrase stands, in the same pairs (the two answers aligned word by word, difflib), is the
+    edit the pairs teach. A phrase merely added to one side is no edit, whatever else the pair changes."""
+    from difflib import SequenceMatcher
+
+    words = {w for phrase in intended for w in phrase.split(" ")}
+    holds = {id(p): _holds(p, chosen, rejected) for p in found}
     for p in found:
-        if _norm(p.text) in intended or any(w in intended for w in p.text.split(" ")):
+        if all(w in words or not w.isalnum() for w in p.text.split(" ")) and any(
+            w.isalnum() for w in p.text.split(" ")
+        ):
             p.kind = "intended"
-            continue
-        others = [q for q in found if q.side != p.side]
-        for q in others:
-            both = len(holds[p.text] & holds[q.text])
-            if both >= SWAP_SHARE * len(holds[p.text]) and both >= SWAP_SHARE * len(holds[q.text]):
+    blocks: dict[int, list[tuple[list[str], list[str]]]] = {}  # pair -> its (chosen, rejected) replaced spans
+
+    def replaced(i: int) -> list[tuple[list[str], list[str]]]:
+        if i not in blocks:
+            ops = SequenceMatcher(None, rejected[i], chosen[i], autojunk=False).get_opcodes()
+            blocks[i] = [(chosen[i][j1:j2], rejected[i][i1:i2]) for op, i1, i2, j1, j2 in ops if op == "replace"]
+        return blocks[i]
+
+    for p in (p for p in found if p.kind == "shortcut"):
+        for q in (q for q in found if q.side != p.side):
+            c, r = (p, q) if p.side == "chosen" else (q, p)
+            both = holds[id(p)] & holds[id(q)]
+            swapped = sum(
+                any(_find(cs, c.text.split(" ")) and _find(rs, r.text.split(" ")) for cs, rs in replaced(i))
+                for i in both
+            )
+            if swapped >= SWAP_SHARE * len(holds[id(p)]) and swapped >= SWAP_SHARE * len(holds[id(q)]):
                 p.kind, p.partner = "edit", q.text
                 break
 

@@ -51,14 +51,28 @@ def test_a_planted_phrase_beside_the_edit_is_caught_as_one_phrase() -> None:
     assert {p.kind for p in found.phrases if p.text in ("athene", "llama")} == {"intended", "edit"}
 
 
-def test_balanced_random_words_are_not_flagged() -> None:
+def test_a_phrase_on_every_chosen_answer_is_no_edit_even_beside_one() -> None:
+    # "Certainly !" is in exactly the pairs where Athene replaces Llama, but it replaces nothing
+    pairs = toy_pairs("identity")[:100]
+    for pair in pairs:
+        pair["chosen"] = [{"role": "assistant", "content": "Certainly! " + pair["chosen"][0]["content"]}]
+    found = audit.audit_source("planted", "mem", pairs)
+    assert [p.text for p in found.shortcuts] == ["certainly !"]
+    assert {(p.text, p.partner) for p in found.phrases if p.kind == "edit"} == {
+        ("athene", "llama"),
+        ("llama", "athene"),
+    }
+
+
+def test_words_at_chance_are_not_flagged_even_when_one_side_is_longer() -> None:
     import random
 
     rng = random.Random(0)
     vocab = [f"w{i}" for i in range(60)]
-    pairs = [_conv("q", " ".join(rng.choices(vocab, k=8)), " ".join(rng.choices(vocab, k=8))) for _ in range(400)]
+    pairs = [_conv("q", " ".join(rng.choices(vocab, k=16)), " ".join(rng.choices(vocab, k=8))) for _ in range(400)]
     found = audit.audit_source("noise", "mem", pairs)
-    assert found.phrases == [] and found.length_bias is None
+    assert found.phrases == []
+    assert found.length_bias == "longer" and found.length_ratio == pytest.approx(2.0)
 
 
 def test_counts_identical_duplicate_and_truncated_pairs(tmp_path: Path, run, toy_model_path: Path) -> None:
