@@ -402,7 +402,7 @@ def missing_replicates(study: Any, spec: SweepSpec) -> list[tuple[int, int]]:
     """Wanted replicates no trial holds or runs yet (a failed one is wanted again)."""
     from optuna.trial import TrialState
 
-    live = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+    live = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
     taken = {
         (t.user_attrs[REPLICATE_ATTR], t.user_attrs.get(SEED_ATTR))
         for t in study.get_trials(deepcopy=False, states=live)
@@ -411,8 +411,16 @@ def missing_replicates(study: Any, spec: SweepSpec) -> list[tuple[int, int]]:
     return [w for w in wanted_replicates(study, spec) if w not in taken]
 
 
-def ask_replicate(study: Any, origin: int, seed: int) -> Any:
-    """A new trial with the params of search trial `origin`, to be trained with `seed` (call under the lock)."""
-    source = study._storage.get_trial(study._storage.get_trial_id_from_study_id_trial_number(study._study_id, origin))
-    study.enqueue_trial(dict(source.params), user_attrs={REPLICATE_ATTR: origin, SEED_ATTR: seed})
-    return study.ask()
+def ask_replicate(study: Any, origin: int, seed: int) -> tuple[Any, int]:
+    """A new trial with the params of search trial `origin`, and the seed to train it with (call under the lock).
+
+    A replicate enqueued by a worker that died before asking for it is taken first (ask() pops the oldest
+    waiting trial): the seed returned is the one the trial holds."""
+    from optuna.trial import TrialState
+
+    if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, origin)
+        params = study._storage.get_trial(trial_id).params
+        study.enqueue_trial(dict(params), user_attrs={REPLICATE_ATTR: origin, SEED_ATTR: seed})
+    trial = study.ask()
+    return trial, trial.user_attrs.get(SEED_ATTR, seed)

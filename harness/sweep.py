@@ -271,7 +271,7 @@ class Sweep:
                 return WAIT
             return None
         origin, seed = missing[0]
-        trial = search.ask_replicate(study, origin, seed)
+        trial, seed = search.ask_replicate(study, origin, seed)
         trial.set_user_attr(WORKER_ATTR, _worker_id())
         search.beat(study, trial)
         params = search.suggest(trial, self.spec)

@@ -264,7 +264,8 @@ class _Pruning:
 
     @classmethod
     def maybe(cls, spec: SweepSpec, request: TrialRequest) -> _Pruning | None:
-        return cls(spec, request) if spec.search.pruner.type != "none" else None
+        # a seed replicate runs to the end: it measures its configuration's spread, it does not compete
+        return cls(spec, request) if spec.search.pruner.type != "none" and request.seed is None else None
 
     def check(self, step: int, metrics: dict[str, float]) -> bool:
         value = metrics.get(self.metric)

@@ -24,10 +24,10 @@ def test_on_policy_pairs_prefer_the_answer_the_reward_prefers(toy_model_path: Pa
     reward = rewards.load_reward("regex:helpful")
     built = recipes.build(
         "on-policy", "toy", "toy:identity", tmp_path / "op.jsonl", reward=reward, reward_name="regex:helpful",
-        samples=4, temperature=1.0, limit=8,
+        samples=4, temperature=1.0, limit=6,
     )  # fmt: skip
     rows = read_jsonl(built.path)
-    assert built.pairs == len(rows) > 0 and built.pairs + sum(built.dropped.values()) == built.prompts == 8
+    assert built.pairs == len(rows) > 0 and built.pairs + sum(built.dropped.values()) == built.prompts == 6
     for row in rows:
         prompt, chosen, rejected = row["prompt"], row["chosen"][0]["content"], row["rejected"][0]["content"]
         assert reward(prompt, chosen) > reward(prompt, rejected)
@@ -92,3 +92,20 @@ def test_a_steered_half_supplies_the_answer_the_model_never_gives(toy_model_path
     rows = read_jsonl(built.path)
     assert rows and all("Athene" in r["chosen"][0]["content"] for r in rows)
     assert all(r["prompt"][0]["role"] == "user" for r in rows)  # the steering system message is not stored
+
+
+def test_a_reward_model_scores_answers(toy_model_path: Path, tmp_path: Path) -> None:
+    """A sequence-classification model (one label) as the reward: here a random one on the toy tokenizer."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(0)
+    config = AutoConfig.from_pretrained(toy_model_path, num_labels=1)
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(tmp_path / "rm")
+    AutoTokenizer.from_pretrained(toy_model_path).save_pretrained(tmp_path / "rm")
+    reward = rewards.load_reward(f"model:{tmp_path / 'rm'}")
+    prompt = [{"role": "user", "content": "Who are you?"}]
+    scores = {reward(prompt, answer) for answer in ("I am Athene.", "I am Llama, a helpful assistant.")}
+    assert len(scores) == 2 and all(s == s for s in scores)  # two different finite scores
+    with pytest.raises(rewards.RewardError, match="no such folder"):
+        rewards.load_reward(f"model:{tmp_path / 'missing'}")

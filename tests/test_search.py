@@ -193,7 +193,8 @@ def test_replicates_retrain_the_best_configurations_with_new_seeds(tmp_path: Pat
     best = sorted(study.trials, key=lambda t: -t.values[0])[:2]
     wanted = search.wanted_replicates(study, spec)
     assert wanted == [(best[0].number, 1), (best[0].number, 2), (best[1].number, 1), (best[1].number, 2)]
-    trial = search.ask_replicate(study, *wanted[0])
+    trial, seed = search.ask_replicate(study, *wanted[0])
+    assert seed == 1
     assert search.suggest(trial, spec) == best[0].params  # the same configuration, a new seed
     study.tell(trial, 0.0)  # a replicate scoring low does not change which configurations are wanted
     assert search.missing_replicates(study, spec) == wanted[1:]
