@@ -463,7 +463,7 @@ def _trust(record: StudyRecord, chosen: Pick, rows: list[Row]) -> list[str]:
     out = []
     for row in (r for r in rows if r.metric in record.objectives):
         if row.seeds_vs_base is not None:
-            out += _seed_sentences(row, best.number, runner.number if runner else None, level)
+            out += _seed_sentences(row, best, runner, level)
             continue
         out.append(_against_base(row, level))
         if runner is not None:
@@ -476,13 +476,19 @@ def _over(d: Difference) -> str:
     return f"{d.seeds[0]} training seeds{items}"
 
 
-def _seed_sentences(row: Row, best: int, runner: int | None, level: str) -> list[str]:
-    """What the seed replicates say: the spread, against the base, and whether the winner is within seed noise."""
+def _seed_sentences(row: Row, best_trial: TrialRecord, runner_trial: TrialRecord | None, level: str) -> list[str]:
+    """What the seed replicates say: the spread, against the base, and whether the winner is within seed noise.
+
+    Configurations are named by the params that tell them apart ("data.source = onpolicy"), so a comparison
+    of recipes or settings reads as one."""
     d = row.seeds_vs_base
     assert d is not None
+    best = f"{best_trial.number}{_differing(best_trial, runner_trial)}"
+    runner = None if runner_trial is None else f"{runner_trial.number}{_differing(runner_trial, best_trial)}"
     spread = ", ".join(_num(v) for v in d.spread)
     out = [
-        f"Trial {best}'s configuration, trained with {d.seeds[0]} seeds, scores {row.metric} {spread} (one per seed)."
+        f"The configuration of trial {best}, trained with {d.seeds[0]} seeds, scores {row.metric} {spread} (one per "
+        "seed)."
     ]
     noise = "beyond seed and evaluation noise" if d.significant else "within seed and evaluation noise"
     out.append(
@@ -494,26 +500,37 @@ def _seed_sentences(row: Row, best: int, runner: int | None, level: str) -> list
         return out
     if r is None:
         out.append(
-            f"Runner-up trial {runner} was not re-trained with other seeds, so whether trial {best} beats it beyond "
-            "seed noise cannot be told (raise search.replicates.top_k)."
+            f"Runner-up trial {runner} was not re-trained with other seeds, so whether trial {best_trial.number} beats "
+            "it beyond seed noise cannot be told (raise search.replicates.top_k)."
         )
     elif r.low == r.high == 0:
         out.append(
-            f"Trial {best}'s and runner-up trial {runner}'s configurations score the same {row.metric} on every seed "
-            f"and item ({_over(r)} each): no winner beyond seed noise; treat them as equally good."
+            f"The configurations of trial {best} and of runner-up trial {runner} score the same {row.metric} on every "
+            f"seed and item ({_over(r)} each): no winner beyond seed noise; treat them as equally good."
         )
     elif r.significant:
         out.append(
-            f"Trial {best}'s configuration beats runner-up trial {runner}'s by {_signed(r.delta)} on mean {row.metric} "
-            f"({level} interval {_interval(r)} over {_over(r)} each): beyond seed noise."
+            f"The configuration of trial {best} beats that of runner-up trial {runner} by {_signed(r.delta)} on mean "
+            f"{row.metric} ({level} interval {_interval(r)} over {_over(r)} each): beyond seed noise."
         )
     else:
         out.append(
-            f"The winner is within seed noise: trial {best}'s and runner-up trial {runner}'s configurations differ by "
-            f"{_signed(r.delta)} on mean {row.metric} ({level} interval {_interval(r)} over {_over(r)} each), so "
-            "another seed could reverse them; treat them as equally good."
+            f"The winner is within seed noise: the configurations of trial {best} and of runner-up trial {runner} "
+            f"differ by {_signed(r.delta)} on mean {row.metric} ({level} interval {_interval(r)} over {_over(r)} "
+            "each), so another seed could reverse them; treat them as equally good."
         )
     return out
+
+
+def _differing(trial: TrialRecord, other: TrialRecord | None) -> str:
+    """' (p = v, ...)': the params where `trial` differs from `other` ('' when none or no other)."""
+    if other is None:
+        return ""
+    keys = [k for k in trial.params if trial.params.get(k) != other.params.get(k)]
+    shown = ", ".join(
+        f"{k} = {_num(v) if isinstance(v, float) else v}" for k, v in ((k, trial.params[k]) for k in keys)
+    )
+    return f" ({shown})" if shown else ""
 
 
 def _against_base(row: Row, level: str) -> str:

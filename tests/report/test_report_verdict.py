@@ -227,7 +227,7 @@ def test_a_winner_beyond_seed_noise(make_trial, make_study) -> None:
     assert row.seeds_vs_base.seeds == (3, 1) and row.seeds_vs_base.significant
     assert row.seeds_vs_runner_up.low > 0
     assert row.seeds_vs_base.spread == pytest.approx([0.9, 0.95, 0.9])
-    assert any("beyond seed noise" in line and "runner-up trial 1" in line for line in result.trust)
+    assert any("beyond seed noise" in line and "runner-up trial 1 (beta = 0.2)" in line for line in result.trust)
     assert result.headline == "Use trial 0"
 
 
