@@ -347,7 +347,10 @@ def data_audit(
 
     _quiet_libraries(False)
     try:
-        found = audit_target(target, model, max_length, cache_dir(output_dir), tuple(intended or ()), alpha, min_count)
+        with err.status(f"auditing {target}"):
+            found = audit_target(
+                target, model, max_length, cache_dir(output_dir), tuple(intended or ()), alpha, min_count
+            )
     except _input_errors() as exc:
         raise _bad_input(exc) from None
     if as_json:
@@ -394,8 +397,7 @@ def data_build(
 
     _quiet_libraries(False)
     try:
-        if recipe not in recipes.RECIPES:
-            raise recipes.RecipeError(f"unknown recipe '{recipe}'. Available: {', '.join(recipes.RECIPES)}")
+        recipes.check_options(recipe, replace, rewrite, reward, steer)
         rule = recipes.load_rewrite(replace, rewrite) if recipe == "correction" else None
         if recipe == "on-policy" and not reward:
             raise recipes.RecipeError(f"on-policy needs --reward: {rewards.FORMS}")

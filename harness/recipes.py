@@ -105,6 +105,19 @@ def as_chat(prompt: str | list[dict], tokenizer: Any) -> str | list[dict]:
 # ---------------------------------------------------------------- rewrites (correction)
 
 
+def check_options(recipe: str, replace: Any, rewrite: Any, reward: Any, steer: Any) -> None:
+    """Each recipe takes its own options: one given to the other recipe is a mistake, said as such."""
+    if recipe not in RECIPES:
+        raise RecipeError(f"unknown recipe '{recipe}'. Available: {', '.join(RECIPES)}")
+    other = {
+        "correction": {"--reward": reward, "--steer": steer},
+        "on-policy": {"--replace": replace, "--rewrite": rewrite},
+    }
+    given = [name for name, value in other[recipe].items() if value]
+    if given:
+        raise RecipeError(f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to the {recipe} recipe")
+
+
 def load_rewrite(replacements: list[str] | None, function: str | None) -> Rewrite:
     """Regex substitutions "PATTERN=REPLACEMENT" applied in order, or module:function(prompt, answer) -> str."""
     if bool(replacements) == bool(function):
@@ -210,8 +223,9 @@ def _with_system(prompt: str | list[dict], system: str) -> list[dict]:
 
 def pair_row(prompt: str | list[dict], chosen: str, rejected: str, provenance: dict[str, Any]) -> dict[str, Any]:
     """One pair in TRL's format: conversational for message prompts, standard for plain text."""
-    if isinstance(prompt, str):
-        return {"prompt": prompt, "chosen": chosen, "rejected": rejected, "provenance": provenance}
+    if isinstance(prompt, str):  # as TRL's plain-text pairs: a completion starts with its space
+        space = "" if prompt[-1:].isspace() else " "
+        return {"prompt": prompt, "chosen": space + chosen, "rejected": space + rejected, "provenance": provenance}
     answer = lambda text: [{"role": "assistant", "content": text}]  # noqa: E731
     return {"prompt": prompt, "chosen": answer(chosen), "rejected": answer(rejected), "provenance": provenance}
 
