@@ -69,6 +69,7 @@ class SourceAudit:
     chosen_words: float  # mean answer length in words
     rejected_words: float
     chosen_longer: float  # share of pairs of unequal length where chosen is longer
+    unequal: int  # pairs whose answers differ in length
     threshold_z: float  # the z-score a phrase had to pass
     phrases: list[Phrase] = field(default_factory=list)
 
@@ -82,8 +83,11 @@ class SourceAudit:
 
     @property
     def length_bias(self) -> str | None:
-        """'longer' or 'shorter' when chosen answers are systematically of another length."""
+        """'longer' or 'shorter' when chosen answers are systematically of another length (and a sign test
+        over the pairs of unequal length says it is no accident)."""
         ratio, longer = self.length_ratio, self.chosen_longer
+        if sign_test(round(longer * self.unequal), self.unequal) >= ALPHA:
+            return None
         if ratio >= LENGTH_BIAS and longer >= LONGER_SHARE:
             return "longer"
         if ratio <= 1 / LENGTH_BIAS and longer <= 1 - LONGER_SHARE:
@@ -102,13 +106,14 @@ class SourceAudit:
                 f"chosen longer in {self.chosen_longer:.0%} of pairs of unequal length): a length preference to learn"
             )
         if self.identical:
-            out.append(f"{self.identical} pairs have chosen == rejected (dropped: nothing to learn)")
+            out.append(f"{_n(self.identical, 'pair has', 'pairs have')} chosen == rejected (dropped: nothing to learn)")
         if self.duplicates:
-            out.append(f"{self.duplicates} pairs repeat an earlier pair")
+            out.append(f"{_n(self.duplicates, 'pair repeats', 'pairs repeat')} an earlier pair")
         if self.dropped:
-            out.append(f"{self.dropped} pairs are dropped by TRL: the prompt alone fills max_length {self.max_length}")
+            what = _n(self.dropped, "pair is", "pairs are")
+            out.append(f"{what} dropped by TRL: the prompt alone fills max_length {self.max_length}")
         if self.truncated:
-            out.append(f"{self.truncated} pairs are cut at max_length {self.max_length}")
+            out.append(f"{_n(self.truncated, 'pair is', 'pairs are')} cut at max_length {self.max_length}")
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -128,6 +133,14 @@ class SourceAudit:
         if self.truncated is not None:
             values["truncated"] = self.truncated
         return {f"audit.{self.name}.{k}": float(v) for k, v in values.items()}
+
+
+def sign_test(k: int, n: int) -> float:
+    """Two-sided exact binomial p-value of k successes in n trials at one half."""
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(k, n - k) + 1)) / 2**n
+    return min(1.0, 2 * tail)
 
 
 # ---------------------------------------------------------------- the audit
@@ -163,6 +176,7 @@ def audit_source(
         chosen_words=sum(map(len, chosen)) / max(len(chosen), 1),
         rejected_words=sum(map(len, rejected)) / max(len(rejected), 1),
         chosen_longer=sum(c > r for c, r in unequal) / len(unequal) if unequal else 0.5,
+        unequal=len(unequal),
         threshold_z=threshold,
         phrases=phrases,
     )
@@ -343,6 +357,10 @@ def _truncation(pairs: list[dict], tokenizer: Any, max_length: int | None, mode:
             truncated += 1
             dropped += lm.encode_pair(tokenizer, pair, cut) is None
     return truncated, dropped
+
+
+def _n(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 def _words(answer: Any) -> list[str]:
