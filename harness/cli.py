@@ -402,11 +402,12 @@ def data_build(
         if recipe == "on-policy" and not reward:
             raise recipes.RecipeError(f"on-policy needs --reward: {rewards.FORMS}")
         score = rewards.load_reward(reward) if recipe == "on-policy" and reward else None
+        rule_name = rewrite or "; ".join(replace or []) or None
         with err.status(f"{recipe}: generating with {model}"):
             built = recipes.build(
-                recipe, model, prompts, out, rewrite=rule, reward=score, reward_name=reward, samples=samples,
-                temperature=temperature, max_new_tokens=max_new_tokens, seed=seed, steer=steer, limit=limit,
-                cache_dir=cache_dir(output_dir),
+                recipe, model, prompts, out, rewrite=rule, reward=score, reward_name=reward, rewrite_name=rule_name,
+                samples=samples, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed, steer=steer,
+                limit=limit, cache_dir=cache_dir(output_dir),
             )  # fmt: skip
     except (*_input_errors(), recipes.RecipeError, rewards.RewardError) as exc:
         raise _bad_input(exc) from None

@@ -239,6 +239,7 @@ def build(
     rewrite: Rewrite | None = None,
     reward: Callable[[Any, str], float] | None = None,
     reward_name: str | None = None,
+    rewrite_name: str | None = None,
     samples: int = 4,
     temperature: float = 1.0,
     max_new_tokens: int = 48,
@@ -279,6 +280,8 @@ def build(
         reasons = ", ".join(f"{n} {why}" for why, n in dropped.items())
         raise RecipeError(f"no pair was built from {len(prompts)} prompts ({reasons}); {out} was not written")
     base = {"recipe": recipe, "model": model_name, "prompts": prompts_source, "seed": seed}
+    if recipe == "correction":
+        base["rewrite"] = rewrite_name
     if recipe == "on-policy":
         base |= {"reward": reward_name, "samples": samples, "temperature": temperature, "steer": steer}
     lines = [json.dumps(pair_row(p, c, r, base | extra)) for p, c, r, extra in rows]

@@ -294,6 +294,11 @@ class Sweep:
                 run_id = tracker.child_run(run.experiment, run.parent, self.spec.study, trial.number)
                 trial.set_user_attr(RUN_ATTR, run_id)
                 tracker.log_params(run_id, mlflow_params(resolve_config(self.spec, params, claim.seed)))
+                if claim.seed is not None:
+                    origin = trial.user_attrs.get(search.REPLICATE_ATTR)
+                    self.progress.note(
+                        f"trial {trial.number}: trial {origin}'s configuration again, with seed {claim.seed}"
+                    )
                 self.progress.trial_started(trial.number, params, device)
                 result = run.worker.run(
                     trial_job,
