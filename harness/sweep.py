@@ -89,7 +89,7 @@ class Claim:
     seed: int | None = None  # a replicate's training seed; None: the spec's
 
 
-WAIT, EXHAUSTED = "wait", "exhausted"  # _claim's answers besides a Claim, and None (the study is full)
+WAIT, EXHAUSTED = "wait", "exhausted"  # _claim answers WAIT, a Claim, or None (the study is full)
 
 
 class Sweep:
@@ -201,8 +201,7 @@ class Sweep:
                 self._count(FAILED)
                 self._stopping.wait(WAIT_POLL_S)
                 continue
-            if claim is None or claim == EXHAUSTED:
-                self._exhausted = self._exhausted or claim == EXHAUSTED
+            if claim is None:  # the study is full (a used-up space is noted in self._exhausted)
                 return
             if claim == WAIT:
                 self._stopping.wait(WAIT_POLL_S)
@@ -222,9 +221,9 @@ class Sweep:
         """Under the study's lock: close dead workers' trials, then claim one if the study has room.
 
         The lock makes counting and creating one step, so workers never overshoot `target`, and a
-        trial's owner is recorded before any other worker can look at it.
+        trial's owner is recorded before any other worker can look at it. Seed replicates are claimed once
+        no search trial is left to run or running: only then are the best configurations known.
         """
-
         with self.lock.held():
             self._reclaim(study, tracker, experiment)
             finished, running = _finished(study, searched=True), _running(study, searched=True)
