@@ -534,7 +534,11 @@ def summary(spec: SweepSpec) -> dict[str, Any]:
     return {
         "study": spec.study,
         "model": spec.model.name + (" + LoRA" if spec.model.lora else ""),
-        "data": {name: round(w, 3) for name, w in spec.data.weights().items()},
+        "data": (
+            {name: "searched (data.source)" for name in spec.data.sources}
+            if "data.source" in spec.search.space
+            else {name: round(w, 3) for name, w in spec.data.weights().items()}
+        ),
         "space": {k: d.describe() for k, d in spec.search.space.items()},
         "trials": spec.search.trials,
         "sampler": spec.search.sampler,
