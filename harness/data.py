@@ -81,6 +81,11 @@ def load_source(name: str, src: SourceSpec, spec_dir: Path | None = None) -> Sou
     return _load(name, src, spec_dir)
 
 
+def read_rows(path: Path) -> list[tuple[int, Any]]:
+    """(line, row) pairs of a JSON lines file or a JSON array; DataError naming the line that is not JSON."""
+    return _read_file(path)
+
+
 def draw(sources: dict[str, Source], weights: dict[str, float], size: int, seed: int) -> TrialData:
     """Draw `size` training pairs by mix weight, reproducibly.
 

@@ -76,7 +76,7 @@ def _read_rows(path: Path) -> list[str | list[dict]]:
     from harness import data, formats
 
     prompts = []
-    for line, row in data._read_file(path):
+    for line, row in data.read_rows(path):
         if isinstance(row, dict) and set(row) <= {"prompt", "id", "metadata"} and "prompt" in row:
             prompt = row["prompt"]
             if not (isinstance(prompt, str) and prompt.strip()) and not _is_messages(prompt):
@@ -162,8 +162,8 @@ def correction(
 
     answers = lm.generate(model, tokenizer, prompts, max_new_tokens)
     rows, dropped = [], Counter()
-    for prompt, (answer,) in zip(prompts, answers, strict=True):
-        chosen = rewrite(prompt, answer) if answer else None
+    for i, (prompt, (answer,)) in enumerate(zip(prompts, answers, strict=True)):
+        chosen = _call(rewrite, prompt, answer, f"the rewrite, on prompt {i + 1}") if answer else None
         if not answer:
             dropped["empty answer"] += 1
         elif not chosen or chosen == answer:
@@ -200,8 +200,9 @@ def on_policy(
         more = lm.generate(model, tokenizer, with_system, max_new_tokens, steered, temperature, seed + 1)
         answers = [a + b for a, b in zip(answers, more, strict=True)]
     rows, dropped = [], Counter()
-    for prompt, group in zip(prompts, answers, strict=True):
-        scored = sorted(((float(reward(prompt, a)), a) for a in group if a), key=lambda s: s[0])
+    for i, (prompt, group) in enumerate(zip(prompts, answers, strict=True)):
+        where = f"the reward, on prompt {i + 1}"
+        scored = sorted(((float(_call(reward, prompt, a, where)), a) for a in group if a), key=lambda s: s[0])
         if len({a for _, a in scored}) < 2:
             dropped["fewer than 2 distinct answers"] += 1
         elif scored[0][0] == scored[-1][0]:
@@ -210,6 +211,14 @@ def on_policy(
             (low, worst), (high, best) = scored[0], scored[-1]
             rows.append((prompt, best, worst, {"chosen_reward": high, "rejected_reward": low}))
     return rows, dropped
+
+
+def _call(function: Callable[[Any, str], Any], prompt: Any, answer: str, what: str) -> Any:
+    """A user's function, its failure said as bad input (which function, which prompt, what it raised)."""
+    try:
+        return function(prompt, answer)
+    except Exception as exc:
+        raise RecipeError(f"{what} failed: {type(exc).__name__}: {exc} (answer: {answer[:60]!r})") from None
 
 
 def _with_system(prompt: str | list[dict], system: str) -> list[dict]:

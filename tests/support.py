@@ -105,3 +105,7 @@ class Workspace:
 def answer_length(prompt: object, answer: str) -> float:
     """A reward for `harness data build on-policy --reward support:answer_length` in tests."""
     return float(len(answer))
+
+
+def broken_reward(prompt: object, answer: str) -> float:
+    raise ValueError("no score for this one")

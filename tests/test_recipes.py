@@ -66,6 +66,10 @@ def test_rewards() -> None:
         (["correction", "--replace", "Llama"], "expected PATTERN=REPLACEMENT"),
         (["correction", "--replace", "a=b", "--prompts", "missing.txt"], "no such prompts file: missing.txt"),
         (["correction", "--replace", "a=b", "--reward", "regex:x"], "--reward does not apply to the correction"),
+        (
+            ["on-policy", "--reward", "support:broken_reward", "--limit", "1"],
+            "the reward, on prompt 1 failed: ValueError",
+        ),
     ],
 )
 def test_bad_options_exit_2_and_write_nothing(run, tmp_path: Path, args: list[str], message: str) -> None:
