@@ -458,8 +458,8 @@ def audit_target(
 
 def _tokenizer(model: str | None, cache_dir: Path | None) -> tuple[Any, list[str]]:
     """The model's tokenizer (only the tokenizer is loaded), or None and why."""
-    if model is None:
-        return None, ["no model given: truncation at max_length was not checked"]
+    if model is None or model == "none":
+        return None, ["no tokenizer (--model none): truncation at max_length was not checked"]
     from transformers import AutoTokenizer
 
     from harness import models

@@ -323,7 +323,10 @@ def data_audit(
     ],
     model: Annotated[
         str | None,
-        typer.Option("--model", help="Tokenizer and chat template for truncation. Default: the spec's model, or toy."),
+        typer.Option(
+            "--model",
+            help="Tokenizer and chat template for truncation ('none': skip). Default: the spec's model, or toy.",
+        ),
     ] = None,
     max_length: Annotated[
         int | None, typer.Option("--max-length", min=1, help="Default: the spec's train.max_length, else 512.")

@@ -86,6 +86,8 @@ def test_counts_identical_duplicate_and_truncated_pairs(tmp_path: Path, run, toy
     assert (source["name"], source["pairs"], source["identical"], source["duplicates"]) == ("pairs", 5, 1, 2)
     assert source["truncated"] == 1 and source["dropped"] == 0  # the long answer is cut, its prompt fits
     assert any("repeat an earlier pair" in w for w in source["warnings"])
+    no_model = json.loads(run("data", "audit", str(path), "--model", "none", "--json").output)
+    assert no_model["sources"][0]["truncated"] is None and "not checked" in no_model["notes"][0]
 
 
 def test_a_spec_audits_every_source_with_its_identity_names(write_spec, toy_model_path: Path, run) -> None:
