@@ -33,6 +33,7 @@ class Facts:
     finished: Any
     versions: dict[str, str]
     identity_names: tuple[list[str], list[str]] | None
+    replicates: str = ""  # "the best 2 configurations x 3 training seeds", or "" without search.replicates
 
 
 def facts(record: StudyRecord) -> Facts:
@@ -55,7 +56,14 @@ def facts(record: StudyRecord) -> Facts:
         finished=max(ends) if ends else None,
         versions=record.versions,
         identity_names=record.identity_names,
+        replicates=_replicates(search.get("replicates")),
     )
+
+
+def _replicates(reps: dict | None) -> str:
+    if not reps:
+        return ""
+    return f"the best {reps.get('top_k')} configurations × {reps.get('seeds')} training seeds each"
 
 
 def _lora(lora: dict, space: dict) -> str:

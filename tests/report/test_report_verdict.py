@@ -241,5 +241,7 @@ def test_the_page_shows_seed_intervals_and_labels_replicates(make_trial, make_st
     from harness.report import render
 
     study = replicated_study(make_trial, make_study, {0: [0.9, 0.6, 0.8], 1: [0.85, 0.85, 0.8]})
+    study.spec["search"]["replicates"] = {"top_k": 2, "seeds": 3}
     html = render.page([study], [verdict.assess(study, verdict.pick(study))])
     assert "The winner is within seed noise" in html and "seed 2 of trial 1" in html
+    assert "the best 2 configurations × 3 training seeds each" in html
