@@ -409,7 +409,7 @@ def audit_target(
 ) -> Audit:
     """Audit a spec (every source, with its model, max_length and identity names) or a single source."""
     from harness import data
-    from harness.spec import SourceSpec, load_spec
+    from harness.spec import load_spec
 
     if target.endswith((".yaml", ".yml")):
         spec = load_spec(target)
@@ -424,11 +424,7 @@ def audit_target(
         intended = intended + _identity_names(spec.evals.identity, spec_dir)
     else:
         spec_dir, mode = None, "keep_start"
-        problem = data.source_problem(target, None)
-        if problem:
-            raise data.DataError(f"{target}: {problem}; or give a sweep spec (.yaml)")
-        name = target.removeprefix("toy:") if target.startswith("toy:") else Path(target).stem
-        sources = {name: SourceSpec(path=target)}
+        sources = {_source_name(target): _source_spec(target)}
         model = model or "toy"  # the spec's default model
         if max_length is None:
             from harness.training import TRAIN_DEFAULTS
@@ -454,6 +450,26 @@ def audit_target(
             )
         )
     return Audit(out, model, notes)
+
+
+def _source_name(target: str) -> str:
+    if target.startswith(("toy:", "hf:")):
+        return target.split(":")[1].split("/")[-1]
+    return Path(target).stem
+
+
+def _source_spec(target: str) -> Any:
+    """toy:<name>, a .jsonl or .json file, or hf:org/name[:split] (a hub dataset, split train by default)."""
+    from harness import data
+    from harness.spec import SourceSpec
+
+    if target.startswith("hf:"):
+        hub, _, split = target.removeprefix("hf:").partition(":")
+        return SourceSpec(hf=hub, split=split or "train")
+    problem = data.source_problem(target, None)
+    if problem:
+        raise data.DataError(f"{target}: {problem}; or hf:org/name[:split], or a sweep spec (.yaml)")
+    return SourceSpec(path=target)
 
 
 def _tokenizer(model: str | None, cache_dir: Path | None) -> tuple[Any, list[str]]:

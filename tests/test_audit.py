@@ -104,7 +104,12 @@ def test_a_spec_audits_every_source_with_its_identity_names(write_spec, toy_mode
 
 @pytest.mark.parametrize(
     ("target", "message"),
-    [("missing.jsonl", "no such file"), ("notes.txt", "expected toy:<name>"), ("toy:nope", "unknown built-in")],
+    [
+        ("missing.jsonl", "no such file"),
+        ("notes.txt", "expected toy:<name>"),
+        ("toy:nope", "unknown built-in"),
+        ("hf:nobody/nothing", "cannot load split 'train'"),  # offline, or no such dataset
+    ],
 )
 def test_bad_targets_exit_2_naming_them(run, target: str, message: str) -> None:
     result = run("data", "audit", target)
