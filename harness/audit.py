@@ -158,9 +158,13 @@ def audit_source(
     alpha: float = ALPHA,
     min_count: int = MIN_COUNT,
 ) -> SourceAudit:
-    """Audit one source's pairs (identical ones already removed and counted in `identical`)."""
-    chosen = [_words(p["chosen"]) for p in pairs]
-    rejected = [_words(p["rejected"]) for p in pairs]
+    """Audit one source's pairs (identical ones already removed and counted in `identical`).
+
+    Lengths and phrases are counted over distinct pairs: a repeated pair is reported as such, and adds
+    no evidence that a phrase separates the sides."""
+    unique = list({json.dumps(p, sort_keys=True): p for p in pairs}.values())
+    chosen = [_words(p["chosen"]) for p in unique]
+    rejected = [_words(p["rejected"]) for p in unique]
     unequal = [(len(c), len(r)) for c, r in zip(chosen, rejected, strict=True) if len(c) != len(r)]
     truncated, dropped = _truncation(pairs, tokenizer, max_length, truncation_mode)
     phrases, threshold = separating_phrases(chosen, rejected, {_norm(t) for t in intended}, alpha, min_count)
@@ -169,7 +173,7 @@ def audit_source(
         where=where,
         pairs=len(pairs) + identical,
         identical=identical,
-        duplicates=len(pairs) - len({json.dumps(p, sort_keys=True) for p in pairs}),
+        duplicates=len(pairs) - len(unique),
         truncated=truncated,
         dropped=dropped,
         max_length=max_length if tokenizer is not None else None,
@@ -482,7 +486,9 @@ def _tokenizer(model: str | None, cache_dir: Path | None) -> tuple[Any, list[str
 
     models.check(model)
     path = models.resolve(model, cache_dir or models.cache_dir(Path("outputs")))
-    return AutoTokenizer.from_pretrained(path), []
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.model_max_length = 2**31  # lengths are counted here, never fed to the model: no warning
+    return tokenizer, []
 
 
 def _identity_names(suite: str | None, spec_dir: Path | None) -> tuple[str, ...]:
