@@ -287,7 +287,13 @@ def build(
         )
     if not rows:
         reasons = ", ".join(f"{n} {why}" for why, n in dropped.items())
-        raise RecipeError(f"no pair was built from {len(prompts)} prompts ({reasons}); {out} was not written")
+        hint = (
+            ": the model never gave an answer the reward prefers; try --steer (a system message toward it), more "
+            "--samples, a higher --temperature, or the correction recipe"
+            if recipe == "on-policy"
+            else ": the rewrite changed no answer; check its pattern against the model's answers"
+        )
+        raise RecipeError(f"no pair was built from {len(prompts)} prompts ({reasons}){hint}; {out} was not written")
     base = {"recipe": recipe, "model": model_name, "prompts": prompts_source, "seed": seed}
     if recipe == "correction":
         base["rewrite"] = rewrite_name

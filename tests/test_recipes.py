@@ -114,3 +114,11 @@ def test_a_reward_model_scores_answers(toy_model_path: Path, tmp_path: Path) -> 
     assert len(scores) == 2 and all(s == s for s in scores)  # two different finite scores
     with pytest.raises(rewards.RewardError, match="no such folder"):
         rewards.load_reward(f"model:{tmp_path / 'missing'}")
+
+
+def test_a_reward_no_answer_earns_writes_nothing_and_says_what_to_try(toy_model_path: Path, tmp_path, run) -> None:
+    out = tmp_path / "none.jsonl"
+    result = run("data", "build", "on-policy", "--prompts", "toy:identity", "--limit", "2",
+                 "--reward", "keyword:Zephyr", "--out", str(out))  # fmt: skip
+    assert result.exit_code == 2 and "no pair was built from 2 prompts (2 tie" in result.output
+    assert "--steer" in result.output and not out.exists()
