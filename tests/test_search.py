@@ -204,3 +204,22 @@ def test_replicates_retrain_the_best_configurations_with_new_seeds(tmp_path: Pat
         spec.spec_hash()
         == spec.model_copy(update={"search": spec.search.model_copy(update={"replicates": None})}).spec_hash()
     )
+
+
+def test_replicates_of_a_multi_objective_study_come_from_its_pareto_front(tmp_path: Path) -> None:
+    spec = base_spec()
+    spec["search"] |= {
+        "sampler": "nsga2",
+        "objectives": [
+            {"metric": "identity.hit_rate", "direction": "maximize"},
+            {"metric": "overfit.kl_ref", "direction": "minimize"},
+        ],
+        "replicates": {"top_k": 2, "seeds": 2},
+    }
+    spec = SweepSpec.model_validate(spec)
+    study = search.open_study(spec, f"sqlite:///{tmp_path / 'o.db'}")
+    for values in ([0.5, 0.6], [0.9, 0.5], [0.8, 0.1]):  # trial 0 is dominated by trial 2
+        trial = study.ask()
+        search.suggest(trial, spec)
+        study.tell(trial, values)
+    assert search.wanted_replicates(study, spec) == [(1, 1), (2, 1)]
