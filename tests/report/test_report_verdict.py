@@ -245,3 +245,4 @@ def test_the_page_shows_seed_intervals_and_labels_replicates(make_trial, make_st
     html = render.page([study], [verdict.assess(study, verdict.pick(study))])
     assert "The winner is within seed noise" in html and "seed 2 of trial 1" in html
     assert "the best 2 configurations × 3 training seeds each" in html
+    assert "(mean over 3 seeds 0.833)" in html  # the recommendation: trial 1 at 0.85, 0.85, 0.8
