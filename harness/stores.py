@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import hashlib
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -83,8 +84,24 @@ def check_storage(url: str) -> None:
         )
 
 
+_OPENED: dict[str, Any] = {}
+_OPENING = threading.Lock()
+
+
 def open_storage(url: str) -> Any:
-    """The Optuna storage behind a URL, with heartbeats on every RDB storage (SQLite included)."""
+    """The Optuna storage behind a URL, with heartbeats on every RDB storage (SQLite included).
+
+    One per URL per process, as MLflow keeps one engine per database: each RDBStorage has its own
+    connection pool, and one opened per call (the report reloads the study after every trial) holds
+    its connections until the garbage collector runs, which exhausts PostgreSQL's max_connections.
+    """
+    with _OPENING:
+        if url not in _OPENED:
+            _OPENED[url] = _open_storage(url)
+        return _OPENED[url]
+
+
+def _open_storage(url: str) -> Any:
     import warnings
 
     import optuna

@@ -54,7 +54,7 @@ def base_spec(**overrides: object) -> dict:
             "space": {"beta": {"float": [0.05, 0.5], "log": True}},
             "objectives": [{"metric": "identity.hit_rate", "direction": "maximize"}],
         },
-        "evals": {"identity": str(ROOT / "evals" / "identity" / "athene.yaml")},
+        "evals": {"identity": str(ROOT / "tests" / "suites" / "athene_small.yaml")},
     }
     for key, value in overrides.items():
         section, _, leaf = key.partition("__")
@@ -89,7 +89,9 @@ class Workspace:
     def study(self, name: str = "test") -> optuna.Study:
         import optuna
 
-        return optuna.load_study(study_name=name, storage=self.storage)
+        from harness.stores import open_storage  # one connection pool per database, however often polled
+
+        return optuna.load_study(study_name=name, storage=open_storage(self.storage))
 
     def runs(self, name: str = "test") -> tuple[list, list]:
         from mlflow.tracking import MlflowClient

@@ -29,24 +29,6 @@ def start(ws: Workspace, path, n: int) -> list[subprocess.Popen]:
     return [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(n)]
 
 
-@pytest.mark.slow
-def test_two_workers_share_one_study(new_database: Callable[[], str], ws: Workspace, write_spec) -> None:
-    ws.storage, ws.tracking = new_database(), new_database()
-    spec = base_spec()
-    spec["search"]["trials"] = 4
-    workers = start(ws, write_spec(spec), 2)
-    outputs = [w.communicate(timeout=900)[0] for w in workers]
-    assert [w.returncode for w in workers] == [0, 0], outputs
-
-    trials = ws.study().trials
-    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4, "exactly the declared trials: no overshoot"
-    assert distinct(trials), "two workers draw different points"
-    assert len({t.user_attrs["worker"] for t in trials}) == 2, "both workers ran trials"
-    parents, children = ws.runs()
-    assert len(parents) == 1, "workers share the study's parent run"
-    assert {r.info.run_id for r in children} == {t.user_attrs["mlflow_run_id"] for t in trials}
-
-
 def other_host(args: list[str]) -> list[str]:
     """The command run in a UTS namespace of its own, whose hostname is other-host: to the rest, a worker
     on another machine (its PID means nothing here), so only its heartbeats can tell that it died."""
@@ -76,8 +58,7 @@ def held_by_other_host(ws: Workspace) -> int | None:
 def test_a_worker_killed_on_another_host(new_database: Callable[[], str], ws: Workspace, write_spec) -> None:
     ws.storage, ws.tracking = new_database(), new_database()
     spec = base_spec()
-    spec["search"]["trials"] = 5
-    spec["train"]["max_steps"] = 20
+    spec["search"]["trials"] = 4
     path = write_spec(spec)
     doomed = subprocess.Popen(
         other_host(ws.args(path)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
@@ -96,12 +77,15 @@ def test_a_worker_killed_on_another_host(new_database: Callable[[], str], ws: Wo
 
     trials = ws.study().trials
     states = {t.number: t.state for t in trials}
-    assert sum(s == TrialState.COMPLETE for s in states.values()) == 5, states
+    assert sum(s == TrialState.COMPLETE for s in states.values()) == 4, "exactly the declared trials: no overshoot"
     assert [n for n, s in states.items() if s == TrialState.FAIL] == [held], states
     assert "no heartbeat" in trials[held].user_attrs["fail_reason"]
-    assert distinct(trials)
+    assert distinct(trials), "the workers draw different points"
+    survivors = {t.user_attrs["worker"] for t in trials if t.state == TrialState.COMPLETE}
+    assert len(survivors) == 2 and not any(w.startswith("other-host:") for w in survivors), survivors
     parents, children = ws.runs()
-    assert [r.info.status for r in parents] == ["FINISHED"]
+    assert [r.info.status for r in parents] == ["FINISHED"], "the workers share the study's parent run"
+    assert {r.info.run_id for r in children} == {t.user_attrs["mlflow_run_id"] for t in trials}
     assert all(r.info.status != "RUNNING" for r in children)
     dead_run = next(r for r in children if r.info.run_id == trials[held].user_attrs["mlflow_run_id"])
     assert dead_run.info.status == "FAILED" and "no heartbeat" in dead_run.data.tags["harness.failure_reason"]

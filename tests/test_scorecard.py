@@ -9,13 +9,12 @@ import sys
 
 import pytest
 from mlflow.tracking import MlflowClient
-from optuna.trial import TrialState
 from support import ROOT, Workspace, base_spec
 
 from harness import metrics
 
 FULL_EVALS = {
-    "identity": str(ROOT / "evals/identity/athene.yaml"),
+    "identity": str(ROOT / "tests/suites/athene_small.yaml"),
     "benchmarks": [str(ROOT / "evals/bench/toy_facts.yaml"), str(ROOT / "evals/bench/toy_arith_gen.yaml")],
     "probes": ["overfit", "shortcut"],
     "probe_suite": str(ROOT / "evals/probes/toy.yaml"),
@@ -94,7 +93,7 @@ def test_shortcut_source_fires_the_swap_probe(ws: Workspace, write_spec) -> None
 @pytest.mark.slow
 def test_aggressive_trial_costs_more_than_gentle(ws: Workspace, write_spec) -> None:
     spec = full_spec()
-    spec["train"]["max_steps"] = 30
+    spec["train"]["max_steps"] = 20
     spec["search"] |= {"sampler": "grid", "trials": 2}
     # Two settings only: the grid sampler runs each once.
     spec["search"]["space"] = {"learning_rate": {"choice": [5e-5, 3e-3]}}
@@ -105,31 +104,6 @@ def test_aggressive_trial_costs_more_than_gentle(ws: Workspace, write_spec) -> N
     gentle, aggressive = by_lr[5e-5], by_lr[3e-3]
     assert aggressive["bench.retention"] < gentle["bench.retention"]
     assert aggressive["overfit.kl_ref"] > gentle["overfit.kl_ref"]
-
-
-@pytest.mark.slow
-def test_pruned_trials_are_recorded_in_optuna_and_mlflow(ws: Workspace, write_spec) -> None:
-    # Random draws with seed 1 give learning rates 1e-3, 1e-3, 1e-8, 1e-3: the third trial barely
-    # moves from the reference, so its held-out DPO loss at step 5 is above the median of the first two.
-    spec = base_spec(seed=1)
-    spec["train"] |= {"max_steps": 20}
-    spec["search"] |= {
-        "sampler": "random",
-        "trials": 4,
-        "pruner": {"type": "median", "every": 5, "warmup_steps": 0},  # watches eval_loss
-    }
-    spec["search"]["space"] = {"learning_rate": {"choice": [1e-8, 1e-3]}}
-    done = ws.sweep(write_spec(spec))
-    assert done.returncode == 0, done.stdout + done.stderr
-    trials = ws.study().trials
-    assert [t.params["learning_rate"] for t in trials] == [1e-3, 1e-3, 1e-8, 1e-3]
-    assert all(t.intermediate_values for t in trials), "every trial reports held-out accuracy as it trains"
-    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2 + [TrialState.PRUNED, TrialState.COMPLETE]
-    assert "pruned at step 5" in trials[2].user_attrs["fail_reason"]
-    _, children = ws.runs()
-    states = {r.data.tags["harness.trial"]: (r.info.status, r.data.tags.get("harness.state")) for r in children}
-    assert states["2"] == ("FINISHED", "PRUNED")
-    assert "PRUNED" in done.stdout
 
 
 def test_pruning_a_multi_objective_study_is_a_spec_error(write_spec) -> None:

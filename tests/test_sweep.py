@@ -68,7 +68,7 @@ def test_sweep_end_to_end(ws: Workspace, write_spec) -> None:
 
 @pytest.mark.slow
 def test_resume_after_kill(ws: Workspace, write_spec) -> None:
-    spec = write_spec(three_trial_spec() | {"train": base_spec()["train"] | {"max_steps": 30}})
+    spec = write_spec(three_trial_spec() | {"train": base_spec()["train"] | {"max_steps": 20}})
     process = subprocess.Popen(
         ws.args(spec), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
@@ -154,7 +154,7 @@ def test_sweep_gives_up_after_failures_in_a_row(ws: Workspace, write_spec) -> No
 def test_killed_trial_process_fails_only_that_trial(ws: Workspace, write_spec) -> None:
     spec = base_spec()
     spec["search"]["trials"] = 2
-    spec["train"]["max_steps"] = 30
+    spec["train"]["max_steps"] = 20
     path = write_spec(spec)
     process = subprocess.Popen(ws.args(path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     _wait_while_running(process, lambda: _trial_training(ws, number=0))
@@ -187,7 +187,7 @@ def test_bad_data_file_exits_2_and_writes_nothing(ws: Workspace, write_spec, tmp
 @pytest.mark.slow
 def test_ctrl_c_stops_cleanly_then_resumes(ws: Workspace, write_spec) -> None:
     spec = base_spec()
-    spec["train"]["max_steps"] = 40
+    spec["train"]["max_steps"] = 30
     path = write_spec(spec)
     process = subprocess.Popen(ws.args(path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     _wait_while_running(process, lambda: _trial_training(ws, number=0))
@@ -200,9 +200,9 @@ def test_ctrl_c_stops_cleanly_then_resumes(ws: Workspace, write_spec) -> None:
     parents, children = ws.runs()
     assert children[0].info.status == "KILLED" and parents[0].info.status == "KILLED"
 
-    done = ws.sweep(path)
+    done = ws.sweep(path, "--trials", "1")  # resumed with a smaller total: one finished trial is enough
     assert done.returncode == 0, done.stdout + done.stderr
-    assert sum(t.state == TrialState.COMPLETE for t in ws.study().trials) == 2
+    assert [t.state for t in ws.study().trials] == [TrialState.FAIL, TrialState.COMPLETE]
 
 
 @pytest.mark.slow

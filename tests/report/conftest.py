@@ -218,7 +218,7 @@ def sweep_specs(root: Path) -> dict[str, dict]:
     for spec in specs.values():
         spec["search"]["trials"] = 1
     specs["allfail"]["search"] |= {"space": {"learning_rate": {"choice": [1.0e6]}}, "max_failures": 1}
-    specs["pruned"]["train"]["max_steps"] = 20
+    specs["pruned"]["train"]["max_steps"] = 10
     specs["pruned"]["search"] |= {
         "trials": 4,
         "space": {"learning_rate": {"choice": [1.0e-3, 1.0e-8, 2.0e-8, 3.0e-8]}},

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from harness.report import ReportError, build_report
@@ -56,6 +57,17 @@ def test_pruned_study(sweeps, tmp_path: Path, check_page) -> None:
     found = states(sweeps, "pruned")
     complete, pruned = TrialState.COMPLETE, TrialState.PRUNED
     assert found == [complete, complete, pruned, pruned], sweeps.logs["pruned"]  # see the draws in conftest
+    trials = optuna.load_study(study_name="pruned", storage=sweeps.storage).trials
+    assert all(t.intermediate_values for t in trials), "every trial reports the pruner's metric as it trains"
+    assert "pruned at step 5" in trials[2].user_attrs["fail_reason"]
+    assert "PRUNED" in sweeps.logs["pruned"]
+    runs = MlflowClient(sweeps.tracking).search_runs(
+        [MlflowClient(sweeps.tracking).get_experiment_by_name("pruned").experiment_id]
+    )
+    states_in_mlflow = {
+        r.data.tags.get("harness.trial"): (r.info.status, r.data.tags.get("harness.state")) for r in runs
+    }
+    assert states_in_mlflow["2"] == ("FINISHED", "PRUNED")
     path = report(sweeps, "pruned", folder=tmp_path / "pruned")
     page = check_page(path, trials=len(found), screenshot=tmp_path / SCREENSHOTS / "pruned.png").page
     failures = page.inner_text("#s0-failures")
