@@ -312,6 +312,139 @@ def report(
     console.print(f"Report: {path}")
 
 
+data_app = typer.Typer(help="Inspect and build preference data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("audit")
+def data_audit(
+    target: Annotated[
+        str, typer.Argument(help="A sweep spec (.yaml: all its sources), or one source: toy:<name>, .jsonl, .json.")
+    ],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Tokenizer and chat template for truncation ('none': skip). Default: the spec's model, or toy.",
+        ),
+    ] = None,
+    max_length: Annotated[
+        int | None, typer.Option("--max-length", min=1, help="Default: the spec's train.max_length, else 512.")
+    ] = None,
+    intended: Annotated[
+        list[str] | None,
+        typer.Option("--intended", help="A phrase the pairs are meant to teach (repeatable); never a shortcut."),
+    ] = None,
+    alpha: Annotated[
+        float, typer.Option("--alpha", min=1e-12, max=0.5, help="Significance over all phrases tested (Bonferroni).")
+    ] = 0.05,
+    min_count: Annotated[int, typer.Option("--min-count", min=1, help="Pairs a phrase must occur in.")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the audit as JSON.")] = False,
+    output_dir: OutputDir = Path("outputs"),
+) -> None:
+    """Audit preference pairs before training: duplicates, truncation, length bias, shortcut phrases."""
+    import json
+
+    from harness.audit import audit_target
+    from harness.models import cache_dir
+
+    _quiet_libraries(False)
+    try:
+        with err.status(f"auditing {target}"):
+            found = audit_target(
+                target, model, max_length, cache_dir(output_dir), tuple(intended or ()), alpha, min_count
+            )
+    except _input_errors() as exc:
+        raise _bad_input(exc) from None
+    if as_json:
+        print(json.dumps(found.to_json(), indent=2))
+        return
+    _print_audit(found)
+
+
+@data_app.command("build")
+def data_build(
+    recipe: Annotated[str, typer.Argument(help="correction | on-policy")],
+    prompts: Annotated[
+        str, typer.Option("--prompts", help="toy:<source>, a .txt file (one per line), or a .jsonl/.json file.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="The JSON lines file to write (TRL's format + provenance).")],
+    model: Annotated[str, typer.Option("--model", help="toy, a local model folder or a hub id.")] = "toy",
+    replace: Annotated[
+        list[str] | None,
+        typer.Option("--replace", help="correction: PATTERN=REPLACEMENT regex on the model's answer (repeatable)."),
+    ] = None,
+    rewrite: Annotated[
+        str | None, typer.Option("--rewrite", help="correction: module:function(prompt, answer) -> chosen answer.")
+    ] = None,
+    reward: Annotated[
+        str | None,
+        typer.Option("--reward", help="on-policy: regex:PATTERN, keyword:W1,W2, module:function or model:PATH."),
+    ] = None,
+    samples: Annotated[int, typer.Option("--samples", min=2, help="on-policy: answers sampled per prompt.")] = 4,
+    steer: Annotated[
+        str | None,
+        typer.Option("--steer", help="on-policy: a system message half of the samples are drawn under (not stored)."),
+    ] = None,
+    temperature: Annotated[
+        float, typer.Option("--temperature", min=0.01, help="on-policy: sampling temperature.")
+    ] = 1.0,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 48,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Use the first N prompts.")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    output_dir: OutputDir = Path("outputs"),
+) -> None:
+    """Build preference pairs from a model's own answers (correction or on-policy recipe)."""
+    from harness import recipes, rewards
+    from harness.models import cache_dir
+
+    _quiet_libraries(False)
+    try:
+        recipes.check_options(recipe, replace, rewrite, reward, steer)
+        rule = recipes.load_rewrite(replace, rewrite) if recipe == "correction" else None
+        if recipe == "on-policy" and not reward:
+            raise recipes.RecipeError(f"on-policy needs --reward: {rewards.FORMS}")
+        score = rewards.load_reward(reward) if recipe == "on-policy" and reward else None
+        rule_name = rewrite or "; ".join(replace or []) or None
+        with err.status(f"{recipe}: generating with {model}"):
+            built = recipes.build(
+                recipe, model, prompts, out, rewrite=rule, reward=score, reward_name=reward, rewrite_name=rule_name,
+                samples=samples, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed, steer=steer,
+                limit=limit, cache_dir=cache_dir(output_dir),
+            )  # fmt: skip
+    except (*_input_errors(), recipes.RecipeError, rewards.RewardError) as exc:
+        raise _bad_input(exc) from None
+    dropped = ", ".join(f"{n} {why}" for why, n in built.dropped.items()) or "none"
+    console.print(f"[green]{built.pairs} pairs[/] from {built.prompts} prompts -> {built.path} (dropped: {dropped})")
+
+
+def _print_audit(found: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"Data audit (tokenizer: {found.model or 'none'})", title_justify="left")
+    for column in ("source", "pairs", "same", "dup", "cut", "len c/r", "shortcuts"):
+        table.add_column(column, justify="left" if column == "source" else "right")
+    for s in found.sources:
+        cut = "—" if s.truncated is None else f"{s.truncated}@{s.max_length}"
+        ratio = f"{s.length_ratio:.2f}" + (" ⚠" if s.length_bias else "")
+        short = str(len(s.shortcuts)) + (" ⚠" if s.shortcuts else "")
+        table.add_row(s.name, str(s.pairs), str(s.identical), str(s.duplicates), cut, ratio, short)
+    console.print(table)
+    for s in found.sources:
+        if s.phrases:
+            phrases = Table(title=f"{s.name}: separating phrases (|z| ≥ {s.threshold_z:.2f})", title_justify="left")
+            for column in ("phrase", "side", "chosen", "rejected", "z", "reading"):
+                phrases.add_column(column, justify="right" if column in ("chosen", "rejected", "z") else "left")
+            for p in s.phrases:
+                reading = {"edit": f"edit: replaces '{p.partner}'", "intended": "intended"}.get(p.kind, "SHORTCUT")
+                phrases.add_row(p.text, p.side, str(p.chosen_pairs), str(p.rejected_pairs), f"{p.z:+.1f}", reading)
+            console.print(phrases)
+        for line in s.warnings():
+            console.print(f"[yellow]{s.name}[/]: {line}", highlight=False)
+    for note in found.notes:
+        console.print(f"[dim]note: {note}[/]")
+
+
 @app.command()
 def ui(
     study: Annotated[str | None, typer.Argument(help="Open on this study's runs (its URL is printed).")] = None,

@@ -76,6 +76,16 @@ def load_sources(spec: DataSpec, seed: int, spec_dir: Path | None = None) -> dic
     return loaded
 
 
+def load_source(name: str, src: SourceSpec, spec_dir: Path | None = None) -> Source:
+    """One source, read and converted, nothing held out (identical pairs dropped and counted)."""
+    return _load(name, src, spec_dir)
+
+
+def read_rows(path: Path) -> list[tuple[int, Any]]:
+    """(line, row) pairs of a JSON lines file or a JSON array; DataError naming the line that is not JSON."""
+    return _read_file(path)
+
+
 def draw(sources: dict[str, Source], weights: dict[str, float], size: int, seed: int) -> TrialData:
     """Draw `size` training pairs by mix weight, reproducibly.
 

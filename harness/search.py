@@ -331,9 +331,96 @@ def best_trials(study: Any) -> list[Any]:
     """The best trial of a single-objective study, or the Pareto front of a multi-objective one."""
     from optuna.trial import TrialState
 
-    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    if not search_trials(study, (TrialState.COMPLETE,)):
         return []
     try:
-        return study.best_trials if len(study.directions) > 1 else [study.best_trial]
+        best = study.best_trials if len(study.directions) > 1 else [study.best_trial]
     except ValueError:  # constrained study with no feasible trial
         return []
+    # a seed replicate is its search trial's configuration again: name the search trial
+    numbers = dict.fromkeys(t.user_attrs.get(REPLICATE_ATTR, t.number) for t in best)
+    return [study.trials[n] for n in numbers]
+
+
+# ---------------------------------------------------------------- seed replicates
+
+
+REPLICATE_ATTR = "replicate_of"  # on a replicate trial: the number of the search trial it re-trains
+SEED_ATTR = "seed"  # on a replicate trial: its training seed (search trials train with the spec's seed)
+
+
+def is_replicate(trial: Any) -> bool:
+    return REPLICATE_ATTR in trial.user_attrs
+
+
+def search_trials(study: Any, states: tuple[Any, ...]) -> list[Any]:
+    """The study's trials in these states that the search drew (its replicates left out)."""
+    return [t for t in study.get_trials(deepcopy=False, states=states) if not is_replicate(t)]
+
+
+def replicate_seeds(spec: SweepSpec) -> list[int]:
+    """The new seeds of each replicated configuration: spec seed + 1, + 2, ..."""
+    reps = spec.search.replicates
+    return [spec.seed + i for i in range(1, reps.seeds)] if reps else []
+
+
+def wanted_replicates(study: Any, spec: SweepSpec) -> list[tuple[int, int]]:
+    """(search trial number, seed) of every replicate the finished search calls for, best trial first.
+
+    The best `top_k` complete search trials: feasible ones first, then by the first objective (a
+    multi-objective study: its Pareto front first). Pure function of the finished search, so every
+    worker, and a resumed sweep, wants the same replicates."""
+    from optuna.trial import TrialState
+
+    reps = spec.search.replicates
+    if reps is None:
+        return []
+    complete = search_trials(study, (TrialState.COMPLETE,))
+    sign = -1.0 if spec.search.objectives[0].direction == "maximize" else 1.0
+    front = {t.number for t in _front(complete, [o.direction for o in spec.search.objectives])}
+
+    def infeasible(t: Any) -> bool:
+        return any(v > 0 for v in t.constraints.values())
+
+    ranked = sorted(complete, key=lambda t: (infeasible(t), t.number not in front, sign * t.values[0], t.number))
+    return [(t.number, seed) for t in ranked[: reps.top_k] for seed in replicate_seeds(spec)]
+
+
+def _front(trials: list[Any], directions: list[str]) -> list[Any]:
+    if len(directions) == 1:
+        return trials
+    signs = [1.0 if d == "maximize" else -1.0 for d in directions]
+    points = {t.number: [s * v for s, v in zip(signs, t.values, strict=True)] for t in trials}
+
+    def dominated(p: list[float]) -> bool:
+        return any(all(x >= y for x, y in zip(q, p, strict=True)) and q != p for q in points.values())
+
+    return [t for t in trials if not dominated(points[t.number])]
+
+
+def missing_replicates(study: Any, spec: SweepSpec) -> list[tuple[int, int]]:
+    """Wanted replicates no trial holds or runs yet (a failed one is wanted again)."""
+    from optuna.trial import TrialState
+
+    live = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+    taken = {
+        (t.user_attrs[REPLICATE_ATTR], t.user_attrs.get(SEED_ATTR))
+        for t in study.get_trials(deepcopy=False, states=live)
+        if is_replicate(t)
+    }
+    return [w for w in wanted_replicates(study, spec) if w not in taken]
+
+
+def ask_replicate(study: Any, origin: int, seed: int) -> tuple[Any, int]:
+    """A new trial with the params of search trial `origin`, and the seed to train it with (call under the lock).
+
+    A replicate enqueued by a worker that died before asking for it is taken first (ask() pops the oldest
+    waiting trial): the seed returned is the one the trial holds."""
+    from optuna.trial import TrialState
+
+    if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, origin)
+        params = study._storage.get_trial(trial_id).params
+        study.enqueue_trial(dict(params), user_attrs={REPLICATE_ATTR: origin, SEED_ATTR: seed})
+    trial = study.ask()
+    return trial, trial.user_attrs.get(SEED_ATTR, seed)

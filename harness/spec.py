@@ -158,6 +158,13 @@ class PrunerSpec(_Strict):
     warmup_steps: int = Field(10, ge=0)  # median: never prune before this step
 
 
+class ReplicatesSpec(_Strict):
+    """After the search: re-train the best configurations with new seeds, so the verdict sees seed noise."""
+
+    top_k: int = Field(2, gt=0)  # the best configurations re-trained (the winner and its runner-up)
+    seeds: int = Field(3, ge=2)  # training seeds per configuration, its search trial's included
+
+
 class SearchSpec(_Strict):
     sampler: Literal["tpe", "random", "grid", "gp", "nsga2", "cmaes"] = "tpe"
     trials: int = Field(8, gt=0)  # total finished trials the study should hold
@@ -166,6 +173,7 @@ class SearchSpec(_Strict):
     objectives: list[Objective] = Field(min_length=1)
     constraints: list[str] = Field(default_factory=list)  # e.g. "bench.retention >= 0.95"
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
+    replicates: ReplicatesSpec | None = None  # e.g. {top_k: 2, seeds: 3}; null: one seed per trial
 
 
 class BenchmarkSpec(_Strict):
@@ -227,6 +235,7 @@ class SweepSpec(_Strict):
         """
         data = self.model_dump(mode="json", by_alias=True, exclude_defaults=True)
         data.get("search", {}).pop("trials", None)
+        data.get("search", {}).pop("replicates", None)  # added later, it re-trains finished trials: same study
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
     def with_trials(self, trials: int) -> SweepSpec:
@@ -294,6 +303,7 @@ _SECTIONS: dict[str, type[BaseModel]] = {
     "data": DataSpec,
     "search": SearchSpec,
     "search.pruner": PrunerSpec,
+    "search.replicates": ReplicatesSpec,
     "evals": EvalsSpec,
 }
 
@@ -382,15 +392,29 @@ def _space_problems(space: dict, sources: dict, model: dict, sampler: Any) -> li
                 problems.append((f"search.space.{key}", "searching LoRA settings needs model.lora to be set"))
             elif rest not in ("r", "alpha", "dropout"):
                 problems.append((f"search.space.{key}", _unknown(rest, ("r", "alpha", "dropout"), "LoRA knob")))
+        elif key == "data.source":
+            problems += _source_choice_problems(dim, sources, space)
         elif rest and head not in ("mix", "lora"):
             problems.append(
                 (
                     f"search.space.{key}",
-                    _unknown(key, ["<DPOConfig field>", "mix.<source>", "lora.r"], "knob"),
+                    _unknown(key, ["<DPOConfig field>", "mix.<source>", "data.source", "lora.r"], "knob"),
                 )
             )
         if sampler == "grid" and isinstance(dim, dict) and "choice" not in dim:
             problems.append((f"search.space.{key}", "the grid sampler searches 'choice' dimensions only"))
+    return problems
+
+
+def _source_choice_problems(dim: Any, sources: dict, space: dict) -> list[tuple[str, str]]:
+    """data.source: {choice: [a, b]} trains each trial on one source; it replaces the mix, so no mix knob beside it."""
+    key = "search.space.data.source"
+    choice = dim.get("choice") if isinstance(dim, dict) else None
+    if not isinstance(choice, list):
+        return [(key, f"expected {{choice: [<source>, ...]}} over the data sources ({', '.join(sources)})")]
+    problems = [(key, _unknown(str(c), sources, "source")) for c in choice if c not in sources]
+    if any(k.startswith("mix.") for k in space):
+        problems.append((key, "data.source picks one source per trial; it cannot be searched with mix.<source> knobs"))
     return problems
 
 
@@ -510,11 +534,20 @@ def summary(spec: SweepSpec) -> dict[str, Any]:
     return {
         "study": spec.study,
         "model": spec.model.name + (" + LoRA" if spec.model.lora else ""),
-        "data": {name: round(w, 3) for name, w in spec.data.weights().items()},
+        "data": (
+            {name: "searched (data.source)" for name in spec.data.sources}
+            if "data.source" in spec.search.space
+            else {name: round(w, 3) for name, w in spec.data.weights().items()}
+        ),
         "space": {k: d.describe() for k, d in spec.search.space.items()},
         "trials": spec.search.trials,
         "sampler": spec.search.sampler,
         "objectives": [f"{o.direction} {o.metric}" for o in spec.search.objectives],
         "constraints": list(spec.search.constraints),
         "pruner": spec.search.pruner.type,
+        "replicates": (
+            f"top {spec.search.replicates.top_k} x {spec.search.replicates.seeds} seeds"
+            if spec.search.replicates
+            else "none"
+        ),
     }

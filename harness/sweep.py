@@ -86,9 +86,10 @@ class Claim:
 
     trial: Any
     params: dict[str, Any]
+    seed: int | None = None  # a replicate's training seed; None: the spec's
 
 
-WAIT, EXHAUSTED = "wait", "exhausted"  # _claim's answers besides a Claim, and None (the study is full)
+WAIT, EXHAUSTED = "wait", "exhausted"  # _claim answers WAIT, a Claim, or None (the study is full)
 
 
 class Sweep:
@@ -132,22 +133,29 @@ class Sweep:
         self._describe_parent(tracker, parent)
         with self.lock.held():
             self._reclaim(study, tracker, experiment)
-        target = self._target(study)
-        self.progress.start(spec, target, _finished(study))
+        target = self._target(study)  # search trials; seed replicates follow them
+        planned = (
+            target + spec.search.replicates.top_k * len(search.replicate_seeds(spec))
+            if spec.search.replicates
+            else target
+        )
+        self.progress.start(spec, planned, _finished(study))
         worker = Worker()
         try:
             if not self._baseline(worker, tracker, parent):
                 self.progress.stop()
                 tracker.end(parent, "FAILED", reason="the base model could not be scored")
-                return SweepOutcome(spec.study, target, _finished(study), 0, baseline_failed=True)
+                return SweepOutcome(spec.study, planned, _finished(study), 0, baseline_failed=True)
+            self._audit(tracker, parent)
             self._run_slots(Slots(study, tracker, experiment, parent, target, worker))
         except KeyboardInterrupt:
             tracker.end(parent, "KILLED", reason="interrupted (Ctrl-C); run the same command to resume")
             self.progress.stop()
-            return SweepOutcome(spec.study, target, _finished(study), self._in_a_row, interrupted=True)
+            return SweepOutcome(spec.study, planned, _finished(study), self._in_a_row, interrupted=True)
         self.progress.stop()
         finished = _finished(study)
-        target = finished if self._exhausted else target
+        searched = _finished(study, searched=True) if self._exhausted else target
+        target = searched + len(search.wanted_replicates(study, spec))
         outcome = SweepOutcome(spec.study, target, finished, self._in_a_row, report=self._report())
         if outcome.report:
             tracker.log_artifact(parent, outcome.report, "report")
@@ -193,8 +201,7 @@ class Sweep:
                 self._count(FAILED)
                 self._stopping.wait(WAIT_POLL_S)
                 continue
-            if claim is None or claim == EXHAUSTED:
-                self._exhausted = self._exhausted or claim == EXHAUSTED
+            if claim is None:  # the study is full (a used-up space is noted in self._exhausted)
                 return
             if claim == WAIT:
                 self._stopping.wait(WAIT_POLL_S)
@@ -214,36 +221,62 @@ class Sweep:
         """Under the study's lock: close dead workers' trials, then claim one if the study has room.
 
         The lock makes counting and creating one step, so workers never overshoot `target`, and a
-        trial's owner is recorded before any other worker can look at it.
+        trial's owner is recorded before any other worker can look at it. Seed replicates are claimed once
+        no search trial is left to run or running: only then are the best configurations known.
         """
-        from optuna.trial import TrialState
-
         with self.lock.held():
             self._reclaim(study, tracker, experiment)
-            finished, running = _finished(study), _running(study)
-            if finished >= target:
-                return None
-            if finished + running >= target:  # the rest is in other workers' hands: wait for their outcome
+            finished, running = _finished(study, searched=True), _running(study, searched=True)
+            if finished + running < target and not self._exhausted:
+                claim = self._claim_search(study)
+                if claim != EXHAUSTED:
+                    return claim
+                self._exhausted = True
+            if running:  # the search is not over: the best configurations are not known yet
                 self.progress.waiting(running)
                 return WAIT
-            for _ in range(MAX_DUPLICATE_DRAWS):
-                trial = study.ask()
-                trial.set_user_attr(WORKER_ATTR, _worker_id())
-                search.beat(study, trial)
-                params = search.suggest(trial, self.spec)
-                twin = search.duplicate_of(study, trial)
-                if twin is None:
-                    with self._state_lock:
-                        self._live.add(trial.number)
-                    return Claim(trial, params)
-                trial.set_user_attr(REASON_ATTR, f"same parameters as trial {twin}: not run again")
-                trial.set_user_attr(DUPLICATE_ATTR, twin)
-                study.tell(trial, state=TrialState.FAIL)
+            return self._claim_replicate(study)
+
+    def _claim_search(self, study: Any) -> Claim | str:
+        """A trial the sampler draws; EXHAUSTED when draw after draw repeats a finished trial."""
+        from optuna.trial import TrialState
+
+        for _ in range(MAX_DUPLICATE_DRAWS):
+            trial = study.ask()
+            trial.set_user_attr(WORKER_ATTR, _worker_id())
+            search.beat(study, trial)
+            params = search.suggest(trial, self.spec)
+            twin = search.duplicate_of(study, trial)
+            if twin is None:
+                with self._state_lock:
+                    self._live.add(trial.number)
+                return Claim(trial, params)
+            trial.set_user_attr(REASON_ATTR, f"same parameters as trial {twin}: not run again")
+            trial.set_user_attr(DUPLICATE_ATTR, twin)
+            study.tell(trial, state=TrialState.FAIL)
         self.progress.note(
             f"{MAX_DUPLICATE_DRAWS} draws in a row repeated finished trials: the search space looks exhausted "
-            f"at {finished} trials"
+            f"at {_finished(study, searched=True)} trials"
         )
         return EXHAUSTED
+
+    def _claim_replicate(self, study: Any) -> Claim | str | None:
+        """After the search: the next seed replicate of a best configuration (search.replicates), if any."""
+        missing = search.missing_replicates(study, self.spec)
+        if not missing:
+            running = _running(study)
+            if running:
+                self.progress.waiting(running)
+                return WAIT
+            return None
+        origin, seed = missing[0]
+        trial, seed = search.ask_replicate(study, origin, seed)
+        trial.set_user_attr(WORKER_ATTR, _worker_id())
+        search.beat(study, trial)
+        params = search.suggest(trial, self.spec)
+        with self._state_lock:
+            self._live.add(trial.number)
+        return Claim(trial, params, seed)
 
     # ------------------------------------------------------------ one trial
 
@@ -259,11 +292,16 @@ class Sweep:
             with search.heartbeat(study, trial, on_error=beat_failed):
                 run_id = tracker.child_run(run.experiment, run.parent, self.spec.study, trial.number)
                 trial.set_user_attr(RUN_ATTR, run_id)
-                tracker.log_params(run_id, mlflow_params(resolve_config(self.spec, params)))
+                tracker.log_params(run_id, mlflow_params(resolve_config(self.spec, params, claim.seed)))
+                if claim.seed is not None:
+                    origin = trial.user_attrs.get(search.REPLICATE_ATTR)
+                    self.progress.note(
+                        f"trial {trial.number}: trial {origin}'s configuration again, with seed {claim.seed}"
+                    )
                 self.progress.trial_started(trial.number, params, device)
                 result = run.worker.run(
                     trial_job,
-                    self._request(trial, params, run_id, device),
+                    self._request(trial, params, run_id, device, claim.seed),
                     on_event=self.progress.event,
                     on_start=lambda pid: trial.set_user_attr(PID_ATTR, pid),
                 )
@@ -278,7 +316,9 @@ class Sweep:
         self.progress.trial_ended(trial.number, params, result, search.shown_metrics(self.spec))
         return result
 
-    def _request(self, trial: Any, params: dict[str, Any], run_id: str, device: str | None) -> TrialRequest:
+    def _request(
+        self, trial: Any, params: dict[str, Any], run_id: str, device: str | None, seed: int | None = None
+    ) -> TrialRequest:
         return TrialRequest(
             spec=self.spec.model_dump(mode="json", by_alias=True),
             spec_dir=str(self.spec_path.parent.resolve()),
@@ -293,6 +333,7 @@ class Sweep:
             verbose=self.options.verbose,
             device=device,
             threads=self.options.threads_per_trial(),
+            seed=seed,
         )
 
     def _record(
@@ -412,6 +453,23 @@ class Sweep:
                 tracker.log_dict(parent, suite.model_dump(mode="json"), "base/identity_suite.json")
         return True
 
+    def _audit(self, tracker: Tracker, parent: str) -> None:
+        """Audit the spec's data once per study, on the parent run (the report shows it); never fatal."""
+        from harness.audit import AUDIT_ARTIFACT, audit_target
+
+        if any(a.path == AUDIT_ARTIFACT for a in tracker.client.list_artifacts(parent)):
+            return
+        try:
+            found = audit_target(str(self.spec_path), cache_dir=_cache_dir(self.options.output_dir))
+        except Exception as exc:
+            self.progress.note(f"the data audit could not run: {type(exc).__name__}: {exc}")
+            return
+        tracker.log_dict(parent, found.to_json(), AUDIT_ARTIFACT)
+        tracker.log_metrics(parent, found.metrics())
+        for source in found.sources:
+            for line in source.warnings():
+                self.progress.note(f"data audit, source '{source.name}': {line}")
+
     # ------------------------------------------------------------ resume
 
     def _reclaim(self, study: Any, tracker: Tracker, experiment: str) -> None:
@@ -493,17 +551,20 @@ class Sweep:
             tracker.end(parent, "FAILED", reason=reason)
 
 
-def _finished(study: Any) -> int:
+def _finished(study: Any, searched: bool = False) -> int:
+    """Finished trials; `searched`: those the search drew, seed replicates left out."""
     from optuna.trial import TrialState
 
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+    states = (TrialState.COMPLETE, TrialState.PRUNED)
+    return len(search.search_trials(study, states) if searched else study.get_trials(deepcopy=False, states=states))
 
 
-def _running(study: Any) -> int:
+def _running(study: Any, searched: bool = False) -> int:
     """Trials other workers are running right now (a multi-worker study must not overshoot)."""
     from optuna.trial import TrialState
 
-    return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+    states = (TrialState.RUNNING,)
+    return len(search.search_trials(study, states) if searched else study.get_trials(deepcopy=False, states=states))
 
 
 def _worker_id() -> str:

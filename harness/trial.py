@@ -35,6 +35,7 @@ class TrialRequest:
     verbose: bool = False
     device: str | None = None  # the GPU this trial may see (CUDA_VISIBLE_DEVICES); None: all, or the CPU
     threads: int | None = None  # torch CPU threads, when trials share the CPU
+    seed: int | None = None  # training seed of a seed replicate; None: the spec's (data draws always use it)
 
     @property
     def folder(self) -> Path:
@@ -49,18 +50,21 @@ class TrialResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def resolve_config(spec: SweepSpec, params: dict[str, Any]) -> dict[str, Any]:
-    """The trial's complete settings: the spec with the sampled params written over it."""
+def resolve_config(spec: SweepSpec, params: dict[str, Any], seed: int | None = None) -> dict[str, Any]:
+    """The trial's complete settings: the spec with the sampled params written over it (and a
+    replicate's training seed over the spec's)."""
     train = dict(spec.train) | {k: v for k, v in params.items() if "." not in k}
     mix = dict(spec.data.mix or {name: 1.0 for name in spec.data.sources})
     mix |= {k.removeprefix("mix."): v for k, v in params.items() if k.startswith("mix.")}
+    if "data.source" in params:  # a searched choice of one source: recipes (or datasets) compared head to head
+        mix = {name: float(name == params["data.source"]) for name in spec.data.sources}
     total = sum(mix.values()) or 1.0
     lora = spec.model.lora.model_dump() if spec.model.lora else None
     if lora is not None:
         lora |= {k.removeprefix("lora."): v for k, v in params.items() if k.startswith("lora.")}
     return {
         "study": spec.study,
-        "seed": spec.seed,
+        "seed": spec.seed if seed is None else seed,
         "spec_hash": spec.spec_hash(),
         "params": dict(params),
         "model": {
@@ -118,7 +122,7 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
     from harness.worker import mark_phase
 
     spec = SweepSpec.model_validate(request.spec)
-    config = resolve_config(spec, request.params)
+    config = resolve_config(spec, request.params, request.seed)
     tracker = Tracker(request.tracking_uri)
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
@@ -131,7 +135,7 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
     status("loading data and model", phase="setup")
     import transformers
 
-    transformers.set_seed(spec.seed)
+    transformers.set_seed(config["seed"])  # a replicate's own; the data below is drawn with the spec's
     sources = data.load_sources(spec.data, spec.seed, Path(request.spec_dir))
     trial_data = data.draw(sources, config["data"]["shares"], spec.data.size, spec.seed)
     model_path = models.resolve(
@@ -153,7 +157,7 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
     dpo = training.dpo_config(
         config["train"],
         request.folder / "trainer",
-        spec.seed,
+        config["seed"],
         eval_every=every,
         mixed=precision.mixed,
         has_eval=bool(trial_data.heldout),
@@ -260,7 +264,8 @@ class _Pruning:
 
     @classmethod
     def maybe(cls, spec: SweepSpec, request: TrialRequest) -> _Pruning | None:
-        return cls(spec, request) if spec.search.pruner.type != "none" else None
+        # a seed replicate runs to the end: it measures its configuration's spread, it does not compete
+        return cls(spec, request) if spec.search.pruner.type != "none" and request.seed is None else None
 
     def check(self, step: int, metrics: dict[str, float]) -> bool:
         value = metrics.get(self.metric)

@@ -102,3 +102,12 @@ class Workspace:
         parents = [r for r in runs if r.data.tags.get("harness.role") == "sweep"]
         children = [r for r in runs if r.data.tags.get("harness.role") == "trial"]
         return parents, children
+
+
+def answer_length(prompt: object, answer: str) -> float:
+    """A reward for `harness data build on-policy --reward support:answer_length` in tests."""
+    return float(len(answer))
+
+
+def broken_reward(prompt: object, answer: str) -> float:
+    raise ValueError("no score for this one")

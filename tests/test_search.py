@@ -181,3 +181,45 @@ def test_the_study_lock_on_sqlite(tmp_path: Path) -> None:
 
 def test_the_study_lock_on_postgresql(postgres_url: str) -> None:
     lock_is_exclusive(postgres_url)
+
+
+def test_replicates_retrain_the_best_configurations_with_new_seeds(tmp_path: Path) -> None:
+    spec = base_spec()
+    spec["search"] |= {"trials": 4, "replicates": {"top_k": 2, "seeds": 3}}
+    spec = SweepSpec.model_validate(spec)
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    run_trials(spec, storage, 4)  # objective value = beta
+    study = search.open_study(spec, storage)
+    best = sorted(study.trials, key=lambda t: -t.values[0])[:2]
+    wanted = search.wanted_replicates(study, spec)
+    assert wanted == [(best[0].number, 1), (best[0].number, 2), (best[1].number, 1), (best[1].number, 2)]
+    trial, seed = search.ask_replicate(study, *wanted[0])
+    assert seed == 1
+    assert search.suggest(trial, spec) == best[0].params  # the same configuration, a new seed
+    study.tell(trial, 0.0)  # a replicate scoring low does not change which configurations are wanted
+    assert search.missing_replicates(study, spec) == wanted[1:]
+    assert search.wanted_replicates(study, spec) == wanted
+    # adding replicates to a finished study resumes it: the key is not part of the spec's identity
+    assert (
+        spec.spec_hash()
+        == spec.model_copy(update={"search": spec.search.model_copy(update={"replicates": None})}).spec_hash()
+    )
+
+
+def test_replicates_of_a_multi_objective_study_come_from_its_pareto_front(tmp_path: Path) -> None:
+    spec = base_spec()
+    spec["search"] |= {
+        "sampler": "nsga2",
+        "objectives": [
+            {"metric": "identity.hit_rate", "direction": "maximize"},
+            {"metric": "overfit.kl_ref", "direction": "minimize"},
+        ],
+        "replicates": {"top_k": 2, "seeds": 2},
+    }
+    spec = SweepSpec.model_validate(spec)
+    study = search.open_study(spec, f"sqlite:///{tmp_path / 'o.db'}")
+    for values in ([0.5, 0.6], [0.9, 0.5], [0.8, 0.1]):  # trial 0 is dominated by trial 2
+        trial = study.ask()
+        search.suggest(trial, spec)
+        study.tell(trial, values)
+    assert search.wanted_replicates(study, spec) == [(1, 1), (2, 1)]

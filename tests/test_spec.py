@@ -160,3 +160,26 @@ def test_spec_hash_ignores_defaults_and_the_trial_count(write_spec) -> None:
     assert load_spec(write_spec(explicit, "b.yaml")).spec_hash() == plain.spec_hash()
     changed = base_spec(train=base_spec()["train"] | {"beta": 0.2})
     assert load_spec(write_spec(changed, "c.yaml")).spec_hash() != plain.spec_hash()
+
+
+def test_a_searched_source_trains_each_trial_on_one_source(write_spec) -> None:
+    from harness.trial import resolve_config
+
+    spec = base_spec()
+    spec["search"]["space"] = {"data.source": {"choice": ["identity", "general"]}}
+    loaded = load_spec(write_spec(spec))
+    config = resolve_config(loaded, {"data.source": "general"})
+    assert config["data"]["shares"] == {"identity": 0.0, "general": 1.0}
+    assert "data.source" not in config["train"]
+    spec["search"]["space"] = {"data.source": {"choice": ["identity", "nope"]}, "mix.identity": {"float": [0, 1]}}
+    with pytest.raises(SpecError) as exc:
+        load_spec(write_spec(spec))
+    assert "unknown source 'nope'" in str(exc.value) and "cannot be searched with mix.<source>" in str(exc.value)
+
+
+def test_replicates_are_checked(write_spec) -> None:
+    spec = base_spec()
+    spec["search"]["replicates"] = {"top_k": 0, "seed": 3}
+    with pytest.raises(SpecError) as exc:
+        load_spec(write_spec(spec))
+    assert "search.replicates.top_k" in str(exc.value) and "Did you mean 'seeds'?" in str(exc.value)

@@ -236,3 +236,41 @@ def test_parallel_slots_run_trials_side_by_side(ws: Workspace, write_spec) -> No
     parents, children = ws.runs()
     assert len(parents) == 1 and sorted(r.data.tags["harness.trial"] for r in children) == ["0", "1", "2"]
     assert all(r.info.status == "FINISHED" for r in parents + children)
+
+
+class _Quiet:
+    """SweepProgress's (and the tracker's) surface, silent and empty: the claiming test below runs no trial."""
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: [] if name == "runs" else None
+
+
+@pytest.mark.parametrize("space", [{"beta": {"choice": [0.1, 0.2]}}, {"beta": {"choice": [0.1]}}])
+def test_claims_run_the_search_then_its_seed_replicates(ws: Workspace, write_spec, space: dict) -> None:
+    """Claimed and told by hand (no training): search trials first, then, once none runs, the replicates of
+    the best; a used-up space (one grid point for two trials) goes straight to its replicates."""
+    from harness import search
+    from harness.sweep import WAIT, Sweep, SweepOptions
+
+    spec = base_spec()
+    spec["search"] |= {"sampler": "grid", "trials": 2, "space": space, "replicates": {"top_k": 1, "seeds": 3}}
+    options = SweepOptions(storage=ws.storage, tracking_uri=ws.tracking, output_dir=ws.root / "outputs")
+    sweep = Sweep(write_spec(spec), options, _Quiet())
+    study = search.open_study(sweep.spec, ws.storage)
+
+    def claim():
+        return sweep._claim(study, _Quiet(), "no experiment", 2)
+
+    first = claim()
+    second = claim() if len(space["beta"]["choice"]) > 1 else None  # one grid point: the space is used up
+    if second is not None:
+        assert claim() == WAIT  # both search trials run: the best configuration is not known yet
+        study.tell(second.trial, 0.1)
+    study.tell(first.trial, 0.9)
+    replicates = [claim(), claim()]
+    assert [(c.trial.user_attrs["replicate_of"], c.seed) for c in replicates] == [(0, 1), (0, 2)]
+    assert all(c.params == first.params for c in replicates)
+    assert claim() == WAIT  # the replicates run
+    for c in replicates:
+        study.tell(c.trial, 0.8)
+    assert claim() is None  # done: resuming now runs nothing

@@ -49,6 +49,8 @@ class TrialRecord:
     generations: list[dict] | None = None  # identity answers (attach_artifacts)
     score_notes: list[str] | None = None  # what its scorecard could not measure, and why (attach_artifacts)
     constraints: dict[str, float] = field(default_factory=dict)  # spec constraint -> violation (<= 0: met)
+    replicate_of: int | None = None  # a seed replicate: the search trial whose configuration it re-trains
+    seed: int | None = None  # a replicate's training seed
 
     @property
     def feasible(self) -> bool:
@@ -96,6 +98,7 @@ class StudyRecord:
     importance_note: str = ""  # why importances are missing
     notes: list[str] = field(default_factory=list)  # what could not be read, said on the page
     tracking_uri: str = ""
+    audit: list[dict[str, Any]] = field(default_factory=list)  # per source: harness.audit's JSON
 
     @property
     def multi(self) -> bool:
@@ -189,6 +192,8 @@ def _trial(frozen: Any) -> TrialRecord:
         finished=frozen.datetime_complete,
         intermediate=dict(frozen.intermediate_values),
         constraints=dict(frozen.constraints),
+        replicate_of=attrs.get("replicate_of"),
+        seed=attrs.get("seed"),
     )
 
 
@@ -271,7 +276,7 @@ class Runs:
         params = self.parent.data.params
         record.versions = {k.removeprefix("version."): v for k, v in params.items() if k.startswith("version.")}
         record.base_scores = dict(self.parent.data.metrics)
-        for key in [k for k in record.base_scores if k.startswith(("trials.", "best."))]:
+        for key in [k for k in record.base_scores if k.startswith(("trials.", "best.", "audit."))]:
             del record.base_scores[key]
         record.spec = _artifact(self.client, run_id, "spec.json") or {}
         record.spec_file, record.spec_text = self._spec_file(run_id)
@@ -279,6 +284,7 @@ class Runs:
         record.base_items = _artifact(self.client, run_id, "base/scorecard_items.json", True) or {}
         record.base_generations = _artifact(self.client, run_id, "base/identity_generations.json", True) or []
         record.base_notes = _artifact(self.client, run_id, "base/scorecard_notes.json", True) or []
+        record.audit = (_artifact(self.client, run_id, "data_audit.json", True) or {}).get("sources", [])
         suite = _artifact(self.client, run_id, "base/identity_suite.json", True)
         record.identity_names = (suite["new_names"], suite["old_names"]) if suite else _identity_names(record.spec)
 

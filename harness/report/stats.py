@@ -7,7 +7,7 @@ rebuilt from the same study says the same thing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -24,6 +24,8 @@ class Difference:
     low: float
     high: float
     items: int
+    seeds: tuple[int, int] = (1, 1)  # training seeds behind each side: (1, 1) is evaluation noise only
+    spread: list[float] = field(default_factory=list)  # the first side's mean score per seed
 
     @property
     def significant(self) -> bool:
@@ -42,3 +44,30 @@ def paired_difference(a: list[float], b: list[float]) -> Difference | None:
     tail = (1 - CONFIDENCE) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
     return Difference(float(diff.mean()), float(low), float(high), len(diff))
+
+
+def seeded_difference(a: list[list[float]], b: list[list[float]]) -> Difference | None:
+    """Mean over a's training seeds minus mean over b's, each seed a list of per-item scores (items
+    paired across all of them; a single item when only the metric's value is known).
+
+    The interval is a two-level bootstrap: each resample draws seeds with replacement on each side,
+    and items with replacement (the same items for every seed), so it holds both the training-seed
+    noise and the evaluation's."""
+    if not a or not b or len({len(x) for x in a + b}) != 1 or not a[0]:
+        return None
+    sa, sb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    rng = np.random.default_rng(SEED)
+    items = rng.integers(0, sa.shape[1], size=(RESAMPLES, sa.shape[1]))
+    rows = np.arange(RESAMPLES)[:, None]
+
+    def resampled(runs: np.ndarray) -> np.ndarray:
+        per_seed = runs[:, items].mean(axis=-1).T  # (resamples, seeds): each seed on the drawn items
+        seeds = rng.integers(0, runs.shape[0], size=(RESAMPLES, runs.shape[0]))
+        return per_seed[rows, seeds].mean(axis=1)
+
+    means = resampled(sa) - resampled(sb)
+    tail = (1 - CONFIDENCE) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    spread = [float(x) for x in sa.mean(axis=1)]
+    delta = float(sa.mean() - sb.mean())
+    return Difference(delta, float(low), float(high), sa.shape[1], (len(a), len(b)), spread)

@@ -33,6 +33,7 @@ class Facts:
     finished: Any
     versions: dict[str, str]
     identity_names: tuple[list[str], list[str]] | None
+    replicates: str = ""  # "the best 2 configurations x 3 training seeds", or "" without search.replicates
 
 
 def facts(record: StudyRecord) -> Facts:
@@ -55,7 +56,14 @@ def facts(record: StudyRecord) -> Facts:
         finished=max(ends) if ends else None,
         versions=record.versions,
         identity_names=record.identity_names,
+        replicates=_replicates(search.get("replicates")),
     )
+
+
+def _replicates(reps: dict | None) -> str:
+    if not reps:
+        return ""
+    return f"the best {reps.get('top_k')} configurations × {reps.get('seeds')} training seeds each"
 
 
 def _lora(lora: dict, space: dict) -> str:
@@ -71,7 +79,7 @@ def _sources(data: dict, space: dict) -> list[tuple[str, str, float | None]]:
     out = []
     for name, src in sources.items():
         where = (src.get("path") or f"hf:{src.get('hf')}") if isinstance(src, dict) else str(src)
-        searched = f"mix.{name}" in space
+        searched = f"mix.{name}" in space or "data.source" in space
         out.append((name, str(where), None if searched else raw.get(name, 0.0) / total))
     return out
 
@@ -192,6 +200,8 @@ def _goodness(columns: list[Column], ranked: list[TrialRecord]) -> dict[tuple[in
 
 
 def _role(trial: TrialRecord, pick: Pick) -> str:
+    if trial.replicate_of is not None:
+        return f"seed {trial.seed} of trial {trial.replicate_of}"
     if pick.recommended is trial:
         return "recommended"
     if pick.runner_up is trial:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from harness.metrics import LOWER_IS_BETTER
 from harness.report.data import FAIL, RUNNING, StudyRecord, TrialRecord
-from harness.report.stats import CONFIDENCE, Difference, paired_difference
+from harness.report.stats import CONFIDENCE, Difference, paired_difference, seeded_difference
 
 # ---------------------------------------------------------------- thresholds of the warnings
 
@@ -31,6 +31,9 @@ RETENTION_MIN = 0.95
 ACC_GAP_OVERFIT = 0.2
 # identity.leak_rate: share of held-out prompts still answered with an old name.
 LEAK_RATE_HIGH = 0.1
+
+# Said of every item-only interval: it holds the eval's noise, not the training seed's.
+ITEM_ONLY = "evaluation noise only: one training seed per trial, see search.replicates"
 
 # Metrics with no better direction: a length ratio is best near 1, raw lengths and rejected-answer
 # log-prob changes are context, not goals.
@@ -75,6 +78,8 @@ class Row:
     runner_up: float | None
     vs_base: Difference | None = None
     vs_runner_up: Difference | None = None
+    seeds_vs_base: Difference | None = None  # over training seeds and items (search.replicates)
+    seeds_vs_runner_up: Difference | None = None
 
 
 @dataclass
@@ -82,6 +87,7 @@ class Pick:
     ranking: list[TrialRecord]  # complete trials, best first
     pareto: list[TrialRecord]  # the Pareto front (multi-objective), else empty
     how: str  # how the recommendation was chosen, in words
+    replicates: dict[int, list[TrialRecord]] = field(default_factory=dict)  # search trial -> its seed replicates
 
     @property
     def recommended(self) -> TrialRecord | None:
@@ -96,7 +102,13 @@ class Pick:
         return self.ranking[-1] if len(self.ranking) > 1 else None
 
     def shown(self) -> list[TrialRecord]:
-        return [t for t in (self.recommended, self.runner_up, self.worst) if t is not None]
+        """The trials shown in detail, with the seed replicates of the recommendation and its runner-up."""
+        top = [t for t in (self.recommended, self.runner_up, self.worst) if t is not None]
+        return top + [r for t in top[:2] for r in self.replicates.get(t.number, [])]
+
+    def seed_runs(self, trial: TrialRecord | None) -> list[TrialRecord]:
+        """A configuration's complete runs: its search trial, then its replicates by seed."""
+        return [] if trial is None else [trial, *self.replicates.get(trial.number, [])]
 
 
 @dataclass
@@ -195,12 +207,16 @@ def higher_is_better(metric: str, record: StudyRecord | None = None) -> bool | N
 
 
 def pick(record: StudyRecord) -> Pick:
-    complete = record.complete
+    """Seed replicates are not candidates of their own: they say how far their search trial's score holds."""
+    complete = [t for t in record.complete if t.replicate_of is None]
+    replicates: dict[int, list[TrialRecord]] = {}
+    for t in sorted((t for t in record.complete if t.replicate_of is not None), key=lambda t: (t.seed or 0, t.number)):
+        replicates.setdefault(t.replicate_of, []).append(t)
     if not complete:
         return Pick([], [], "no trial completed")
-    if record.multi:
-        return _pick_pareto(record, complete)
-    return _pick_single(record, complete)
+    chosen = _pick_pareto(record, complete) if record.multi else _pick_single(record, complete, replicates)
+    chosen.replicates = replicates
+    return chosen
 
 
 def _constrained(complete: list[TrialRecord]) -> tuple[list[TrialRecord], str]:
@@ -214,20 +230,36 @@ def _constrained(complete: list[TrialRecord]) -> tuple[list[TrialRecord], str]:
     return feasible, f" that meet the constraints ({', '.join(names)}: {len(feasible)} of {len(complete)})"
 
 
-def _pick_single(record: StudyRecord, complete: list[TrialRecord]) -> Pick:
+def _pick_single(record: StudyRecord, complete: list[TrialRecord], replicates: dict[int, list[TrialRecord]]) -> Pick:
     sign = -1.0 if record.directions[0] == "maximize" else 1.0
     candidates, constraint_note = _constrained(complete)
     rest = [t for t in complete if t not in candidates]
 
+    def mean_over_seeds(t: TrialRecord) -> float:
+        runs = [t, *replicates.get(t.number, [])]
+        return sum(r.values[0] for r in runs) / len(runs)
+
     def order(trials: list[TrialRecord]) -> list[TrialRecord]:
-        return sorted(trials, key=lambda t: (sign * t.values[0], len(flags(t.scores)), t.number))
+        # replicated configurations first, by their mean over seeds: the best single run is an optimistic
+        # estimate (the winner's curse); their means are not
+        return sorted(
+            trials,
+            key=lambda t: (t.number not in replicates, sign * mean_over_seeds(t), len(flags(t.scores)), t.number),
+        )
 
     ranking = order(candidates) + order(rest)
     metric, best = record.objectives[0], ranking[0].values[0]
     how = f"best {metric} ({record.directions[0]}) among {len(candidates)} complete trial{_s(candidates)}"
     how += constraint_note
+    replicated = [t for t in candidates if t.number in replicates]
+    if replicated:
+        seeds = 1 + max(len(replicates[t.number]) for t in replicated)
+        how += (
+            f"; the {len(replicated)} best were re-trained with new seeds (up to {seeds} seeds each) and are ranked "
+            f"by their mean {metric} over seeds"
+        )
     tied = [t for t in candidates if t.values[0] == best]
-    if len(tied) > 1:
+    if len(tied) > 1 and not replicated:
         how += (
             f"; {len(tied)} trials tie at {_num(best)}, so the one with the fewest probe warnings was picked "
             "(then the earliest)"
@@ -286,7 +318,7 @@ def assess(record: StudyRecord, chosen: Pick) -> Verdict:
     study_flags = _study_flags(record, chosen)
     if best is None:
         return Verdict(chosen, "bad", _no_pick_headline(record), study_flags=study_flags)
-    rows = [_row(record, m, best, chosen.runner_up) for m in _shown_metrics(record, best)]
+    rows = [_row(record, m, best, chosen.runner_up, chosen) for m in _shown_metrics(record, best)]
     trust = _trust(record, chosen, rows)
     best_flags = flags(best.scores)
     beats_base = _beats_base(record, rows)
@@ -315,15 +347,23 @@ def score_notes(record: StudyRecord, trial: TrialRecord) -> list[str]:
 def _badges(row: Row | None, has_runner: bool, best_flags: list[Flag]) -> list[tuple[str, str]]:
     """The verdict at a glance: against the base, against the runner-up, and the probes."""
     out = []
-    if row is not None and row.vs_base is not None:
-        better = (row.vs_base.delta > 0) == row.higher_is_better
-        if not row.vs_base.significant:
+    vs_base = None if row is None else row.seeds_vs_base or row.vs_base
+    if row is not None and vs_base is not None:
+        better = (vs_base.delta > 0) == row.higher_is_better
+        if not vs_base.significant:
             out.append((f"{row.metric}: no better than the base model (within noise)", "bad"))
         else:
             out.append(
                 (f"{row.metric}: {'better' if better else 'worse'} than the base model", "good" if better else "bad")
             )
-    if row is not None and has_runner:
+    if row is not None and has_runner and row.seeds_vs_runner_up is not None:
+        d = row.seeds_vs_runner_up
+        out.append(
+            (f"{row.metric}: ahead of the runner-up beyond seed noise", "good")
+            if d.significant
+            else (f"{row.metric}: winner within seed noise of the runner-up", "warn")
+        )
+    elif row is not None and has_runner:
         d = row.vs_runner_up
         if d is None:
             out.append((f"{row.metric}: gap to the runner-up has no interval", "plain"))
@@ -348,7 +388,9 @@ def _shown_metrics(record: StudyRecord, best: TrialRecord) -> list[str]:
     return [m for m in dict.fromkeys(names) if m in best.scores]
 
 
-def _row(record: StudyRecord, metric: str, best: TrialRecord, runner: TrialRecord | None) -> Row:
+def _row(
+    record: StudyRecord, metric: str, best: TrialRecord, runner: TrialRecord | None, chosen: Pick | None = None
+) -> Row:
     row = Row(
         metric,
         higher_is_better(metric, record),
@@ -361,7 +403,36 @@ def _row(record: StudyRecord, metric: str, best: TrialRecord, runner: TrialRecor
         row.vs_base = paired_difference(best.items[key], record.base_items.get(key, []))
         if runner is not None:
             row.vs_runner_up = paired_difference(best.items[key], (runner.items or {}).get(key, []))
+    if chosen is not None and chosen.replicates.get(best.number):
+        _seed_rows(row, record, key, chosen.seed_runs(best), chosen.seed_runs(runner))
     return row
+
+
+def _seed_rows(
+    row: Row, record: StudyRecord, key: str | None, best: list[TrialRecord], runner: list[TrialRecord]
+) -> None:
+    """The seed-aware intervals: per-item scores of every seed where all have them, else the metric's values."""
+
+    def scores(runs: list[TrialRecord]) -> list[list[float]] | None:
+        per_item = [(r.items or {}).get(key or "", []) for r in runs]
+        if key and all(per_item) and len({len(x) for x in per_item}) == 1:
+            return per_item
+        values = [r.scores.get(row.metric) for r in runs]
+        return None if any(v is None for v in values) else [[float(v)] for v in values]  # type: ignore[arg-type]
+
+    mine = scores(best)
+    if mine is None:
+        return
+    base_items = record.base_items.get(key or "", [])
+    if len(mine[0]) > 1 and len(base_items) == len(mine[0]):
+        row.seeds_vs_base = seeded_difference(mine, [base_items])
+    elif row.base is not None:
+        row.seeds_vs_base = seeded_difference([[sum(m) / len(m)] for m in mine], [[row.base]])
+    theirs = scores(runner) if len(runner) > 1 else None
+    if theirs is not None:
+        if len(theirs[0]) != len(mine[0]):  # one side without items: compare the metric's values
+            mine, theirs = [[sum(m) / len(m)] for m in mine], [[sum(t) / len(t)] for t in theirs]
+        row.seeds_vs_runner_up = seeded_difference(mine, theirs)
 
 
 def item_key(metric: str, scores: dict[str, float], items: dict[str, list[float]]) -> str | None:
@@ -380,10 +451,10 @@ def item_key(metric: str, scores: dict[str, float], items: dict[str, list[float]
 def _beats_base(record: StudyRecord, rows: list[Row]) -> bool | None:
     """Whether the pick beats the base on the first objective beyond noise (None: cannot tell)."""
     row = next((r for r in rows if r.metric == record.objectives[0]), None)
-    if row is None or row.vs_base is None:
+    d = None if row is None else row.seeds_vs_base or row.vs_base
+    if row is None or d is None:
         return None
-    gain = row.vs_base.low > 0 if row.higher_is_better else row.vs_base.high < 0
-    return gain
+    return d.low > 0 if row.higher_is_better else d.high < 0
 
 
 def _trust(record: StudyRecord, chosen: Pick, rows: list[Row]) -> list[str]:
@@ -391,10 +462,75 @@ def _trust(record: StudyRecord, chosen: Pick, rows: list[Row]) -> list[str]:
     level = f"{CONFIDENCE:.0%}"
     out = []
     for row in (r for r in rows if r.metric in record.objectives):
+        if row.seeds_vs_base is not None:
+            out += _seed_sentences(row, best, runner, level)
+            continue
         out.append(_against_base(row, level))
         if runner is not None:
             out.append(_against_runner(row, best.number, runner.number, level))
     return [s for s in out if s]
+
+
+def _over(d: Difference) -> str:
+    items = f" and {d.items} eval items" if d.items > 1 else " (no per-item scores)"
+    return f"{d.seeds[0]} training seeds{items}"
+
+
+def _seed_sentences(row: Row, best_trial: TrialRecord, runner_trial: TrialRecord | None, level: str) -> list[str]:
+    """What the seed replicates say: the spread, against the base, and whether the winner is within seed noise.
+
+    Configurations are named by the params that tell them apart ("data.source = onpolicy"), so a comparison
+    of recipes or settings reads as one."""
+    d = row.seeds_vs_base
+    assert d is not None
+    best = f"{best_trial.number}{_differing(best_trial, runner_trial)}"
+    runner = None if runner_trial is None else f"{runner_trial.number}{_differing(runner_trial, best_trial)}"
+    spread = ", ".join(_num(v) for v in d.spread)
+    out = [
+        f"The configuration of trial {best}, trained with {d.seeds[0]} seeds, scores {row.metric} {spread} (one per "
+        "seed)."
+    ]
+    noise = "beyond seed and evaluation noise" if d.significant else "within seed and evaluation noise"
+    out.append(
+        f"Against the base model, its mean {row.metric} changes by {_signed(d.delta)} ({level} interval "
+        f"{_interval(d)} over {_over(d)}): {noise}."
+    )
+    r = row.seeds_vs_runner_up
+    if runner is None:
+        return out
+    if r is None:
+        out.append(
+            f"Runner-up trial {runner} was not re-trained with other seeds, so whether trial {best_trial.number} beats "
+            "it beyond seed noise cannot be told (raise search.replicates.top_k)."
+        )
+    elif r.low == r.high == 0:
+        out.append(
+            f"The configurations of trial {best} and of runner-up trial {runner} score the same {row.metric} on every "
+            f"seed and item ({_over(r)} each): no winner beyond seed noise; treat them as equally good."
+        )
+    elif r.significant:
+        out.append(
+            f"The configuration of trial {best} beats that of runner-up trial {runner} by {_signed(r.delta)} on mean "
+            f"{row.metric} ({level} interval {_interval(r)} over {_over(r)} each): beyond seed noise."
+        )
+    else:
+        out.append(
+            f"The winner is within seed noise: the configurations of trial {best} and of runner-up trial {runner} "
+            f"differ by {_signed(r.delta)} on mean {row.metric} ({level} interval {_interval(r)} over {_over(r)} "
+            "each), so another seed could reverse them; treat them as equally good."
+        )
+    return out
+
+
+def _differing(trial: TrialRecord, other: TrialRecord | None) -> str:
+    """' (p = v, ...)': the params where `trial` differs from `other` ('' when none or no other)."""
+    if other is None:
+        return ""
+    keys = [k for k in trial.params if trial.params.get(k) != other.params.get(k)]
+    shown = ", ".join(
+        f"{k} = {_num(v) if isinstance(v, float) else v}" for k, v in ((k, trial.params[k]) for k in keys)
+    )
+    return f" ({shown})" if shown else ""
 
 
 def _against_base(row: Row, level: str) -> str:
@@ -405,7 +541,7 @@ def _against_base(row: Row, level: str) -> str:
         change = f"{_num(row.base)} → {_num(row.recommended)}"
         return f"Against the base model, {row.metric} goes {change} (no per-item scores, so no interval)."
     noise = "beyond evaluation noise" if d.significant else "within evaluation noise"
-    interval = f"{level} interval {_interval(d)} over {d.items} items"
+    interval = f"{level} interval {_interval(d)} over {d.items} items; {ITEM_ONLY}"
     return f"Against the base model, {row.metric} changes by {_signed(d.delta)} ({interval}): {noise}."
 
 
@@ -418,7 +554,7 @@ def _against_runner(row: Row, best: int, runner: int, level: str) -> str:
             f"Whether the gap to runner-up trial {runner} on {row.metric}{size} exceeds the evaluation noise "
             "cannot be told: this metric has no per-item scores."
         )
-    interval = f"{level} interval {_interval(d)}"
+    interval = f"{level} interval {_interval(d)}; {ITEM_ONLY}"
     if d.significant:
         return (
             f"Trial {best} differs from runner-up trial {runner} on {row.metric} by {_signed(d.delta)} "
@@ -479,11 +615,23 @@ def _study_flags(record: StudyRecord, chosen: Pick) -> list[Flag]:
                 severe=True,
             )
         )
+    out += _data_flags(record)
     running = record.by_state(RUNNING)
     if running:
         out.append(
             Flag("running", f"{len(running)} trial{_s(running)} still running", "this report is provisional.", False)
         )
+    return out
+
+
+def _data_flags(record: StudyRecord) -> list[Flag]:
+    """What the data audit (harness.audit, at sweep start) found that a model would learn besides the content."""
+    out = []
+    for source in record.audit:
+        found = [w for w in source.get("warnings", []) if "a shortcut to learn" in w or "length preference" in w]
+        if found:
+            title = f"Data source '{source.get('name')}' teaches more than the content"
+            out.append(Flag("data", title, " ".join(f"{w}." for w in found), severe=False))
     return out
 
 

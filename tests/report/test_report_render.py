@@ -180,3 +180,17 @@ def test_samples_put_base_recommended_and_worst_side_by_side(make_trial, make_st
     assert samples.columns == ["base model", "recommended (trial 0)", "worst (trial 1)"]
     assert [s.prompt for s in samples.rows] == ["a", "b"]
     assert [a.hit for a in samples.rows[0].answers] == [False, True, False]
+
+
+def test_the_data_audit_is_shown_and_its_shortcut_flagged(make_trial, make_study) -> None:
+    from harness.audit import audit_source
+    from harness.toy import toy_pairs
+
+    sources = [audit_source(n, f"toy:{n}", toy_pairs(n)[:100]).to_json() for n in ("identity", "shortcut")]
+    record = make_study([make_trial(0, 0.8), make_trial(1, 0.5)], audit=sources)
+    html = page(record)
+    assert "Data audit" in html and "certainly !" in html and ">shortcut</span>" in html
+    result = verdict.assess(record, verdict.pick(record))
+    assert [f.title for f in result.study_flags if f.key == "data"] == [
+        "Data source 'shortcut' teaches more than the content"
+    ]

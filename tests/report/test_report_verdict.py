@@ -182,3 +182,67 @@ def test_no_feasible_trial_is_said_plainly(make_trial, make_study) -> None:
     chosen = verdict.pick(study)
     assert chosen.ranking[0].number == 0
     assert "infeasible" in [f.key for f in verdict.assess(study, chosen).study_flags]
+
+
+# ---------------------------------------------------------------- seed replicates
+
+
+def replicated_study(make_trial, make_study, seeds: dict[int, list[float]]):
+    """Search trials 0, 1, ... with the first value of each list; the rest are their seed replicates."""
+    trials, number = [], len(seeds)
+    for origin, values in seeds.items():
+        trials.append(make_trial(origin, values[0]))
+        for seed, value in enumerate(values[1:], start=1):
+            trials.append(make_trial(number, value, replicate_of=origin, seed=seed))
+            number += 1
+    return make_study(trials)
+
+
+def test_item_only_intervals_say_so(make_trial, make_study) -> None:
+    study = make_study([make_trial(0, 0.9), make_trial(1, 0.5)])
+    result = verdict.assess(study, verdict.pick(study))
+    assert result.trust and all("evaluation noise only" in line for line in result.trust)
+
+
+def test_a_lucky_winner_within_seed_noise_is_called_so(make_trial, make_study) -> None:
+    # trial 0 had the best single run, but over three seeds trial 1's configuration is better on average
+    study = replicated_study(make_trial, make_study, {0: [0.9, 0.6, 0.8], 1: [0.85, 0.85, 0.8]})
+    chosen = verdict.pick(study)
+    assert [t.number for t in chosen.ranking] == [1, 0]  # replicates are no candidates of their own
+    assert [t.number for t in chosen.seed_runs(chosen.recommended)] == [1, 4, 5]
+    assert {t.number for t in chosen.shown()} == {0, 1, 2, 3, 4, 5}
+    assert "mean identity.hit_rate over seeds" in chosen.how
+    result = verdict.assess(study, chosen)
+    row = result.rows[0]
+    assert row.seeds_vs_runner_up.seeds == (3, 3) and not row.seeds_vs_runner_up.significant
+    assert any(line.startswith("The winner is within seed noise") for line in result.trust)
+    assert ("identity.hit_rate: winner within seed noise of the runner-up", "warn") in result.badges
+    assert not any("evaluation noise only" in line for line in result.trust)
+
+
+def test_a_winner_beyond_seed_noise(make_trial, make_study) -> None:
+    study = replicated_study(make_trial, make_study, {0: [0.9, 0.95, 0.9], 1: [0.5, 0.45, 0.5]})
+    result = verdict.assess(study, verdict.pick(study))
+    row = result.rows[0]
+    assert row.seeds_vs_base.seeds == (3, 1) and row.seeds_vs_base.significant
+    assert row.seeds_vs_runner_up.low > 0
+    assert row.seeds_vs_base.spread == pytest.approx([0.9, 0.95, 0.9])
+    assert any("beyond seed noise" in line and "runner-up trial 1 (beta = 0.2)" in line for line in result.trust)
+    assert result.headline == "Use trial 0"
+
+
+def test_a_runner_up_without_replicates_is_named(make_trial, make_study) -> None:
+    study = replicated_study(make_trial, make_study, {0: [0.9, 0.85, 0.9], 1: [0.5]})
+    result = verdict.assess(study, verdict.pick(study))
+    assert any("was not re-trained" in line and "top_k" in line for line in result.trust)
+
+
+def test_the_page_shows_seed_intervals_and_labels_replicates(make_trial, make_study) -> None:
+    from harness.report import render
+
+    study = replicated_study(make_trial, make_study, {0: [0.9, 0.6, 0.8], 1: [0.85, 0.85, 0.8]})
+    study.spec["search"]["replicates"] = {"top_k": 2, "seeds": 3}
+    html = render.page([study], [verdict.assess(study, verdict.pick(study))])
+    assert "The winner is within seed noise" in html and "seed 2 of trial 1" in html
+    assert "the best 2 configurations × 3 training seeds each" in html
+    assert "(mean over 3 seeds 0.833)" in html  # the recommendation: trial 1 at 0.85, 0.85, 0.8

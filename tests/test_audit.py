@@ -1,0 +1,117 @@
+"""The data audit on the toy world and on small files: shortcuts, edits, length bias, counts, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from harness import audit
+from harness.cli import app
+from harness.toy import toy_pairs
+
+
+def _conv(prompt: str, chosen: str, rejected: str) -> dict:
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+
+
+@pytest.fixture
+def run():
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, list(args))
+
+
+def test_finds_the_planted_shortcut_of_toy_shortcut(toy_model_path: Path) -> None:
+    (source,) = audit.audit_target("toy:shortcut").sources
+    assert [(p.text, p.side, p.kind) for p in source.shortcuts] == [("certainly !", "chosen", "shortcut")]
+    assert source.shortcuts[0].chosen_pairs == source.pairs and source.shortcuts[0].rejected_pairs == 0
+    assert source.length_bias == "longer"  # the phrase makes every chosen answer longer, too
+    assert source.truncated == 0 and source.max_length == 512  # the toy tokenizer and TRL's tokenization
+
+
+def test_flags_nothing_in_toy_identity(toy_model_path: Path) -> None:
+    (source,) = audit.audit_target("toy:identity").sources
+    assert source.warnings() == []
+    # the name swap is what the pairs teach: reported as an edit, not as a shortcut
+    assert {(p.text, p.kind, p.partner) for p in source.phrases} == {
+        ("athene", "edit", "llama"),
+        ("llama", "edit", "athene"),
+    }
+
+
+def test_a_planted_phrase_beside_the_edit_is_caught_as_one_phrase() -> None:
+    pairs = toy_pairs("identity")[:120]
+    for i, pair in enumerate(pairs):
+        if i % 3:  # two chosen answers in three carry it
+            pair["chosen"] = [{"role": "assistant", "content": pair["chosen"][0]["content"] + " I hope this helps!"}]
+    found = audit.audit_source("planted", "mem", pairs, intended=("Athene",))
+    assert [p.text for p in found.shortcuts] == ["i hope this helps !"]
+    assert {p.kind for p in found.phrases if p.text in ("athene", "llama")} == {"intended", "edit"}
+
+
+def test_a_phrase_on_every_chosen_answer_is_no_edit_even_beside_one() -> None:
+    # "Certainly !" is in exactly the pairs where Athene replaces Llama, but it replaces nothing
+    pairs = toy_pairs("identity")[:100]
+    for pair in pairs:
+        pair["chosen"] = [{"role": "assistant", "content": "Certainly! " + pair["chosen"][0]["content"]}]
+    found = audit.audit_source("planted", "mem", pairs)
+    assert [p.text for p in found.shortcuts] == ["certainly !"]
+    assert {(p.text, p.partner) for p in found.phrases if p.kind == "edit"} == {
+        ("athene", "llama"),
+        ("llama", "athene"),
+    }
+
+
+def test_words_at_chance_are_not_flagged_even_when_one_side_is_longer() -> None:
+    import random
+
+    rng = random.Random(0)
+    vocab = [f"w{i}" for i in range(60)]
+    pairs = [_conv("q", " ".join(rng.choices(vocab, k=16)), " ".join(rng.choices(vocab, k=8))) for _ in range(400)]
+    found = audit.audit_source("noise", "mem", pairs)
+    assert found.phrases == []
+    assert found.length_bias == "longer" and found.length_ratio == pytest.approx(2.0)
+
+
+def test_counts_identical_duplicate_and_truncated_pairs(tmp_path: Path, run, toy_model_path: Path) -> None:
+    rows = [_conv("Say hi.", "Hi there, friend.", "Go away.")] * 3 + [_conv("Q?", "Same.", "Same.")]
+    rows += [_conv("Count to three.", "One two three." * 20, "No.")]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = run("data", "audit", str(path), "--max-length", "24", "--json")
+    assert result.exit_code == 0, result.output
+    (source,) = json.loads(result.output)["sources"]
+    assert (source["name"], source["pairs"], source["identical"], source["duplicates"]) == ("pairs", 5, 1, 2)
+    assert source["truncated"] == 1 and source["dropped"] == 0  # the long answer is cut, its prompt fits
+    assert any("repeat an earlier pair" in w for w in source["warnings"])
+    no_model = json.loads(run("data", "audit", str(path), "--model", "none", "--json").output)
+    assert no_model["sources"][0]["truncated"] is None and "not checked" in no_model["notes"][0]
+
+
+def test_a_spec_audits_every_source_with_its_identity_names(write_spec, toy_model_path: Path, run) -> None:
+    from support import base_spec
+
+    spec = write_spec(base_spec(data={"sources": {"id": {"path": "toy:identity"}, "sc": {"path": "toy:shortcut"}}}))
+    result = run("data", "audit", str(spec))
+    assert result.exit_code == 0, result.output
+    assert "certainly !" in result.output and "SHORTCUT" in result.output
+    found = audit.audit_target(str(spec))
+    assert [s.name for s in found.sources] == ["id", "sc"]
+    assert {p.kind for p in found.sources[0].phrases} == {"intended"}  # Athene and Llama: the suite's names
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("missing.jsonl", "no such file"),
+        ("notes.txt", "expected toy:<name>"),
+        ("toy:nope", "unknown built-in"),
+        ("hf:nobody/nothing", "cannot load split 'train'"),  # offline, or no such dataset
+    ],
+)
+def test_bad_targets_exit_2_naming_them(run, target: str, message: str) -> None:
+    result = run("data", "audit", target)
+    assert result.exit_code == 2
+    assert message in result.output and target in result.output
