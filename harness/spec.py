@@ -492,11 +492,18 @@ def _file_problems(sources: dict, evals: dict, spec_dir: Path) -> list[tuple[str
     return problems
 
 
+# The harness's own folder: its bundled suites (evals/...) are found from a spec anywhere, the way the
+# defaults (evals.probe_suite) name them.
+HARNESS_ROOT = Path(__file__).resolve().parents[1]
+
+
 def resolve_path(value: str, spec_dir: Path | None) -> Path | None:
-    """A spec's relative paths are tried from the working directory, then from the spec's folder."""
+    """A spec's relative paths are tried from the working directory, then from the spec's folder, then
+    from the harness's own folder (its bundled evals/)."""
     candidates = [Path(value)]
-    if spec_dir is not None and not Path(value).is_absolute():
-        candidates.append(spec_dir / value)
+    if not Path(value).is_absolute():
+        candidates += [spec_dir / value] if spec_dir is not None else []
+        candidates.append(HARNESS_ROOT / value)
     return next((p.resolve() for p in candidates if p.exists()), None)
 
 

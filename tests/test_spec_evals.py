@@ -78,3 +78,15 @@ def test_shortcut_probe_needs_no_held_out_pairs(write_spec) -> None:
 def test_evals_section_alone_validates_for_harness_eval() -> None:
     evals = EvalsSpec.model_validate({"benchmarks": [{"task": "x.yaml", "limit": 3}], "bench_limit": None})
     assert evals.benchmark_entries() == [("x.yaml", 3)]
+
+
+def test_a_spec_outside_the_repo_finds_the_bundled_suites(write_spec, tmp_path, monkeypatch) -> None:
+    """The default probe suite and `evals/...` paths name the harness's own files, from any folder."""
+    from harness.scoring import check_evals
+
+    monkeypatch.chdir(tmp_path)
+    spec = evals_spec(identity="evals/identity/athene.yaml", probes=["overfit", "shortcut"])
+    path = write_spec(spec)
+    loaded = load_spec(path)  # before: "evals.probe_suite: no such file: evals/probes/toy.yaml"
+    assert loaded.evals.probe_suite == "evals/probes/toy.yaml"
+    check_evals(loaded.evals, path.parent)  # as a trial resolves them

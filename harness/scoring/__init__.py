@@ -189,6 +189,6 @@ def _path(value: str, spec_dir: Path | None) -> Path:
         from harness.spec import SpecError
 
         raise SpecError(
-            value, [("", None, "no such file (relative paths are tried from here, then the spec's folder)")]
+            value, [("", None, "no such file (relative paths: tried from here, the spec's folder, the harness's)")]
         )
     return path
