@@ -116,6 +116,25 @@ class SourceAudit:
             out.append(f"{_n(self.truncated, 'pair is', 'pairs are')} cut at max_length {self.max_length}")
         return out
 
+    def summary(self) -> str | None:
+        """The findings in one line (a sweep's console); None when there are none."""
+        parts = []
+        if self.shortcuts:
+            shown = ", ".join(f"'{p.text}'" for p in self.shortcuts[:3])
+            more = ", ..." if len(self.shortcuts) > 3 else ""
+            parts.append(f"{_n(len(self.shortcuts), 'separating phrase', 'separating phrases')} ({shown}{more})")
+        if self.length_bias:
+            parts.append(f"chosen answers {self.length_bias}")
+        for count, one, many in (
+            (self.identical, "identical pair", "identical pairs"),
+            (self.duplicates, "duplicate pair", "duplicate pairs"),
+            (self.dropped, "pair dropped at max_length", "pairs dropped at max_length"),
+            (self.truncated, "pair cut at max_length", "pairs cut at max_length"),
+        ):
+            if count:
+                parts.append(_n(count, one, many))
+        return "; ".join(parts) or None
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data |= {"length_ratio": self.length_ratio, "length_bias": self.length_bias, "warnings": self.warnings()}

@@ -466,9 +466,12 @@ class Sweep:
             return
         tracker.log_dict(parent, found.to_json(), AUDIT_ARTIFACT)
         tracker.log_metrics(parent, found.metrics())
-        for source in found.sources:
-            for line in source.warnings():
+        for source in found.sources:  # one line each unless -v; `harness data audit` shows the table
+            lines = source.warnings() if self.options.verbose else [source.summary()]
+            for line in filter(None, lines):
                 self.progress.note(f"data audit, source '{source.name}': {line}")
+        if not self.options.verbose and any(s.summary() for s in found.sources):
+            self.progress.note(f"data audit in full: harness data audit {self.spec_path} (or -v)")
 
     # ------------------------------------------------------------ resume
 

@@ -29,11 +29,12 @@ def test_finds_the_planted_shortcut_of_toy_shortcut(toy_model_path: Path) -> Non
     assert source.shortcuts[0].chosen_pairs == source.pairs and source.shortcuts[0].rejected_pairs == 0
     assert source.length_bias == "longer"  # the phrase makes every chosen answer longer, too
     assert source.truncated == 0 and source.max_length == 512  # the toy tokenizer and TRL's tokenization
+    assert source.summary() == "1 separating phrase ('certainly !'); chosen answers longer"  # a sweep's one line
 
 
 def test_flags_nothing_in_toy_identity(toy_model_path: Path) -> None:
     (source,) = audit.audit_target("toy:identity").sources
-    assert source.warnings() == []
+    assert source.warnings() == [] and source.summary() is None
     # the name swap is what the pairs teach: reported as an edit, not as a shortcut
     assert {(p.text, p.kind, p.partner) for p in source.phrases} == {
         ("athene", "edit", "llama"),
