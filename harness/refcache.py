@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,18 @@ def identity(model: dict[str, Any], tokenizer: str, settings: dict[str, Any]) ->
     """The reference's identity: model (name, revision, weights, precision), tokenizer fingerprint, TRL settings."""
     payload = {"model": model, "tokenizer": tokenizer, "settings": settings}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def open_for(
+    study_dir: Path, model: Any, tokenizer: Any, reference: dict[str, Any], settings: dict[str, Any]
+) -> RefCache:
+    """The study's cache keyed for one trial's reference: `model` as loaded (before any adapter), its tokenizer,
+    `reference` naming it (name, path, revision, precision) and TRL's `settings` (training.REFERENCE_SETTINGS)."""
+    started = time.perf_counter()
+    reference = reference | {"weights": weights_fingerprint(model)}
+    cache = RefCache.open(study_dir, identity(reference, tokenizer_fingerprint(tokenizer), settings))
+    cache.seconds = time.perf_counter() - started  # fingerprinting the weights is part of the cache's cost
+    return cache
 
 
 @dataclass

@@ -22,9 +22,8 @@ _TIMINGS = ("runtime", "per_second", "total_flos")
 
 
 @pytest.fixture(scope="module")
-def pairs() -> tuple[list[dict], list[dict]]:
-    rows = toy_pairs("identity")
-    return rows[:8], rows[8:12]
+def rows() -> list[dict]:
+    return toy_pairs("identity")[:16]
 
 
 def train(
@@ -54,13 +53,8 @@ def study_cache(folder: Path, model_path: Path, **settings: Any) -> RefCache:
     """The cache as a trial opens it: identity from the toy model, its tokenizer and the TRL settings."""
     model, tokenizer = models.load(str(model_path))
     config = training.dpo_config(TRAIN | settings, folder, 0, precompute_ref=True)
-    reference = {"name": str(model_path), "weights": refcache.weights_fingerprint(model)}
-    key = refcache.identity(
-        reference,
-        refcache.tokenizer_fingerprint(tokenizer),
-        training.resolved_train_settings(config, list(training.REFERENCE_SETTINGS)),
-    )
-    return RefCache.open(folder, key)
+    reference_settings = training.resolved_train_settings(config, list(training.REFERENCE_SETTINGS))
+    return refcache.open_for(folder, model, tokenizer, {"name": str(model_path)}, reference_settings)
 
 
 def assert_same_training(expected: tuple, got: tuple) -> None:
@@ -78,15 +72,59 @@ def assert_same_training(expected: tuple, got: tuple) -> None:
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
 @pytest.mark.parametrize("loss", ["sigmoid", "ipo"])
-def test_training_from_the_cache_equals_trl_computing_the_reference(
-    tmp_path: Path, toy_model_path: Path, pairs: tuple, loss: str, lora: bool
+def test_a_second_trial_reuses_the_first_trials_pairs_and_trains_as_trl_would(
+    tmp_path: Path, toy_model_path: Path, rows: list[dict], loss: str, lora: bool
 ) -> None:
-    own = train(tmp_path / "own", toy_model_path, pairs, lora=lora, loss_type=loss)
-    cache = study_cache(tmp_path / "study", toy_model_path, loss_type=loss)
-    cold = train(tmp_path / "cold", toy_model_path, pairs, cache, lora=lora, loss_type=loss)
-    assert (cache.hits, cache.misses) == (0, 12)  # TRL computed every pair, the cache kept them
-    assert_same_training(own, cold)
-    cache = study_cache(tmp_path / "study", toy_model_path, loss_type=loss)
-    warm = train(tmp_path / "warm", toy_model_path, pairs, cache, lora=lora, loss_type=loss)
-    assert (cache.hits, cache.misses) == (12, 0)  # no reference forward at all
-    assert_same_training(own, warm)
+    heldout = rows[12:16]  # the same held-out pairs for every trial of a study
+    first = study_cache(tmp_path / "study", toy_model_path, loss_type=loss)
+    other = "ipo" if loss == "sigmoid" else "sigmoid"  # another loss, β and mix: other training pairs
+    train(tmp_path / "first", toy_model_path, (rows[4:12], heldout), first, lora=lora, loss_type=other, beta=0.5)
+    assert (first.hits, first.misses) == (0, 12)  # TRL computed every pair; the cache kept them
+
+    own = train(tmp_path / "own", toy_model_path, (rows[:8], heldout), lora=lora, loss_type=loss)
+    second = study_cache(tmp_path / "study", toy_model_path, loss_type=loss)
+    cached = train(tmp_path / "second", toy_model_path, (rows[:8], heldout), second, lora=lora, loss_type=loss)
+    assert (second.hits, second.misses) == (4 + 4, 4)  # rows 4-7 and the held-out pairs; TRL computed rows 0-3
+    assert_same_training(own, cached)
+
+
+@pytest.fixture
+def reference(toy_model: tuple) -> Any:
+    """reference(tokenizer, **train) -> the cache of that reference, keyed as a trial keys it."""
+    model, _ = toy_model
+
+    def cache(tokenizer: Any, folder: Path, **train: Any) -> RefCache:
+        config = training.dpo_config(TRAIN | train, folder, 0, precompute_ref=True)
+        settings = training.resolved_train_settings(config, list(training.REFERENCE_SETTINGS))
+        return refcache.open_for(folder, model, tokenizer, {"name": "toy"}, settings)
+
+    return cache
+
+
+def test_a_changed_template_or_max_length_misses_the_cache(tmp_path: Path, toy_model_path: Path, reference) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(toy_model_path)
+    ids = ([5, 6, 7], [8, 9], [10])
+    stored = reference(tokenizer, tmp_path)
+    stored.put({stored.key(*ids): (-1.5, -2.5)})
+
+    def found(cache: RefCache) -> dict:
+        return cache.get([cache.key(*ids)])
+
+    assert list(found(reference(tokenizer, tmp_path, beta=0.9, loss_type="ipo", learning_rate=1e-5)).values()) == [
+        (-1.5, -2.5)
+    ]  # β, loss and learning rate do not change the reference
+    assert not found(reference(tokenizer, tmp_path, max_length=64))
+    assert not found(reference(tokenizer, tmp_path, ld_alpha=0.5))
+    template = tokenizer.chat_template.replace("<|im_end|>\\n", "<|im_end|>")  # no newline after a turn
+    assert template != tokenizer.chat_template
+    tokenizer.chat_template = template
+    assert not found(reference(tokenizer, tmp_path))
+
+
+def test_the_cache_is_on_unless_the_reference_moves_or_the_spec_says_no() -> None:
+    assert refcache.enabled(True, {"beta": 0.1})
+    assert not refcache.enabled(False, {})
+    assert not refcache.enabled(True, {"sync_ref_model": True})  # default on, quietly off where it cannot hold
+    assert not refcache.enabled(True, {"precompute_ref_log_probs": False})
