@@ -68,6 +68,7 @@ def resolve_config(spec: SweepSpec, params: dict[str, Any]) -> dict[str, Any]:
             "revision": spec.model.revision,
             "dtype": spec.model.dtype,
             "lora": lora,
+            "ref_cache": spec.model.ref_cache,
         },
         "data": {
             "mix": {name: mix.get(name, 0.0) for name in spec.data.sources},  # weights, as searched
