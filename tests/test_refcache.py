@@ -128,3 +128,26 @@ def test_the_cache_is_on_unless_the_reference_moves_or_the_spec_says_no() -> Non
     assert not refcache.enabled(False, {})
     assert not refcache.enabled(True, {"sync_ref_model": True})  # default on, quietly off where it cannot hold
     assert not refcache.enabled(True, {"precompute_ref_log_probs": False})
+
+
+_WRITER = """
+import sys
+from harness.refcache import RefCache
+cache = RefCache.open(sys.argv[1], "same-reference")
+for start in range(0, 400, 20):  # many small transactions, interleaved with the other writer's
+    keys = [cache.key([n], [n], [n]) for n in range(start, start + 20)]
+    cache.get(keys)
+    cache.put({key: (-1.0 * n, -2.0 * n) for key, n in zip(keys, range(start, start + 20))})
+"""
+
+
+def test_trials_writing_at_once_keep_every_pair(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    writers = [subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path)]) for _ in range(2)]
+    assert [w.wait(timeout=60) for w in writers] == [0, 0]
+    cache = RefCache.open(tmp_path, "same-reference")
+    found = cache.get([cache.key([n], [n], [n]) for n in range(400)])
+    assert [found[cache.key([n], [n], [n])] for n in (0, 399)] == [(0.0, 0.0), (-399.0, -798.0)]
+    assert (cache.hits, cache.misses) == (400, 0)
