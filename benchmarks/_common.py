@@ -23,12 +23,16 @@ DEFAULT_SPEC = ROOT / "sweeps" / "beta.yaml"
 
 @dataclass
 class Sweep:
-    """One finished sweep: its folder, wall-clock seconds and each trial's MLflow metrics."""
+    """One finished sweep: its folder, wall-clock and CPU seconds and each trial's MLflow metrics.
+
+    cpu_s counts every process of the sweep (orchestrator and trials): on a shared machine it moves much
+    less with the other workers' load than wall time does."""
 
     folder: Path
     study: str
     wall_s: float
     trials: list[dict[str, float]]
+    cpu_s: float = 0.0
 
     @property
     def storage(self) -> str:
@@ -65,11 +69,19 @@ def run_sweep(folder: Path, spec: Path = DEFAULT_SPEC, *extra: str) -> Sweep:
     command += ["--storage", sweep.storage, "--tracking-uri", sweep.tracking]
     command += ["--output-dir", str(folder / "out"), "--report-dir", str(folder / "report")]
     env = os.environ | {"HARNESS_CACHE_DIR": os.environ.get("HARNESS_CACHE_DIR", str(ROOT / "outputs/cache"))}
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), children_cpu_s()
     subprocess.run(command, check=True, cwd=ROOT, env=env)
-    sweep.wall_s = time.perf_counter() - started
+    sweep.wall_s, sweep.cpu_s = time.perf_counter() - started, children_cpu_s() - cpu
     sweep.trials = trial_metrics(sweep.tracking, study)
     return sweep
+
+
+def children_cpu_s() -> float:
+    """User + system CPU seconds of every finished child process (and theirs, once waited for)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def trial_metrics(tracking: str, study: str) -> list[dict[str, float]]:

@@ -6,7 +6,8 @@ pairs (the trial's pairs.json) with the DPOConfig arguments the trial used, and 
 Prints the ratios measured in this one run:
 
 - training phase: the harness's time.train_s (DPOConfig built, DPOTrainer built and trained, model
-  saved) / the same span of the bare script; goal <= 1.05;
+  saved) / the same span of the bare script; goal <= 1.05; and the same span's CPU seconds
+  (time.train_cpu_s), which a shared machine's load moves less than wall time;
 - whole trial: time.total_s (setup, training, scoring, tracking) / the bare process's wall time
   (start-up and imports included): the price of everything the harness adds around training.
 
@@ -24,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import DEFAULT_SPEC, machine, run_sweep
+from _common import DEFAULT_SPEC, children_cpu_s, machine, run_sweep
 
 
 def main() -> None:
@@ -38,20 +39,22 @@ def main() -> None:
         sweep = run_sweep(folder, DEFAULT_SPEC, "--trials", "1")
         job = folder / "job.json"
         job.write_text(json.dumps(bare_job(folder / "out" / sweep.study / "trial-000", folder / "bare")))
-        started = time.perf_counter()
         command = [sys.executable, __file__, "--bare", str(job)]
+        started, cpu = time.perf_counter(), children_cpu_s()
         done = subprocess.run(command, check=True, capture_output=True, text=True)
-        bare_wall = time.perf_counter() - started
+        bare_wall, bare_cpu = time.perf_counter() - started, children_cpu_s() - cpu
     bare = json.loads(done.stdout.strip().splitlines()[-1])
     trial = sweep.trials[0]
     print(f"\none trial of {DEFAULT_SPEC.name}; machine: {machine()}")
     print(f"{'':18}{'harness':>10}{'bare TRL':>10}{'ratio':>8}")
     for label, ours, theirs, goal in (
         ("training phase s", trial["time.train_s"], bare["train_s"], "   (goal <= 1.05)"),
+        ("training CPU s", trial["time.train_cpu_s"], bare["train_cpu_s"], "   (CPU time of the process)"),
         ("whole trial s", trial["time.total_s"], bare_wall, ""),
     ):
         print(f"{label:<18}{ours:10.1f}{theirs:10.1f}{ours / theirs:8.2f}{goal}")
     outside = 1 - trial["time.train_s"] / trial["time.total_s"]
+    print(f"CPU s: harness sweep (orchestrator, base-model scoring, trial) {sweep.cpu_s:.1f}, bare {bare_cpu:.1f}")
     print(f"harness trial: setup {trial['time.setup_s']:.1f} s, scoring {trial['time.eval_s']:.1f} s; ", end="")
     print(f"share of the trial outside training {outside:.0%}")
 
@@ -87,7 +90,7 @@ def bare_trl(job: dict[str, Any]) -> None:
     transformers.set_seed(job["seed"])
     model = AutoModelForCausalLM.from_pretrained(job["model"], dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(job["model"])
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     config = DPOConfig(**job["settings"])
     lora = job["lora"]
     peft = None
@@ -107,7 +110,7 @@ def bare_trl(job: dict[str, Any]) -> None:
     trainer.train()
     trainer.save_model(config.output_dir)
     tokenizer.save_pretrained(config.output_dir)
-    print(json.dumps({"train_s": time.perf_counter() - started}))
+    print(json.dumps({"train_s": time.perf_counter() - started, "train_cpu_s": time.process_time() - cpu}))
 
 
 if __name__ == "__main__":

@@ -143,7 +143,7 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
     _save_config(request, config, model_path, trial_data, tracker)
     seconds["time.setup_s"] = time.perf_counter() - clock
 
-    clock = time.perf_counter()
+    clock, cpu = time.perf_counter(), time.process_time()
     status("training", phase="training")
     cached = refcache.enabled(spec.model.ref_cache, config["train"])
     pruning = _Pruning.maybe(spec, request)
@@ -180,6 +180,7 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
         ref_cache.close()
     models.save(trained, tokenizer, request.folder / "model")
     seconds["time.train_s"] = time.perf_counter() - clock
+    seconds["time.train_cpu_s"] = time.process_time() - cpu  # every thread of the trial: steadier than wall time
     if pruning and pruning.pruned_at is not None:
         tracker.log_metrics(request.run_id, seconds)
         return TrialResult(PRUNED, reason=f"pruned at step {pruning.pruned_at}", seconds=seconds)
