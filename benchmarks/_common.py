@@ -1,7 +1,8 @@
 """What the sweep benchmarks share: run `harness sweep` into a scratch folder, read what MLflow recorded.
 
 Figures are ratios measured in one run, since the machines these run on are shared and noisy: each
-script prints the machine's cores and load average beside them.
+script prints the machine's cores and load average beside them, and the comparisons alternate their
+sides trial by trial (a sweep resumed with --trials n+1 runs one more trial) so that both see the same load.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,16 +25,12 @@ DEFAULT_SPEC = ROOT / "sweeps" / "beta.yaml"
 
 @dataclass
 class Sweep:
-    """One finished sweep: its folder, wall-clock and CPU seconds and each trial's MLflow metrics.
-
-    cpu_s counts every process of the sweep (orchestrator and trials): on a shared machine it moves much
-    less with the other workers' load than wall time does."""
+    """One finished sweep: its folder, wall-clock seconds and each trial's MLflow metrics."""
 
     folder: Path
     study: str
     wall_s: float
     trials: list[dict[str, float]]
-    cpu_s: float = 0.0
 
     @property
     def storage(self) -> str:
@@ -69,19 +67,21 @@ def run_sweep(folder: Path, spec: Path = DEFAULT_SPEC, *extra: str) -> Sweep:
     command += ["--storage", sweep.storage, "--tracking-uri", sweep.tracking]
     command += ["--output-dir", str(folder / "out"), "--report-dir", str(folder / "report")]
     env = os.environ | {"HARNESS_CACHE_DIR": os.environ.get("HARNESS_CACHE_DIR", str(ROOT / "outputs/cache"))}
-    started, cpu = time.perf_counter(), children_cpu_s()
+    started = time.perf_counter()
     subprocess.run(command, check=True, cwd=ROOT, env=env)
-    sweep.wall_s, sweep.cpu_s = time.perf_counter() - started, children_cpu_s() - cpu
+    sweep.wall_s = time.perf_counter() - started
     sweep.trials = trial_metrics(sweep.tracking, study)
     return sweep
 
 
-def children_cpu_s() -> float:
-    """User + system CPU seconds of every finished child process (and theirs, once waited for)."""
-    import resource
-
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def alternate(runs: dict[str, Callable[[int], Any]], rounds: int) -> dict[str, list[Any]]:
+    """Call each run once per round, in turn (a(1), b(1), a(2), b(2), ...), so that the load other workers
+    put on a shared machine falls on every side alike rather than on whichever ran while it was high."""
+    results: dict[str, list[Any]] = {name: [] for name in runs}
+    for n in range(1, rounds + 1):
+        for name, run in runs.items():
+            results[name].append(run(n))
+    return results
 
 
 def trial_metrics(tracking: str, study: str) -> list[dict[str, float]]:

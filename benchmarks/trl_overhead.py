@@ -1,17 +1,19 @@
 """A harness trial against a bare TRL script with the same DPOConfig and data.
 
-Runs one trial of `harness sweep sweeps/beta.yaml --trials 1`, then, in a fresh process that imports
-only transformers, datasets, peft and trl (no harness), trains the same model folder on the same
-pairs (the trial's pairs.json) with the DPOConfig arguments the trial used, and saves the model.
-Prints the ratios measured in this one run:
+Runs trials of `harness sweep sweeps/beta.yaml` with `model.ref_cache: false` (so that both sides do the
+same work: TRL's reference forward at every step) and after each, in a fresh process that imports only
+transformers, datasets, peft and trl (no harness), trains the same model folder on the same pairs (the
+trial's pairs.json) with the DPOConfig arguments the trial used, and saves the model. The sides
+alternate (trial 1, bare 1, trial 2, bare 2, ...) so both see the same load on a shared machine.
+Prints the ratios measured in this one run, summed over the rounds:
 
 - training phase: the harness's time.train_s (DPOConfig built, DPOTrainer built and trained, model
   saved) / the same span of the bare script; goal <= 1.05; and the same span's CPU seconds
-  (time.train_cpu_s), which a shared machine's load moves less than wall time;
+  (time.train_cpu_s);
 - whole trial: time.total_s (setup, training, scoring, tracking) / the bare process's wall time
   (start-up and imports included): the price of everything the harness adds around training.
 
-    .venv/bin/python benchmarks/trl_overhead.py
+    .venv/bin/python benchmarks/trl_overhead.py [--rounds 3]
 """
 
 from __future__ import annotations
@@ -25,38 +27,50 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import DEFAULT_SPEC, children_cpu_s, machine, run_sweep
+from _common import DEFAULT_SPEC, alternate, machine, run_sweep, spec_with
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--bare", type=Path, help=argparse.SUPPRESS)  # the bare TRL side, given a job file
     args = parser.parse_args()
     if args.bare:
         return bare_trl(json.loads(args.bare.read_text()))
     with tempfile.TemporaryDirectory(prefix="harness-bench-") as tmp:
         folder = Path(tmp)
-        sweep = run_sweep(folder, DEFAULT_SPEC, "--trials", "1")
-        job = folder / "job.json"
-        job.write_text(json.dumps(bare_job(folder / "out" / sweep.study / "trial-000", folder / "bare")))
-        command = [sys.executable, __file__, "--bare", str(job)]
-        started, cpu = time.perf_counter(), children_cpu_s()
-        done = subprocess.run(command, check=True, capture_output=True, text=True)
-        bare_wall, bare_cpu = time.perf_counter() - started, children_cpu_s() - cpu
-    bare = json.loads(done.stdout.strip().splitlines()[-1])
-    trial = sweep.trials[0]
-    print(f"\none trial of {DEFAULT_SPEC.name}; machine: {machine()}")
-    print(f"{'':18}{'harness':>10}{'bare TRL':>10}{'ratio':>8}")
-    for label, ours, theirs, goal in (
-        ("training phase s", trial["time.train_s"], bare["train_s"], "   (goal <= 1.05)"),
-        ("training CPU s", trial["time.train_cpu_s"], bare["train_cpu_s"], "   (CPU time of the process)"),
-        ("whole trial s", trial["time.total_s"], bare_wall, ""),
+        spec = spec_with(folder, {"model": {"ref_cache": False}})
+        sides = alternate(
+            {
+                "harness": lambda n: run_sweep(folder, spec, "--trials", str(n)).trials[n - 1],
+                "bare": lambda n: run_bare(folder / "out" / "beta-sweep" / f"trial-{n - 1:03d}", folder / f"bare{n}"),
+            },
+            args.rounds,
+        )
+    ours, theirs = sides["harness"], sides["bare"]
+    print(f"\n{args.rounds} trials of {DEFAULT_SPEC.name}, alternating with bare TRL; machine: {machine()}")
+    print(f"{'summed over trials':<24}{'harness':>10}{'bare TRL':>10}{'ratio':>8}")
+    for label, key, bare_key, goal in (
+        ("training phase s", "time.train_s", "train_s", "   (goal <= 1.05)"),
+        ("training CPU s", "time.train_cpu_s", "train_cpu_s", ""),
+        ("whole trial s", "time.total_s", "wall_s", ""),
     ):
-        print(f"{label:<18}{ours:10.1f}{theirs:10.1f}{ours / theirs:8.2f}{goal}")
-    outside = 1 - trial["time.train_s"] / trial["time.total_s"]
-    print(f"CPU s: harness sweep (orchestrator, base-model scoring, trial) {sweep.cpu_s:.1f}, bare {bare_cpu:.1f}")
-    print(f"harness trial: setup {trial['time.setup_s']:.1f} s, scoring {trial['time.eval_s']:.1f} s; ", end="")
-    print(f"share of the trial outside training {outside:.0%}")
+        a, b = sum(t[key] for t in ours), sum(t[bare_key] for t in theirs)
+        print(f"{label:<24}{a:10.1f}{b:10.1f}{a / b:8.2f}{goal}")
+    per_trial = ", ".join(f"{t['time.train_s'] / b['train_s']:.2f}" for t, b in zip(ours, theirs, strict=True))
+    print(f"training phase ratio per trial: {per_trial}")
+    outside = 1 - sum(t["time.train_s"] for t in ours) / sum(t["time.total_s"] for t in ours)
+    setup, scoring = (sum(t[k] for t in ours) for k in ("time.setup_s", "time.eval_s"))
+    print(f"harness trials: setup {setup:.1f} s, scoring {scoring:.1f} s; share outside training {outside:.0%}")
+
+
+def run_bare(trial_dir: Path, output_dir: Path) -> dict[str, float]:
+    """The bare TRL script on one trial's model, pairs and DPOConfig, in a process of its own."""
+    job = output_dir.with_suffix(".json")
+    job.write_text(json.dumps(bare_job(trial_dir, output_dir)))
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, __file__, "--bare", str(job)], check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1]) | {"wall_s": time.perf_counter() - started}
 
 
 def bare_job(trial_dir: Path, output_dir: Path) -> dict[str, Any]:
