@@ -27,7 +27,6 @@ def main() -> None:
     print(f"\n{trials} trials; machine: {machine()}")
     print(f"sweep wall s: --parallel 1 {one.wall_s:.1f}, --parallel 2 {two.wall_s:.1f}")
     print(f"--parallel 2 / --parallel 1: {two.wall_s / one.wall_s:.2f}")
-    print(f"sweep CPU s: {one.cpu_s:.1f} vs {two.cpu_s:.1f} (the same work; more CPU means contention)")
     print(f"mean time.train_s per trial: {one.mean('time.train_s'):.1f} vs {two.mean('time.train_s'):.1f}")
 
 
