@@ -13,16 +13,12 @@ trial (the sweep rebuilds the report after every trial, so it must be cheap besi
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-STUDY = "beta-sweep"
+from _common import DEFAULT_SPEC, machine, run_sweep
 
 
 def main() -> None:
@@ -30,34 +26,20 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=3)
     trials = parser.parse_args().trials
     with tempfile.TemporaryDirectory(prefix="harness-bench-") as tmp:
-        folder = Path(tmp)
-        storage, tracking = f"sqlite:///{folder / 'optuna.db'}", f"sqlite:///{folder / 'mlflow.db'}"
-        sweep = [sys.executable, "-m", "harness.cli", "sweep", str(ROOT / "sweeps/beta.yaml"), "--trials", str(trials)]
-        sweep += ["--storage", storage, "--tracking-uri", tracking, "--output-dir", str(folder / "out")]
-        env = os.environ | {"HARNESS_CACHE_DIR": os.environ.get("HARNESS_CACHE_DIR", str(ROOT / "outputs/cache"))}
-        subprocess.run([*sweep, "--report-dir", str(folder / "report")], check=True, cwd=ROOT, env=env)
-        per_trial = trial_seconds(tracking)
-        cold, warm = report_seconds(storage, tracking, folder)
-    print_figures(per_trial, cold, warm)
+        sweep = run_sweep(Path(tmp), DEFAULT_SPEC, "--trials", str(trials))
+        cold, warm = report_seconds(sweep.study, sweep.storage, sweep.tracking, Path(tmp))
+    print_figures(sweep.trials, cold, warm)
+    print(f"machine: {machine()}")
 
 
-def trial_seconds(tracking: str) -> list[dict[str, float]]:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking)
-    experiment = client.get_experiment_by_name(STUDY)
-    runs = client.search_runs([experiment.experiment_id], "tags.`harness.trial` != ''")
-    return [{k: v for k, v in r.data.metrics.items() if k.startswith("time.")} for r in runs]
-
-
-def report_seconds(storage: str, tracking: str, folder: Path) -> tuple[float, float]:
+def report_seconds(study: str, storage: str, tracking: str, folder: Path) -> tuple[float, float]:
     """The first build in a process (imports, caches) and a repeat, as after each trial of a sweep."""
     from harness.report import build_report
 
     times = []
     for name in ("cold", "warm"):
         started = time.perf_counter()
-        build_report([STUDY], storage, tracking, folder / name)
+        build_report([study], storage, tracking, folder / name)
         times.append(time.perf_counter() - started)
     return times[0], times[1]
 

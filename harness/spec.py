@@ -57,6 +57,7 @@ class ModelSpec(_Strict):
     revision: str | None = None  # hub revision (branch, tag or commit)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     lora: LoraSpec | None = None  # null: full fine-tuning
+    ref_cache: bool = True  # reference log-probs computed once per study and reused (harness.refcache)
 
 
 Format = Literal["auto", "standard", "conversational", "implicit", "hh", "sharegpt", "alpaca"]
@@ -348,6 +349,10 @@ def _semantic_problems(raw: dict, spec_dir: Path | None) -> list[tuple[str, str]
 
         problems.append(("model.dtype", FP16_FULL_FINETUNE.removeprefix("model.dtype float16 ")))
     problems += _train_problems(train, space)
+    if model.get("ref_cache") is True:
+        from harness.refcache import conflicts
+
+        problems += [("model.ref_cache", f"{why}; set model.ref_cache: false") for why in conflicts(train)]
     problems += _space_problems(space, sources, model, search.get("sampler"))
     problems += _metric_problems(search, evals)
     problems += _probe_problems(data, evals)

@@ -13,7 +13,10 @@ import math
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from harness.refcache import RefCache
 
 # Set by the harness, never by a spec: where outputs go and how they are reported.
 HARNESS_OWNED = {
@@ -119,13 +122,20 @@ def _dpo_defaults() -> dict[str, Any]:
 
 
 def dpo_settings(
-    train: dict[str, Any], output_dir: Path, seed: int, eval_every: int | None, mixed: str | None, has_eval: bool
+    train: dict[str, Any],
+    output_dir: Path,
+    seed: int,
+    eval_every: int | None,
+    mixed: str | None,
+    has_eval: bool,
+    precompute_ref: bool = False,
 ) -> dict[str, Any]:
     """DPOConfig's arguments: harness defaults, then the trial's resolved `train` settings.
 
     eval_every: steps between held-out evaluations (None: none); a spec's own eval_steps or
     eval_strategy wins, unless there is nothing held out. mixed: the Trainer's mixed precision
-    ("bf16", "fp16" or None), from harness.models.precision.
+    ("bf16", "fp16" or None), from harness.models.precision. precompute_ref: reference log-probs
+    come from the study's cache (harness.refcache), so TRL precomputes them and keeps no reference copy.
     """
     import torch
 
@@ -146,6 +156,8 @@ def dpo_settings(
     if "eval_steps" in train and "eval_strategy" not in train:  # asking for a cadence asks for evaluation
         settings["eval_strategy"] = "steps"
     settings |= train
+    if precompute_ref:
+        settings["precompute_ref_log_probs"] = True
     if not has_eval:  # the Trainer cannot evaluate without pairs
         settings["eval_strategy"] = "no"
     return settings
@@ -158,11 +170,18 @@ def dpo_config(
     eval_every: int | None = None,
     mixed: str | None = None,
     has_eval: bool = True,
+    precompute_ref: bool = False,
 ) -> Any:
     """Build TRL's DPOConfig (see dpo_settings)."""
     from trl import DPOConfig
 
-    return DPOConfig(**dpo_settings(train, output_dir, seed, eval_every, mixed, has_eval))
+    return DPOConfig(**dpo_settings(train, output_dir, seed, eval_every, mixed, has_eval, precompute_ref))
+
+
+# The DPOConfig fields that shape TRL's reference forward pass beyond the token ids themselves: they are
+# part of a reference log-prob's cache key (harness.refcache). Batch composition and padding are not:
+# right padding under a causal mask changes the values only by float rounding.
+REFERENCE_SETTINGS = ("max_length", "truncation_mode", "ld_alpha", "bf16", "fp16")
 
 
 def resolved_train_settings(config: Any, keys: list[str]) -> dict[str, Any]:
@@ -190,16 +209,23 @@ def train_dpo(
     on_log: Callable[[int, dict[str, float]], None] | None = None,
     on_eval: Callable[[int, dict[str, float]], bool] | None = None,
     on_step: Callable[[int, int], None] | None = None,
+    ref_cache: RefCache | None = None,
 ) -> Any:
     """Run TRL's DPOTrainer and return the trained model (a PeftModel when LoRA is used).
 
     on_log(step, metrics) streams TRL's logged metrics; on_eval(step, metrics) returns True to
     stop (pruning); on_step(step, max_steps) reports progress. A NaN loss raises TrialStopped.
+    ref_cache: the study's reference log-probs; needs a config built with precompute_ref=True.
     """
     from datasets import Dataset
     from trl import DPOTrainer
 
-    trainer = DPOTrainer(
+    extra: dict[str, Any] = {}
+    if ref_cache is not None:
+        if not config.precompute_ref_log_probs:
+            raise ValueError("a reference cache needs precompute_ref_log_probs=True (dpo_config(precompute_ref=True))")
+        extra["ref_cache"] = ref_cache
+    trainer = (_cached_reference_class() if ref_cache is not None else DPOTrainer)(
         model=model,
         args=config,
         train_dataset=Dataset.from_list(train_rows),
@@ -207,6 +233,7 @@ def train_dpo(
         processing_class=tokenizer,
         peft_config=peft_config,
         callbacks=[_Relay(on_log, on_eval, on_step)],
+        **extra,
     )
     trainer.train()
     _check_finite(trainer.model)
@@ -220,6 +247,43 @@ def _check_finite(model: Any) -> None:
     for name, param in model.named_parameters():
         if param.requires_grad and not torch.isfinite(param).all():
             raise TrialStopped(f"weights became NaN or inf during training (first: {name}); learning rate too high?")
+
+
+@functools.cache
+def _cached_reference_class() -> type:
+    """DPOTrainer whose reference log-probs come from the study's cache; only the missing pairs go through TRL's
+    own precompute (`_precompute_ref_logps`, the method TRL calls on the train and eval sets when
+    precompute_ref_log_probs=True). With precompute on, TRL holds no reference model: full fine-tuning runs
+    the reference forward on the policy before training starts, LoRA with the adapter disabled. When every
+    pair is cached, no reference forward runs at all. Overriding a private method ties this class to TRL's
+    internals: tests/test_refcache.py checks that the cached route trains exactly as TRL's own does."""
+    import time
+
+    from trl import DPOTrainer
+
+    class CachedReference(DPOTrainer):
+        def __init__(self, *args: Any, ref_cache: RefCache, **kwargs: Any):
+            self.ref_cache = ref_cache  # before DPOTrainer.__init__, which precomputes
+            super().__init__(*args, **kwargs)
+
+        def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
+            started = time.perf_counter()
+            ids = dataset.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"])
+            keys = [self.ref_cache.key(r["prompt_ids"], r["chosen_ids"], r["rejected_ids"]) for r in ids]
+            known = self.ref_cache.get(keys)
+            missing = [i for i, key in enumerate(keys) if key not in known]
+            if missing:
+                computed = super()._precompute_ref_logps(dataset.select(missing), name, batch_size)
+                chosen, rejected = computed["ref_chosen_logps"], computed["ref_rejected_logps"]
+                fresh = {keys[i]: (c, r) for i, c, r in zip(missing, chosen, rejected, strict=True)}
+                self.ref_cache.put(fresh)
+                known |= fresh
+            dataset = dataset.add_column("ref_chosen_logps", [known[key][0] for key in keys])
+            dataset = dataset.add_column("ref_rejected_logps", [known[key][1] for key in keys])
+            self.ref_cache.seconds += time.perf_counter() - started
+            return dataset
+
+    return CachedReference
 
 
 def _relay_class() -> type:

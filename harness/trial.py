@@ -72,6 +72,7 @@ def resolve_config(spec: SweepSpec, params: dict[str, Any], seed: int | None = N
             "revision": spec.model.revision,
             "dtype": spec.model.dtype,
             "lora": lora,
+            "ref_cache": spec.model.ref_cache,
         },
         "data": {
             "mix": {name: mix.get(name, 0.0) for name in spec.data.sources},  # weights, as searched
@@ -117,7 +118,7 @@ def library_versions() -> dict[str, str]:
 
 def run(request: TrialRequest, events: Any) -> TrialResult:
     """The trial itself; runs in its own process (harness.worker)."""
-    from harness import data, models, scoring, training
+    from harness import data, models, refcache, scoring, training
     from harness.tracking import Tracker
     from harness.worker import mark_phase
 
@@ -146,8 +147,9 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
     _save_config(request, config, model_path, trial_data, tracker)
     seconds["time.setup_s"] = time.perf_counter() - clock
 
-    clock = time.perf_counter()
+    clock, cpu = time.perf_counter(), time.process_time()
     status("training", phase="training")
+    cached = refcache.enabled(spec.model.ref_cache, config["train"])
     pruning = _Pruning.maybe(spec, request)
     every = (
         spec.search.pruner.every
@@ -161,7 +163,9 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
         eval_every=every,
         mixed=precision.mixed,
         has_eval=bool(trial_data.heldout),
+        precompute_ref=cached,
     )
+    ref_cache = _ref_cache(request, config, model, tokenizer, model_path, precision, dpo) if cached else None
     lora = config["model"]["lora"]
     trained = training.train_dpo(
         model,
@@ -173,9 +177,14 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
         on_log=lambda step, logs: tracker.log_metrics(request.run_id, logs, step),
         on_eval=pruning.check if pruning else None,
         on_step=lambda step, total: events.put(("step", request.number, step, total)),
+        ref_cache=ref_cache,
     )
+    if ref_cache is not None:
+        tracker.log_metrics(request.run_id, ref_cache.metrics())
+        ref_cache.close()
     models.save(trained, tokenizer, request.folder / "model")
     seconds["time.train_s"] = time.perf_counter() - clock
+    seconds["time.train_cpu_s"] = time.process_time() - cpu  # every thread of the trial: steadier than wall time
     if pruning and pruning.pruned_at is not None:
         tracker.log_metrics(request.run_id, seconds)
         return TrialResult(PRUNED, reason=f"pruned at step {pruning.pruned_at}", seconds=seconds)
@@ -203,6 +212,22 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
         tracker.log_dict(request.run_id, payload, name)
     tracker.log_dict(request.run_id, card.items, "scorecard_items.json")
     return TrialResult(COMPLETE, scores=card.metrics, seconds=seconds)
+
+
+def _ref_cache(
+    request: TrialRequest, config: dict, model: Any, tokenizer: Any, model_path: str, precision: Any, dpo: Any
+) -> Any:
+    """The study's reference log-prob cache, keyed for this trial's reference model, tokenizer and TRL settings."""
+    from harness import refcache, training
+
+    reference = {
+        "name": config["model"]["name"],
+        "path": model_path,
+        "revision": config["model"]["revision"],
+        "dtype": precision.weights,
+    }
+    settings = training.resolved_train_settings(dpo, list(training.REFERENCE_SETTINGS))
+    return refcache.open_for(Path(request.output_dir), model, tokenizer, reference, settings)
 
 
 def _loader(spec: SweepSpec) -> Any:

@@ -51,6 +51,11 @@ BAD_CASES = {
         "data.sources.identity.path",
         "unknown built-in source",
     ),
+    "reference cache with a moving reference": (
+        {"model": {"name": "toy", "ref_cache": True}, "train__sync_ref_model": True},
+        "model.ref_cache",
+        "train.sync_ref_model updates the reference",
+    ),
     "missing data file": (
         {"data__sources": {"identity": {"path": "nowhere.jsonl"}}, "data__mix": None},
         "data.sources.identity.path",

@@ -58,12 +58,30 @@ def test_sweep_end_to_end(ws: Workspace, write_spec) -> None:
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"trial_config.yaml", "identity_generations.json"} <= artifacts
         assert (ws.root / "outputs" / "test" / f"trial-{trial.number:03d}" / "model" / "config.json").is_file()
+    metrics = [by_id[t.user_attrs["mlflow_run_id"]].data.metrics for t in trials]
+    evaluated = ["eval_loss" in m for m in metrics]  # held-out pairs go through the reference only when evaluated
+    hits = [m["refcache.hits"] for m in metrics]
+    assert hits == _pairs_seen_by_earlier_trials(ws.root / "outputs" / "test", evaluated)
+    assert hits[0] == 0 and min(hits[1:]) > 0
 
     again = ws.sweep(spec)
     assert again.returncode == 0 and len(ws.study().trials) == 3, "a finished sweep runs nothing new"
     more = ws.sweep(spec, "--trials", "4")
     assert more.returncode == 0 and len(ws.study().trials) == 4
     assert len(ws.runs()[0]) == 1, "a resumed sweep reuses its parent run"
+
+
+def _pairs_seen_by_earlier_trials(study_dir: Path, evaluated: list[bool]) -> list[int]:
+    """Per trial, how many of the pairs it put through the reference an earlier trial already had: the reference
+    log-prob cache's hits, whatever the mix, β or learning rate."""
+    seen: set[str] = set()
+    counts = []
+    for number, heldout in enumerate(evaluated):
+        pairs = json.loads((study_dir / f"trial-{number:03d}" / "pairs.json").read_text())
+        texts = [json.dumps(p, sort_keys=True) for p in pairs["train"] + (pairs["heldout"] if heldout else [])]
+        counts.append(sum(text in seen for text in texts))
+        seen |= set(texts)
+    return counts
 
 
 @pytest.mark.slow

@@ -293,7 +293,8 @@ class Runs:
         tags, metrics = run.data.tags, run.data.metrics
         trial.reason = trial.reason or tags.get("harness.failure_reason")
         if not trial.scores:  # Optuna holds the card; MLflow is the fallback for older trials
-            trial.scores = {k: v for k, v in metrics.items() if "." in k and not k.startswith(("time.", "data."))}
+            not_scores = ("time.", "data.", "refcache.")  # costs and counts the trial logs beside its scorecard
+            trial.scores = {k: v for k, v in metrics.items() if "." in k and not k.startswith(not_scores)}
         for key in CURVE_METRICS:
             if key in metrics:
                 points = self._history(run, key)

@@ -1,0 +1,95 @@
+"""The study's reference log-prob cache: an 8-trial toy sweep with the cache (the default) vs without it.
+
+Runs `harness sweep sweeps/beta.yaml` as shipped and with `model.ref_cache: false` (TRL then holds a
+reference copy and runs its forward pass at every step), one trial at a time on each side in turn (each
+sweep resumed with --trials n), so both sides see the same load on a shared machine. Both draw the same
+points (same seed, same sampler, same results). Prints ratios measured in this one run, cache / no
+cache: the trials' summed time.total_s (the sweep's work, without the resumes' start-up) and training
+phase (time.train_s, and its CPU seconds time.train_cpu_s). The goal: <= 0.8.
+For the default sweep's own wall time (goal: <= 300 s on a 2-core CPU), run `harness sweep sweeps/beta.yaml`.
+
+With --training-only it times the training phase alone, in this one process, alternating TRL computing
+the reference itself with a warm cache (the default spec's batch and pairs, 20 steps, no scoring):
+the part of a trial the cache can change, without the sweep's scoring and start-up around it.
+
+    .venv/bin/python benchmarks/ref_cache.py [--trials 8] [--training-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from _common import DEFAULT_SPEC, alternate, machine, run_sweep, spec_with
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--training-only", action="store_true")
+    args = parser.parse_args()
+    if args.training_only:
+        return training_phase(rounds=2)
+    trials = args.trials
+    with tempfile.TemporaryDirectory(prefix="harness-bench-") as tmp:
+        folder = Path(tmp)
+        plain_spec = spec_with(folder, {"model": {"ref_cache": False}})
+        sides = alternate(
+            {
+                "cache": lambda n: run_sweep(folder / "cache", DEFAULT_SPEC, "--trials", str(n)),
+                "no cache": lambda n: run_sweep(folder / "plain", plain_spec, "--trials", str(n)),
+            },
+            trials,
+        )
+    cached, plain = sides["cache"][-1], sides["no cache"][-1]
+    print(f"\n{trials} trials of {DEFAULT_SPEC.name}, alternating; machine: {machine()}")
+    print(f"{'summed over trials':<24}{'cache':>10}{'no cache':>10}{'ratio':>8}")
+    for key in ("time.total_s", "time.train_s", "time.train_cpu_s"):
+        a, b = cached.total(key), plain.total(key)
+        print(f"{key:<24}{a:10.1f}{b:10.1f}{a / b:8.2f}")
+    for key in ("time.train_s", "time.train_cpu_s"):
+        pairs = zip(cached.trials, plain.trials, strict=True)
+        print(f"{key} per trial, cache/none: " + ", ".join(f"{a[key]:.0f}/{b[key]:.0f}" for a, b in pairs))
+    hits, misses = cached.total("refcache.hits"), cached.total("refcache.misses")
+    print(f"cache: {hits:.0f} hits, {misses:.0f} misses over the sweep; time.ref_s {cached.total('time.ref_s'):.1f} s")
+    same = [t.get("identity.hit_rate") for t in cached.trials] == [t.get("identity.hit_rate") for t in plain.trials]
+    print(f"same identity.hit_rate in every trial: {same}")
+    ratio = cached.total("time.total_s") / plain.total("time.total_s")
+    print(f"goal: sweep work with cache / without <= 0.8 -> {ratio:.2f}")
+
+
+def training_phase(rounds: int) -> None:
+    """TRL's own reference vs a warm cache, through harness.training, alternating in this process."""
+    import time
+
+    import transformers
+
+    from harness import models, refcache, training
+    from harness.toy import ensure_toy_model, toy_pairs
+
+    path = str(ensure_toy_model(models.cache_dir(Path("outputs").resolve())))
+    pairs = toy_pairs("identity")[:112] + toy_pairs("general")[:32]
+    train = {"max_steps": 20, "per_device_train_batch_size": 8, "learning_rate": 5e-4, "logging_steps": 5}
+    with tempfile.TemporaryDirectory(prefix="harness-bench-") as tmp:
+
+        def run(cached: bool) -> tuple[float, float]:
+            transformers.set_seed(0)
+            model, tokenizer = models.load(path)
+            config = training.dpo_config(train, Path(tmp) / "trainer", 0, has_eval=False, precompute_ref=cached)
+            settings = training.resolved_train_settings(config, list(training.REFERENCE_SETTINGS))
+            cache = refcache.open_for(Path(tmp), model, tokenizer, {"name": path}, settings) if cached else None
+            wall, cpu = time.perf_counter(), time.process_time()
+            training.train_dpo(model, tokenizer, pairs, [], config, ref_cache=cache)
+            return time.perf_counter() - wall, time.process_time() - cpu
+
+        run(cached=True)  # fills the cache, as the study's first trial does
+        sides = alternate({"cache": lambda n: run(True), "no cache": lambda n: run(False)}, rounds)
+    (cw, cc), (pw, pc) = (tuple(map(sum, zip(*sides[k], strict=True))) for k in ("cache", "no cache"))
+    print(f"\ntraining phase, {len(pairs)} pairs, 20 steps, {rounds} rounds alternating; machine: {machine()}")
+    print(f"warm cache / TRL's own reference: wall {cw:.1f}/{pw:.1f} s = {cw / pw:.2f}, ", end="")
+    print(f"CPU {cc:.1f}/{pc:.1f} s = {cc / pc:.2f}")
+
+
+if __name__ == "__main__":
+    main()

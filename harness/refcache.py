@@ -1,0 +1,149 @@
+"""The study's reference log-prob cache: each pair's reference log-probs, computed once per study.
+
+Every trial of a study scores its pairs against the same frozen reference model, whatever its mix, β,
+learning rate, seed or loss type, so the reference forward pass is done once per pair and kept here.
+The values themselves are TRL's (harness.training lets DPOTrainer precompute the missing pairs and
+harvests its columns); this module deals in keys, rows and files.
+
+A pair's key hashes everything its reference log-probs depend on:
+  - the reference model: name or path, revision, a fingerprint of its weights, the training precision;
+  - the tokenizer: vocabulary, special tokens and chat template;
+  - TRL's settings that shape the reference forward (max_length, truncation_mode, ld_alpha, ...);
+  - the pair as TRL tokenized it (prompt, chosen and rejected token ids, after the chat template and
+    TRL's own EOS handling): the exact input of the reference forward.
+
+Storage: one SQLite file per study folder (outputs/<study>/refcache/refcache.db) in WAL mode; rows are
+only ever added (INSERT OR IGNORE: a pair computed by two trials at once keeps the first value, which
+equals the second), so the trial processes of `--parallel N` / `--devices` can read and write at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FOLDER = "refcache"
+_CHUNK = 500  # keys per SELECT: below SQLite's bound-parameter limit
+
+
+def enabled(ref_cache: bool, train: dict[str, Any]) -> bool:
+    """The cache is on when the spec allows it and the trial's TRL settings have a fixed, precomputable reference."""
+    return ref_cache and not train.get("sync_ref_model") and train.get("precompute_ref_log_probs") is not False
+
+
+def conflicts(train: dict[str, Any]) -> list[str]:
+    """Why `model.ref_cache: true` cannot hold with these `train` settings (empty when it can)."""
+    problems = []
+    if train.get("sync_ref_model"):
+        problems.append("train.sync_ref_model updates the reference during training, so its log-probs cannot be kept")
+    if train.get("precompute_ref_log_probs") is False:
+        problems.append("train.precompute_ref_log_probs: false asks TRL to recompute the reference at every step")
+    return problems
+
+
+def weights_fingerprint(model: Any) -> str:
+    """A hash of the model's weights (name, dtype, shape and bytes of every tensor), as TRL fingerprints
+    a reference model for its own precompute cache; call it on the base model, before any adapter."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """A hash of what decides the token ids: vocabulary (added tokens included), special tokens, chat template."""
+    payload = {
+        "vocab": sorted(tokenizer.get_vocab().items()),
+        "special": {k: str(v) for k, v in sorted(tokenizer.special_tokens_map.items())},
+        "chat_template": tokenizer.chat_template,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def identity(model: dict[str, Any], tokenizer: str, settings: dict[str, Any]) -> str:
+    """The reference's identity: model (name, revision, weights, precision), tokenizer fingerprint, TRL settings."""
+    payload = {"model": model, "tokenizer": tokenizer, "settings": settings}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def open_for(
+    study_dir: Path, model: Any, tokenizer: Any, reference: dict[str, Any], settings: dict[str, Any]
+) -> RefCache:
+    """The study's cache keyed for one trial's reference: `model` as loaded (before any adapter), its tokenizer,
+    `reference` naming it (name, path, revision, precision) and TRL's `settings` (training.REFERENCE_SETTINGS)."""
+    started = time.perf_counter()
+    reference = reference | {"weights": weights_fingerprint(model)}
+    cache = RefCache.open(study_dir, identity(reference, tokenizer_fingerprint(tokenizer), settings))
+    cache.seconds = time.perf_counter() - started  # fingerprinting the weights is part of the cache's cost
+    return cache
+
+
+@dataclass
+class RefCache:
+    """One study's cache, seen from one trial: keys under this trial's reference identity, hit/miss counts."""
+
+    path: Path
+    identity: str
+    hits: int = 0
+    misses: int = 0
+    seconds: float = 0.0  # spent looking up, computing (by TRL) and storing reference log-probs
+    _conn: sqlite3.Connection | None = field(default=None, repr=False)
+
+    @classmethod
+    def open(cls, study_dir: Path, identity: str) -> RefCache:
+        folder = Path(study_dir) / FOLDER
+        folder.mkdir(parents=True, exist_ok=True)
+        return cls(folder / "refcache.db", identity)
+
+    def key(self, prompt_ids: Sequence[int], chosen_ids: Sequence[int], rejected_ids: Sequence[int]) -> str:
+        ids = json.dumps([list(prompt_ids), list(chosen_ids), list(rejected_ids)], separators=(",", ":"))
+        return hashlib.sha256(f"{self.identity}|{ids}".encode()).hexdigest()
+
+    def get(self, keys: Iterable[str]) -> dict[str, tuple[float, float]]:
+        """The cached (chosen, rejected) reference log-probs of those keys that are present; counts hits and misses."""
+        keys = list(keys)
+        found: dict[str, tuple[float, float]] = {}
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db().execute(f"SELECT key, chosen, rejected FROM logps WHERE key IN ({marks})", chunk)
+            found |= {key: (chosen, rejected) for key, chosen, rejected in rows}
+        self.hits += sum(key in found for key in keys)
+        self.misses += sum(key not in found for key in keys)
+        return found
+
+    def put(self, values: dict[str, tuple[float, float]]) -> None:
+        """Add freshly computed pairs (one transaction; a pair already there is kept)."""
+        with self._db() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO logps (key, chosen, rejected) VALUES (?, ?, ?)",
+                [(key, float(chosen), float(rejected)) for key, (chosen, rejected) in values.items()],
+            )
+
+    def metrics(self) -> dict[str, float]:
+        return {"refcache.hits": self.hits, "refcache.misses": self.misses, "time.ref_s": self.seconds}
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            # A generous timeout: another trial may hold the write lock while it stores its pairs.
+            self._conn = sqlite3.connect(self.path, timeout=120)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS logps (key TEXT PRIMARY KEY, chosen REAL NOT NULL, rejected REAL NOT NULL)"
+            )
+        return self._conn

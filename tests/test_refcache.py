@@ -1,0 +1,153 @@
+"""The study's reference log-prob cache: training from it equals TRL computing the reference itself,
+it misses when anything the reference depends on changes, and a second trial reuses the first one's pairs.
+
+Each training here is TRL's DPOTrainer, built through the harness's adapter (harness.training) on the toy
+model: 8 pairs, batches of 4, 2 steps, one held-out evaluation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import models, refcache, training
+from harness.refcache import RefCache
+from harness.toy import toy_pairs
+
+TRAIN = {"max_steps": 2, "per_device_train_batch_size": 4, "learning_rate": 1e-3, "logging_steps": 1}
+# Wall-clock figures TRL logs with the metrics; everything else it logs must match.
+_TIMINGS = ("runtime", "per_second", "total_flos")
+
+
+@pytest.fixture(scope="module")
+def rows() -> list[dict]:
+    return toy_pairs("identity")[:16]
+
+
+def train(
+    folder: Path,
+    model_path: Path,
+    pairs: tuple[list[dict], list[dict]],
+    cache: RefCache | None = None,
+    lora: bool = False,
+    **settings: Any,
+) -> tuple[dict[str, Any], list[tuple[int, dict]]]:
+    """Train a fresh toy model; returns its trained weights and every metric TRL logged."""
+    import transformers
+
+    transformers.set_seed(0)
+    model, tokenizer = models.load(str(model_path))
+    config = training.dpo_config(TRAIN | settings, folder, 0, eval_every=2, precompute_ref=cache is not None)
+    logs: list[tuple[int, dict]] = []
+    peft = training.lora_config(r=4, alpha=8, dropout=0.0, target_modules="all-linear") if lora else None
+    trained = training.train_dpo(
+        model, tokenizer, *pairs, config, peft, on_log=lambda step, m: logs.append((step, m)), ref_cache=cache
+    )
+    weights = {k: v.detach().clone() for k, v in trained.state_dict().items()}
+    return weights, [(step, {k: v for k, v in m.items() if not k.endswith(_TIMINGS)}) for step, m in logs]
+
+
+def study_cache(folder: Path, model_path: Path, **settings: Any) -> RefCache:
+    """The cache as a trial opens it: identity from the toy model, its tokenizer and the TRL settings."""
+    model, tokenizer = models.load(str(model_path))
+    config = training.dpo_config(TRAIN | settings, folder, 0, precompute_ref=True)
+    reference_settings = training.resolved_train_settings(config, list(training.REFERENCE_SETTINGS))
+    return refcache.open_for(folder, model, tokenizer, {"name": str(model_path)}, reference_settings)
+
+
+def assert_same_training(expected: tuple, got: tuple) -> None:
+    (want_weights, want_logs), (weights, logs) = expected, got
+    assert [step for step, _ in logs] == [step for step, _ in want_logs]
+    for (_, want), (_, metrics) in zip(want_logs, logs, strict=True):
+        assert metrics.keys() == want.keys()
+        assert metrics == pytest.approx(want, rel=1e-4, abs=1e-5)
+    assert weights.keys() == want_weights.keys()
+    # Adam normalises each update, so a rounding-level difference in a near-zero gradient (the reference
+    # forward batched differently) can move a weight by a small fraction of the learning rate.
+    for name, tensor in weights.items():
+        assert tensor.allclose(want_weights[name], rtol=0, atol=TRAIN["learning_rate"] / 10), name
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+@pytest.mark.parametrize("loss", ["sigmoid", "ipo"])
+def test_a_second_trial_reuses_the_first_trials_pairs_and_trains_as_trl_would(
+    tmp_path: Path, toy_model_path: Path, rows: list[dict], loss: str, lora: bool
+) -> None:
+    heldout = rows[12:16]  # the same held-out pairs for every trial of a study
+    first = study_cache(tmp_path / "study", toy_model_path, loss_type=loss)
+    other = "ipo" if loss == "sigmoid" else "sigmoid"  # another loss, β and mix: other training pairs
+    train(tmp_path / "first", toy_model_path, (rows[4:12], heldout), first, lora=lora, loss_type=other, beta=0.5)
+    assert (first.hits, first.misses) == (0, 12)  # TRL computed every pair; the cache kept them
+
+    own = train(tmp_path / "own", toy_model_path, (rows[:8], heldout), lora=lora, loss_type=loss)
+    second = study_cache(tmp_path / "study", toy_model_path, loss_type=loss)
+    cached = train(tmp_path / "second", toy_model_path, (rows[:8], heldout), second, lora=lora, loss_type=loss)
+    assert (second.hits, second.misses) == (4 + 4, 4)  # rows 4-7 and the held-out pairs; TRL computed rows 0-3
+    assert_same_training(own, cached)
+
+
+@pytest.fixture
+def reference(toy_model: tuple) -> Any:
+    """reference(tokenizer, **train) -> the cache of that reference, keyed as a trial keys it."""
+    model, _ = toy_model
+
+    def cache(tokenizer: Any, folder: Path, **train: Any) -> RefCache:
+        config = training.dpo_config(TRAIN | train, folder, 0, precompute_ref=True)
+        settings = training.resolved_train_settings(config, list(training.REFERENCE_SETTINGS))
+        return refcache.open_for(folder, model, tokenizer, {"name": "toy"}, settings)
+
+    return cache
+
+
+def test_a_changed_template_or_max_length_misses_the_cache(tmp_path: Path, toy_model_path: Path, reference) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(toy_model_path)
+    ids = ([5, 6, 7], [8, 9], [10])
+    stored = reference(tokenizer, tmp_path)
+    stored.put({stored.key(*ids): (-1.5, -2.5)})
+
+    def found(cache: RefCache) -> dict:
+        return cache.get([cache.key(*ids)])
+
+    assert list(found(reference(tokenizer, tmp_path, beta=0.9, loss_type="ipo", learning_rate=1e-5)).values()) == [
+        (-1.5, -2.5)
+    ]  # β, loss and learning rate do not change the reference
+    assert not found(reference(tokenizer, tmp_path, max_length=64))
+    assert not found(reference(tokenizer, tmp_path, ld_alpha=0.5))
+    template = tokenizer.chat_template.replace("<|im_end|>\\n", "<|im_end|>")  # no newline after a turn
+    assert template != tokenizer.chat_template
+    tokenizer.chat_template = template
+    assert not found(reference(tokenizer, tmp_path))
+
+
+def test_the_cache_is_on_unless_the_reference_moves_or_the_spec_says_no() -> None:
+    assert refcache.enabled(True, {"beta": 0.1})
+    assert not refcache.enabled(False, {})
+    assert not refcache.enabled(True, {"sync_ref_model": True})  # default on, quietly off where it cannot hold
+    assert not refcache.enabled(True, {"precompute_ref_log_probs": False})
+
+
+_WRITER = """
+import sys
+from harness.refcache import RefCache
+cache = RefCache.open(sys.argv[1], "same-reference")
+for start in range(0, 400, 20):  # many small transactions, interleaved with the other writer's
+    keys = [cache.key([n], [n], [n]) for n in range(start, start + 20)]
+    cache.get(keys)
+    cache.put({key: (-1.0 * n, -2.0 * n) for key, n in zip(keys, range(start, start + 20))})
+"""
+
+
+def test_trials_writing_at_once_keep_every_pair(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    writers = [subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path)]) for _ in range(2)]
+    assert [w.wait(timeout=60) for w in writers] == [0, 0]
+    cache = RefCache.open(tmp_path, "same-reference")
+    found = cache.get([cache.key([n], [n], [n]) for n in range(400)])
+    assert [found[cache.key([n], [n], [n])] for n in (0, 399)] == [(0.0, 0.0), (-399.0, -798.0)]
+    assert (cache.hits, cache.misses) == (400, 0)
