@@ -7,9 +7,15 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pytest
-import yaml
-from support import ROOT, Workspace, missing_for_workers
+# One torch (OpenMP) thread per process, set before anything imports torch, and inherited by every
+# sweep, worker and trial process a test starts: the toy model's matrices are too small to gain from
+# more, and on a 2-core box running several processes (workers, trials, the pytest process) extra
+# threads wait on each other: a toy training step measured 3-6x slower with 2 threads than with 1.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+from support import ROOT, Workspace, missing_for_workers  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
