@@ -151,3 +151,21 @@ def test_trials_writing_at_once_keep_every_pair(tmp_path: Path) -> None:
     found = cache.get([cache.key([n], [n], [n]) for n in range(400)])
     assert [found[cache.key([n], [n], [n])] for n in (0, 399)] == [(0.0, 0.0), (-399.0, -798.0)]
     assert (cache.hits, cache.misses) == (400, 0)
+
+
+def test_the_weights_fingerprint_tells_checkpoints_apart_from_a_sample(toy_model: tuple) -> None:
+    import copy
+
+    import torch
+
+    model, _ = toy_model
+    assert refcache.weights_fingerprint(model) == refcache.weights_fingerprint(copy.deepcopy(model))
+    tuned = copy.deepcopy(model)
+    with torch.no_grad():  # a fine-tune moves (nearly) every weight; here one tensor moves by a rounding step
+        next(iter(tuned.parameters())).mul_(1 + 2**-6)
+    assert refcache.weights_fingerprint(tuned) != refcache.weights_fingerprint(model)
+    big = torch.nn.Linear(1024, 1024)  # 1M values: only a strided sample is read
+    before = refcache.weights_fingerprint(big)
+    with torch.no_grad():
+        big.weight.add_(1e-3)
+    assert refcache.weights_fingerprint(big) != before
