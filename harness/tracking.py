@@ -72,6 +72,7 @@ class Tracker:
         # MLflow creates the store's tables when the client (or its first call) opens the store
         self.client = retry_schema_race(lambda: MlflowClient(tracking_uri=uri))
         retry_schema_race(lambda: self.client.search_experiments(max_results=1))
+        self._pending: list[Any] = []  # MLflow's futures of metrics logged without waiting
 
     def experiment(self, name: str) -> str:
         """The study's experiment, created on first use (workers starting together may race to it)."""
@@ -129,13 +130,23 @@ class Tracker:
         for i in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
             self.client.log_batch(run_id, params=items[i : i + 100])
 
-    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0, wait: bool = True) -> None:
+        """wait=False: queued on MLflow's logging thread (a training step never waits on the store,
+        which may be a server across the network); flush() waits for everything queued."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step) for k, v in metrics.items() if _is_number(v)]
         for i in range(0, len(items), 1000):
-            self.client.log_batch(run_id, metrics=items[i : i + 1000])
+            done = self.client.log_batch(run_id, metrics=items[i : i + 1000], synchronous=wait)
+            if not wait:
+                self._pending.append(done)
+
+    def flush(self) -> None:
+        """Wait until the metrics logged with wait=False are stored (raising what storing them raised)."""
+        pending, self._pending = self._pending, []
+        for done in pending:
+            done.wait()
 
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
         from mlflow.entities import RunTag

@@ -167,18 +167,21 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
     )
     ref_cache = _ref_cache(request, config, model, tokenizer, model_path, precision, dpo) if cached else None
     lora = config["model"]["lora"]
-    trained = training.train_dpo(
-        model,
-        tokenizer,
-        trial_data.train,
-        trial_data.heldout,
-        dpo,
-        training.lora_config(**lora) if lora else None,
-        on_log=lambda step, logs: tracker.log_metrics(request.run_id, logs, step),
-        on_eval=pruning.check if pruning else None,
-        on_step=lambda step, total: events.put(("step", request.number, step, total)),
-        ref_cache=ref_cache,
-    )
+    try:
+        trained = training.train_dpo(
+            model,
+            tokenizer,
+            trial_data.train,
+            trial_data.heldout,
+            dpo,
+            training.lora_config(**lora) if lora else None,
+            on_log=lambda step, logs: tracker.log_metrics(request.run_id, logs, step, wait=False),
+            on_eval=pruning.check if pruning else None,
+            on_step=lambda step, total: events.put(("step", request.number, step, total)),
+            ref_cache=ref_cache,
+        )
+    finally:  # the curves up to a failure are kept too
+        tracker.flush()
     if ref_cache is not None:
         tracker.log_metrics(request.run_id, ref_cache.metrics())
         ref_cache.close()
