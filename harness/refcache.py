@@ -34,7 +34,7 @@ _CHUNK = 500  # keys per SELECT: below SQLite's bound-parameter limit
 
 def enabled(ref_cache: bool, train: dict[str, Any]) -> bool:
     """The cache is on when the spec allows it and the trial's TRL settings have a fixed, precomputable reference."""
-    return ref_cache and not train.get("sync_ref_model") and train.get("precompute_ref_log_probs") is not False
+    return ref_cache and not conflicts(train)
 
 
 def conflicts(train: dict[str, Any]) -> list[str]:

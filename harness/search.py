@@ -419,8 +419,7 @@ def ask_replicate(study: Any, origin: int, seed: int) -> tuple[Any, int]:
     from optuna.trial import TrialState
 
     if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, origin)
-        params = study._storage.get_trial(trial_id).params
+        params = study.get_trials(deepcopy=False)[origin].params  # trial numbers index a study's trials
         study.enqueue_trial(dict(params), user_attrs={REPLICATE_ATTR: origin, SEED_ATTR: seed})
     trial = study.ask()
     return trial, trial.user_attrs.get(SEED_ATTR, seed)
