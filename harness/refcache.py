@@ -23,7 +23,7 @@ import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,9 +112,29 @@ class RefCache:
         folder.mkdir(parents=True, exist_ok=True)
         return cls(folder / "refcache.db", identity)
 
-    def key(self, prompt_ids: Sequence[int], chosen_ids: Sequence[int], rejected_ids: Sequence[int]) -> str:
-        ids = json.dumps([list(prompt_ids), list(chosen_ids), list(rejected_ids)], separators=(",", ":"))
+    def for_scoring(self) -> RefCache:
+        """The same file keyed apart, for harness.scoring's own reference log-probs (its tokenization and
+        forward pass, not TRL's): a probe then compares policy and reference computed the same way."""
+        return RefCache(self.path, f"{self.identity}|scoring")
+
+    def key(self, *token_ids: Sequence[int]) -> str:
+        """A pair's key from its token ids: TRL's (prompt, chosen, rejected), or whatever a scorer feeds the model."""
+        ids = json.dumps([list(part) for part in token_ids], separators=(",", ":"))
         return hashlib.sha256(f"{self.identity}|{ids}".encode()).hexdigest()
+
+    def fill(
+        self, keys: Sequence[str], compute: Callable[[list[int]], tuple[Sequence[float], Sequence[float]]]
+    ) -> tuple[list[float], list[float]]:
+        """The (chosen, rejected) reference log-probs of every key: cached ones, and for the rest
+        compute(their indices), which are stored for the next trial."""
+        known = self.get(keys)
+        missing = [i for i, key in enumerate(keys) if key not in known]
+        if missing:
+            chosen, rejected = compute(missing)
+            fresh = {keys[i]: (c, r) for i, c, r in zip(missing, chosen, rejected, strict=True)}
+            self.put(fresh)
+            known |= fresh
+        return [known[key][0] for key in keys], [known[key][1] for key in keys]
 
     def get(self, keys: Iterable[str]) -> dict[str, tuple[float, float]]:
         """The cached (chosen, rejected) reference log-probs of those keys that are present; counts hits and misses."""

@@ -270,16 +270,14 @@ def _cached_reference_class() -> type:
             started = time.perf_counter()
             ids = dataset.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"])
             keys = [self.ref_cache.key(r["prompt_ids"], r["chosen_ids"], r["rejected_ids"]) for r in ids]
-            known = self.ref_cache.get(keys)
-            missing = [i for i, key in enumerate(keys) if key not in known]
-            if missing:
-                computed = super()._precompute_ref_logps(dataset.select(missing), name, batch_size)
-                chosen, rejected = computed["ref_chosen_logps"], computed["ref_rejected_logps"]
-                fresh = {keys[i]: (c, r) for i, c, r in zip(missing, chosen, rejected, strict=True)}
-                self.ref_cache.put(fresh)
-                known |= fresh
-            dataset = dataset.add_column("ref_chosen_logps", [known[key][0] for key in keys])
-            dataset = dataset.add_column("ref_rejected_logps", [known[key][1] for key in keys])
+
+            def precompute(missing: list[int]) -> tuple[list[float], list[float]]:
+                computed = super(CachedReference, self)._precompute_ref_logps(dataset.select(missing), name, batch_size)
+                return computed["ref_chosen_logps"], computed["ref_rejected_logps"]
+
+            chosen, rejected = self.ref_cache.fill(keys, precompute)
+            dataset = dataset.add_column("ref_chosen_logps", chosen)
+            dataset = dataset.add_column("ref_rejected_logps", rejected)
             self.ref_cache.seconds += time.perf_counter() - started
             return dataset
 

@@ -165,7 +165,9 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
         has_eval=bool(trial_data.heldout),
         precompute_ref=cached,
     )
-    ref_cache = _ref_cache(request, config, model, tokenizer, model_path, precision, dpo) if cached else None
+    ref_cache = None  # opened on the base weights; it serves the probes' reference even where training cannot use it
+    if spec.model.ref_cache:
+        ref_cache = _ref_cache(request, config, model, tokenizer, model_path, precision, dpo)
     lora = config["model"]["lora"]
     try:
         trained = training.train_dpo(
@@ -178,13 +180,14 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
             on_log=lambda step, logs: tracker.log_metrics(request.run_id, logs, step, wait=False),
             on_eval=pruning.check if pruning else None,
             on_step=lambda step, total: events.put(("step", request.number, step, total)),
-            ref_cache=ref_cache,
+            ref_cache=ref_cache if cached else None,
         )
     finally:  # the curves up to a failure are kept too
         tracker.flush()
-    if ref_cache is not None:
+        if ref_cache is not None:
+            ref_cache.close()
+    if ref_cache is not None and cached:
         tracker.log_metrics(request.run_id, ref_cache.metrics())
-        ref_cache.close()
     models.save(trained, tokenizer, request.folder / "model")
     seconds["time.train_s"] = time.perf_counter() - clock
     seconds["time.train_cpu_s"] = time.process_time() - cpu  # every thread of the trial: steadier than wall time
@@ -205,12 +208,17 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
         train_sources=trial_data.train_sources,
         heldout_sources=trial_data.heldout_sources,
         shares=config["data"]["shares"],
+        ref_cache=ref_cache.for_scoring() if ref_cache is not None else None,
     )
-    with scoring.reference_model(trained, model_path, _loader(spec)) as reference:
-        card = scoring.score(trained, tokenizer, ctx, reference)
+    try:
+        with scoring.reference_model(trained, model_path, _loader(spec)) as reference:
+            card = scoring.score(trained, tokenizer, ctx, reference)
+    finally:
+        if ctx.ref_cache is not None:
+            ctx.ref_cache.close()
     seconds["time.eval_s"] = time.perf_counter() - clock
     seconds["time.eval_share"] = seconds["time.eval_s"] / max(seconds["time.train_s"], 1e-9)
-    tracker.log_metrics(request.run_id, card.metrics | seconds)
+    tracker.log_metrics(request.run_id, card.metrics | seconds | _scoring_cache_counts(ctx.ref_cache))
     for name, payload in card.artifacts.items():
         tracker.log_dict(request.run_id, payload, name)
     tracker.log_dict(request.run_id, card.items, "scorecard_items.json")
@@ -231,6 +239,10 @@ def _ref_cache(
     }
     settings = training.resolved_train_settings(dpo, list(training.REFERENCE_SETTINGS))
     return refcache.open_for(Path(request.output_dir), model, tokenizer, reference, settings)
+
+
+def _scoring_cache_counts(cache: Any) -> dict[str, float]:
+    return {"refcache.scoring_hits": cache.hits, "refcache.scoring_misses": cache.misses} if cache else {}
 
 
 def _loader(spec: SweepSpec) -> Any:

@@ -169,3 +169,36 @@ def test_the_weights_fingerprint_tells_checkpoints_apart_from_a_sample(toy_model
     with torch.no_grad():
         big.weight.add_(1e-3)
     assert refcache.weights_fingerprint(big) != before
+
+
+def test_probes_read_the_references_log_probs_a_past_trial_stored(tmp_path: Path, toy_model: tuple, reference) -> None:
+    """The probes' reference log-probs come from the study's cache once a trial has scored the pairs: the same
+    implicit rewards, with no reference forward at all (the reference here is None); a new max_length misses."""
+    import copy
+
+    import torch
+
+    from harness.scoring import lm, probes
+
+    model, tokenizer = toy_model
+    policy = copy.deepcopy(model)  # a "trained" policy: nonzero implicit rewards to compare
+    with torch.no_grad():
+        for param in policy.parameters():
+            param.add_(torch.randn_like(param) * 0.02)
+    pairs, cut = toy_pairs("shortcut")[:6], lm.Truncation()
+    direct = probes.log_ratios(policy, model, tokenizer, pairs, cut)
+
+    first = reference(tokenizer, tmp_path).for_scoring()
+    assert probes.log_ratios(policy, model, tokenizer, pairs, cut, first) == direct
+    assert (first.hits, first.misses) == (0, 6)
+    later = reference(tokenizer, tmp_path, beta=0.5).for_scoring()  # another trial of the study
+    cached = probes.log_ratios(policy, None, tokenizer, pairs, cut, later)
+    assert cached.chosen == pytest.approx(direct.chosen, abs=1e-6)
+    assert cached.rejected == pytest.approx(direct.rejected, abs=1e-6)
+    assert (later.hits, later.misses) == (6, 0)
+
+    shorter = reference(tokenizer, tmp_path, max_length=24).for_scoring()
+    probes.log_ratios(policy, model, tokenizer, pairs, lm.Truncation(max_length=24), shorter)
+    assert shorter.hits == 0, "pairs cut differently are other pairs"
+    training = reference(tokenizer, tmp_path)  # TRL's values for the same reference live under other keys
+    assert training.key(*[[1, 2]] * 3) != first.key(*[[1, 2]] * 3)

@@ -67,6 +67,10 @@ def test_two_objectives_every_metric_and_constraint(ws: Workspace, write_spec) -
         assert {"identity_generations.json", "scorecard_items.json", "probe_answers.json"} <= artifacts
     parent_artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id, "base")}
     assert "base/identity_generations.json" in parent_artifacts
+    # the probes' reference log-probs: the second trial reads the held-out and swap pairs the first one stored
+    first, second = sorted((r.data for r in children), key=lambda d: int(d.tags["harness.trial"]))
+    assert second.metrics["refcache.scoring_hits"] > first.metrics["refcache.scoring_hits"]
+    assert second.metrics["refcache.scoring_misses"] < first.metrics["refcache.scoring_misses"]
 
 
 def fixed_trial_spec(study: str, sources: dict, lr: float, beta: float) -> dict:

@@ -54,6 +54,7 @@ class Context:
     train_sources: list[str] | None = None
     heldout_sources: list[str] | None = None
     shares: dict[str, float] | None = None  # the trial's mix shares, which weight the per-source gaps
+    ref_cache: Any = None  # the study's reference log-probs (RefCache.for_scoring): probes skip pairs it holds
 
 
 def score(model: Any, tokenizer: Any, ctx: Context, reference: Any = None) -> Scorecard:
@@ -124,13 +125,14 @@ def _probes(model: Any, tokenizer: Any, ctx: Context, card: Scorecard, reference
             card.notes.append(
                 "overfit: the pairs carry no source, so acc_gap pools every source's pairs (not weighted by share)"
             )
-        metrics, notes, detail = probes.overfit(model, reference, tokenizer, labelled, texts, cut)
+        metrics, notes, detail = probes.overfit(model, reference, tokenizer, labelled, texts, cut, ctx.ref_cache)
         card.metrics |= metrics
         card.notes += notes
         if detail:
             card.artifacts["overfit_by_source.json"] = detail
     if "shortcut" in ctx.evals.probes:
-        card.metrics["shortcut.swap_acc"] = probes.swap_accuracy(model, reference, tokenizer, swap_pairs, cut)
+        swap = probes.swap_accuracy(model, reference, tokenizer, swap_pairs, cut, ctx.ref_cache)
+        card.metrics["shortcut.swap_acc"] = swap
         base_tokens = ctx.base.metrics.get(BASE_ANSWER_TOKENS) if ctx.base else None
         if base_tokens is not None:
             card.metrics["shortcut.length_ratio"] = probes.length_ratio(tokens, base_tokens)

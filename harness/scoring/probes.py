@@ -1,6 +1,7 @@
 """Overfitting and shortcut probes: is the preference learned, or memorised, or a shortcut?
 
-All of them compare the trained policy π with its reference πref (the model DPO started from).
+All of them compare the trained policy π with its reference πref (the model DPO started from); in a
+sweep the reference's log-probs of a pair come from the study's cache once any trial has scored it.
 Implicit rewards are reported in log-ratio units, r = log π(y|x) - log πref(y|x), i.e. TRL's
 rewards divided by β, so they compare across trials with different β. Pairs are tokenized and
 truncated as TRL trained on them (lm.encode_pair); pairs TRL drops (the prompt fills max_length)
@@ -14,9 +15,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.scoring import lm
+
+if TYPE_CHECKING:
+    from harness.refcache import RefCache
 
 MAX_TRAIN_PAIRS = 256  # enough for a stable training accuracy; bounded cost per checkpoint
 # Implicit-reward differences below this (nats) are numerical noise, not a preference: they count as ties.
@@ -36,16 +40,29 @@ class Ratios:
         return [c - r for c, r in zip(self.chosen, self.rejected, strict=True)]
 
 
-def log_ratios(model: Any, ref: Any, tokenizer: Any, pairs: Sequence[Mapping], cut: lm.Truncation) -> Ratios:
+def log_ratios(
+    model: Any, ref: Any, tokenizer: Any, pairs: Sequence[Mapping], cut: lm.Truncation, cache: RefCache | None = None
+) -> Ratios:
     encoded = [lm.encode_pair(tokenizer, p, cut) for p in pairs]
     kept = [e for e in encoded if e is not None]
     if not kept:
         return Ratios(dropped=len(pairs))
     policy = lm.pair_logps(model, tokenizer, kept)
-    reference = lm.pair_logps(ref, tokenizer, kept)
+    reference = reference_logps(ref, tokenizer, kept, cache)
     chosen = [a - b for a, b in zip(policy[0], reference[0], strict=True)]
     rejected = [a - b for a, b in zip(policy[1], reference[1], strict=True)]
     return Ratios(chosen, rejected, len(pairs) - len(kept))
+
+
+def reference_logps(
+    ref: Any, tokenizer: Any, pairs: list[tuple[lm.Encoded, lm.Encoded]], cache: RefCache | None = None
+) -> tuple[list[float], list[float]]:
+    """The reference's summed log-probs of encoded pairs; with the study's cache, only the pairs no earlier
+    trial scored go through the reference (every trial of a study probes the same held-out and swap pairs)."""
+    if cache is None:
+        return lm.pair_logps(ref, tokenizer, pairs)
+    keys = [cache.key([c.start], c.ids, [r.start], r.ids) for c, r in pairs]
+    return cache.fill(keys, lambda missing: lm.pair_logps(ref, tokenizer, [pairs[i] for i in missing]))
 
 
 def accuracy(margins: Sequence[float]) -> float:
@@ -80,7 +97,13 @@ def by_source(
 
 
 def overfit(
-    model: Any, ref: Any, tokenizer: Any, pairs: Labelled, texts: list[str], cut: lm.Truncation
+    model: Any,
+    ref: Any,
+    tokenizer: Any,
+    pairs: Labelled,
+    texts: list[str],
+    cut: lm.Truncation,
+    cache: RefCache | None = None,
 ) -> tuple[dict[str, float], list[str], dict[str, Any]]:
     """overfit.*: train vs held-out accuracy per source, likelihood displacement, drift from the reference.
 
@@ -89,8 +112,8 @@ def overfit(
     train_acc and heldout_acc are the same share-weighted means, so acc_gap = train_acc - heldout_acc."""
     notes: list[str] = []
     train = _sample(pairs.train, MAX_TRAIN_PAIRS)
-    scored_train = {s: log_ratios(model, ref, tokenizer, p, cut) for s, p in train.items() if p}
-    scored_held = {s: log_ratios(model, ref, tokenizer, p, cut) for s, p in pairs.heldout.items() if p}
+    scored_train = {s: log_ratios(model, ref, tokenizer, p, cut, cache) for s, p in train.items() if p}
+    scored_held = {s: log_ratios(model, ref, tokenizer, p, cut, cache) for s, p in pairs.heldout.items() if p}
     scored_held = {s: r for s, r in scored_held.items() if r.chosen}
     dropped = sum(r.dropped for r in [*scored_train.values(), *scored_held.values()])
     if dropped:
@@ -156,10 +179,12 @@ def _weights(sources: list[str], shares: Mapping[str, float], counts: Mapping[st
     return {s: w / total for s, w in raw.items()}
 
 
-def swap_accuracy(model: Any, ref: Any, tokenizer: Any, swap_pairs: list[dict], cut: lm.Truncation) -> float:
+def swap_accuracy(
+    model: Any, ref: Any, tokenizer: Any, swap_pairs: list[dict], cut: lm.Truncation, cache: RefCache | None = None
+) -> float:
     """Implicit-reward accuracy when the spurious phrase sits on the rejected side: well below 0.5
     means the model rewards the phrase, not the content."""
-    return accuracy(log_ratios(model, ref, tokenizer, swap_pairs, cut).margins)
+    return accuracy(log_ratios(model, ref, tokenizer, swap_pairs, cut, cache).margins)
 
 
 def answer_lengths(model: Any, tokenizer: Any, prompts: list, max_new_tokens: int) -> tuple[float, list[str]]:

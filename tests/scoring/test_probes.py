@@ -45,7 +45,7 @@ def test_no_held_out_pairs_leaves_held_out_metrics_absent_with_a_note(toy_model)
 def fake_ratios(monkeypatch, accuracies: dict[str, float]) -> None:
     """log_ratios answering, per list of pairs, margins whose accuracy is the pairs' 'acc' field."""
 
-    def ratios(model, ref, tokenizer, pairs, cut):
+    def ratios(model, ref, tokenizer, pairs, cut, cache=None):
         wins = [1.0 if p["acc"] > i / len(pairs) else -1.0 for i, p in enumerate(pairs)]
         return probes.Ratios(chosen=wins, rejected=[0.0] * len(pairs))
 
