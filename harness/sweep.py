@@ -125,6 +125,7 @@ class Sweep:
         from harness.worker import Worker
 
         self.check_inputs()
+        worker = Worker()  # the trial processes' fork server starts importing while the stores open
         spec = self.spec
         study = search.open_study(spec, self.options.storage)
         tracker = Tracker(self.options.tracking_uri)
@@ -140,7 +141,6 @@ class Sweep:
             else target
         )
         self.progress.start(spec, planned, _finished(study))
-        worker = Worker()
         try:
             if not self._baseline(worker, tracker, parent):
                 self.progress.stop()
@@ -168,6 +168,7 @@ class Sweep:
         """One thread per slot (a device, or a CPU share), each claiming and running trials until the
         study is full; the main thread only waits, so Ctrl-C reaches it and stops every slot."""
         slots = self.options.slots()
+        run.worker.ready()
         ended = [threading.Event() for _ in slots]
         for i, device in enumerate(slots):
             thread = threading.Thread(target=self._slot, args=(run, device, ended[i]), name=f"slot-{i}", daemon=True)

@@ -41,10 +41,20 @@ class Worker:
     """Launches trial processes and relays their events until they end."""
 
     def __init__(self) -> None:
+        from multiprocessing import forkserver
+
         self.ctx = multiprocessing.get_context("forkserver")
         self.ctx.set_forkserver_preload(PRELOAD)
+        forkserver.ensure_running()  # its imports (~10 s) start now, beside the sweep's own start-up
         self._running: set[Any] = set()  # processes of trials now running (several slots may run at once)
         self._lock = threading.Lock()
+
+    def ready(self) -> None:
+        """Wait for the fork server to finish its imports (by forking a process that does nothing), so that
+        they count in no trial's time: the first trial of every `harness sweep` would otherwise carry them."""
+        process = self.ctx.Process(target=_nothing, name="warm-up")
+        process.start()
+        process.join()
 
     def run(
         self,
@@ -149,6 +159,10 @@ def _interrupt(process: Any) -> None:
 
 
 # ---------------------------------------------------------------- inside the job's process
+
+
+def _nothing() -> None:
+    pass
 
 
 def _entry(job: Job, request: Any, events: Any) -> None:
