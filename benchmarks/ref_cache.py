@@ -4,8 +4,9 @@ Runs `harness sweep sweeps/beta.yaml` as shipped and with `model.ref_cache: fals
 reference copy and runs its forward pass at every step), one trial at a time on each side in turn (each
 sweep resumed with --trials n), so both sides see the same load on a shared machine. Both draw the same
 points (same seed, same sampler, same results). Prints ratios measured in this one run, cache / no
-cache: the trials' summed time.total_s (the sweep's work, without the resumes' start-up) and training
-phase (time.train_s, and its CPU seconds time.train_cpu_s). The goal: <= 0.8.
+cache: the trials' summed time.total_s (the sweep's work, without the resumes' start-up), training
+phase (time.train_s, and its CPU seconds time.train_cpu_s) and scoring (time.eval_s, where the probes read
+the reference's log-probs from the same cache). The goal: <= 0.8.
 For the default sweep's own wall time (goal: <= 300 s on a 2-core CPU), run `harness sweep sweeps/beta.yaml`.
 
 With --training-only it times the training phase alone, in this one process, alternating TRL computing
@@ -45,7 +46,7 @@ def main() -> None:
     cached, plain = sides["cache"][-1], sides["no cache"][-1]
     print(f"\n{trials} trials of {DEFAULT_SPEC.name}, alternating; machine: {machine()}")
     print(f"{'summed over trials':<24}{'cache':>10}{'no cache':>10}{'ratio':>8}")
-    for key in ("time.total_s", "time.train_s", "time.train_cpu_s"):
+    for key in ("time.total_s", "time.train_s", "time.train_cpu_s", "time.eval_s"):
         a, b = cached.total(key), plain.total(key)
         print(f"{key:<24}{a:10.1f}{b:10.1f}{a / b:8.2f}")
     for key in ("time.train_s", "time.train_cpu_s"):
@@ -53,6 +54,8 @@ def main() -> None:
         print(f"{key} per trial, cache/none: " + ", ".join(f"{a[key]:.0f}/{b[key]:.0f}" for a, b in pairs))
     hits, misses = cached.total("refcache.hits"), cached.total("refcache.misses")
     print(f"cache: {hits:.0f} hits, {misses:.0f} misses over the sweep; time.ref_s {cached.total('time.ref_s'):.1f} s")
+    hits, misses = cached.total("refcache.scoring_hits"), cached.total("refcache.scoring_misses")
+    print(f"probes' reference log-probs (in time.eval_s): {hits:.0f} hits, {misses:.0f} misses")
     same = [t.get("identity.hit_rate") for t in cached.trials] == [t.get("identity.hit_rate") for t in plain.trials]
     print(f"same identity.hit_rate in every trial: {same}")
     ratio = cached.total("time.total_s") / plain.total("time.total_s")
