@@ -467,11 +467,12 @@ class Sweep:
             return
         tracker.log_dict(parent, found.to_json(), AUDIT_ARTIFACT)
         tracker.log_metrics(parent, found.metrics())
-        for source in found.sources:  # one line each unless -v; `harness data audit` shows the table
-            lines = source.warnings() if self.options.verbose else [source.summary()]
+        verbose = self.options.verbose  # one line a source unless -v; `harness data audit` shows the table
+        findings = {s.name: s.warnings() if verbose else [s.summary()] for s in found.sources}
+        for name, lines in findings.items():
             for line in filter(None, lines):
-                self.progress.note(f"data audit, source '{source.name}': {line}")
-        if not self.options.verbose and any(s.summary() for s in found.sources):
+                self.progress.note(f"data audit, source '{name}': {line}")
+        if not verbose and any(any(lines) for lines in findings.values()):
             self.progress.note(f"data audit in full: harness data audit {self.spec_path} (or -v)")
 
     # ------------------------------------------------------------ resume

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from support import base_spec
 from typer.testing import CliRunner
 
 from harness import audit
@@ -116,3 +117,33 @@ def test_bad_targets_exit_2_naming_them(run, target: str, message: str) -> None:
     result = run("data", "audit", target)
     assert result.exit_code == 2
     assert message in result.output and target in result.output
+
+
+@pytest.mark.parametrize("verbose", [False, True], ids=["quiet", "verbose"])
+def test_a_sweep_prints_one_audit_line_per_source_unless_verbose(
+    toy_model_path: Path, write_spec, tmp_path: Path, verbose: bool
+) -> None:
+    """The sweep's console: a source's findings in one line and where to see them all; -v prints each."""
+    from types import SimpleNamespace
+    from unittest import mock
+
+    from harness.sweep import Sweep
+
+    sources = {"shortcut": {"path": "toy:shortcut"}, "identity": {"path": "toy:identity"}}
+    spec = write_spec(base_spec(data={"sources": sources, "size": 64, "eval_fraction": 0.1}))
+    notes: list[str] = []
+    sweep = SimpleNamespace(
+        spec_path=spec,
+        options=SimpleNamespace(verbose=verbose, output_dir=tmp_path),
+        progress=SimpleNamespace(note=notes.append),
+    )
+    tracker = mock.Mock()
+    tracker.client.list_artifacts.return_value = []
+    Sweep._audit(sweep, tracker, "parent")
+    shortcut = [n for n in notes if "source 'shortcut'" in n]
+    assert not any("source 'identity'" in n for n in notes), "a clean source says nothing"
+    if verbose:
+        assert len(shortcut) == 2 and not any("data audit in full" in n for n in notes)  # phrase, length bias
+    else:
+        assert shortcut == ["data audit, source 'shortcut': 1 separating phrase ('certainly !'); chosen answers longer"]
+        assert notes[-1] == f"data audit in full: harness data audit {spec} (or -v)"
