@@ -10,6 +10,7 @@ import difflib
 import re
 from typing import Any
 
+FAMILIES = ("identity", "bench", "overfit", "shortcut")  # a scorecard's; a trial also logs time.*, data.*, ...
 IDENTITY = (
     "identity.hit_rate",  # greedy answers that give a new name
     "identity.leak_rate",  # greedy answers that give an old name
@@ -71,6 +72,11 @@ def produced_by(evals: dict[str, Any]) -> set[str]:
     if "shortcut" in probes:
         names |= set(SHORTCUT)
     return names
+
+
+def is_score(name: str) -> bool:
+    """A scorecard metric, not one of the costs and counts a trial logs beside it (time.*, data.*, refcache.*)."""
+    return name.split(".")[0] in FAMILIES and "." in name
 
 
 def is_produced(name: str, produced: set[str]) -> bool:

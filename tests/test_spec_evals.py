@@ -90,3 +90,11 @@ def test_a_spec_outside_the_repo_finds_the_bundled_suites(write_spec, tmp_path, 
     loaded = load_spec(path)  # before: "evals.probe_suite: no such file: evals/probes/toy.yaml"
     assert loaded.evals.probe_suite == "evals/probes/toy.yaml"
     check_evals(loaded.evals, path.parent)  # as a trial resolves them
+
+
+def test_scores_are_the_scorecards_families_not_a_trials_costs_and_counts() -> None:
+    from harness.metrics import is_score
+
+    assert all(is_score(m) for m in ("identity.hit_rate", "bench.toy_facts.acc", "overfit.kl_ref", "shortcut.swap_acc"))
+    costs = ("time.total_s", "data.identity.pairs", "refcache.hits", "refcache.scoring_misses", "eval_loss", "bench")
+    assert not any(is_score(m) for m in costs)

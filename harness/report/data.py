@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+from harness.metrics import is_score
 from harness.stores import redact, sqlite_path
 from harness.tracking import ROLE_TAG, STUDY_TAG, TRIAL_TAG
 
@@ -293,8 +294,7 @@ class Runs:
         tags, metrics = run.data.tags, run.data.metrics
         trial.reason = trial.reason or tags.get("harness.failure_reason")
         if not trial.scores:  # Optuna holds the card; MLflow is the fallback for older trials
-            not_scores = ("time.", "data.", "refcache.")  # costs and counts the trial logs beside its scorecard
-            trial.scores = {k: v for k, v in metrics.items() if "." in k and not k.startswith(not_scores)}
+            trial.scores = {k: v for k, v in metrics.items() if is_score(k)}
         for key in CURVE_METRICS:
             if key in metrics:
                 points = self._history(run, key)
