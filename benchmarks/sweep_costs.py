@@ -13,12 +13,11 @@ trial (the sweep rebuilds the report after every trial, so it must be cheap besi
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from _common import DEFAULT_SPEC, machine, run_sweep
+from _common import DEFAULT_SPEC, Sweep, machine, run_sweep
 
 
 def main() -> None:
@@ -28,7 +27,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="harness-bench-") as tmp:
         sweep = run_sweep(Path(tmp), DEFAULT_SPEC, "--trials", str(trials))
         cold, warm = report_seconds(sweep.study, sweep.storage, sweep.tracking, Path(tmp))
-    print_figures(sweep.trials, cold, warm)
+    print_figures(sweep, cold, warm)
     print(f"machine: {machine()}")
 
 
@@ -44,11 +43,9 @@ def report_seconds(study: str, storage: str, tracking: str, folder: Path) -> tup
     return times[0], times[1]
 
 
-def print_figures(per_trial: list[dict[str, float]], cold: float, warm: float) -> None:
-    def mean(key: str) -> float:
-        return statistics.mean(t.get(key, 0.0) for t in per_trial)
-
-    print(f"\n{len(per_trial)} trials, mean seconds per trial:")
+def print_figures(sweep: Sweep, cold: float, warm: float) -> None:
+    mean = sweep.mean
+    print(f"\n{len(sweep.trials)} trials, mean seconds per trial:")
     for key in ("time.setup_s", "time.train_s", "time.eval_s", "time.total_s"):
         print(f"  {key:<14} {mean(key):7.2f}")
     print(f"scoring / training per trial: {mean('time.eval_s') / mean('time.train_s'):.2f}  (must stay < 1)")
