@@ -168,7 +168,8 @@ class Sweep:
         """One thread per slot (a device, or a CPU share), each claiming and running trials until the
         study is full; the main thread only waits, so Ctrl-C reaches it and stops every slot."""
         slots = self.options.slots()
-        run.worker.ready()
+        if self._work_left(run.study, run.target):  # resuming a finished study waits for nothing
+            run.worker.ready()
         ended = [threading.Event() for _ in slots]
         for i, device in enumerate(slots):
             thread = threading.Thread(target=self._slot, args=(run, device, ended[i]), name=f"slot-{i}", daemon=True)
@@ -237,6 +238,13 @@ class Sweep:
                 self.progress.waiting(running)
                 return WAIT
             return self._claim_replicate(study)
+
+    def _work_left(self, study: Any, target: int) -> bool:
+        """Whether a claim may yet find a trial to run: search trials short of `target`, replicates wanted, or
+        trials running elsewhere (whose end may call for replicates). A quick look, without the lock."""
+        if _running(study) or (_finished(study, searched=True) < target and not self._exhausted):
+            return True
+        return bool(search.missing_replicates(study, self.spec))
 
     def _claim_search(self, study: Any) -> Claim | str:
         """A trial the sampler draws; EXHAUSTED when draw after draw repeats a finished trial."""

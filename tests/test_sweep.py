@@ -279,6 +279,7 @@ def test_claims_run_the_search_then_its_seed_replicates(ws: Workspace, write_spe
     def claim():
         return sweep._claim(study, _Quiet(), "no experiment", 2)
 
+    assert sweep._work_left(study, 2)
     first = claim()
     second = claim() if len(space["beta"]["choice"]) > 1 else None  # one grid point: the space is used up
     if second is not None:
@@ -289,6 +290,8 @@ def test_claims_run_the_search_then_its_seed_replicates(ws: Workspace, write_spe
     assert [(c.trial.user_attrs["replicate_of"], c.seed) for c in replicates] == [(0, 1), (0, 2)]
     assert all(c.params == first.params for c in replicates)
     assert claim() == WAIT  # the replicates run
+    assert sweep._work_left(study, 2)
     for c in replicates:
         study.tell(c.trial, 0.8)
     assert claim() is None  # done: resuming now runs nothing
+    assert not sweep._work_left(study, 2)  # so a resumed sweep does not wait for the trials' fork server
