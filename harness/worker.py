@@ -7,6 +7,7 @@ yet still gets a fresh address space that dies alone on a crash, an OOM kill or 
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import queue
@@ -167,6 +168,9 @@ def _nothing() -> None:
 
 def _entry(job: Job, request: Any, events: Any) -> None:
     """First code in a job process: never raises; the result always goes back through `events`."""
+    # The ~640k objects of the preloaded libraries live as long as the process: freezing them keeps every
+    # full garbage collection from walking them (0.28 s each; Trainer.train runs one at its start).
+    gc.freeze()
     _die_with_parent()
     _pin(request)
     log = _quiet_output(request.folder, request.verbose)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 
-from harness.worker import PHASE_FILE, _death, mark_phase
+from harness.trial import COMPLETE, TrialResult
+from harness.worker import PHASE_FILE, Worker, _death, mark_phase
 
 
 def test_killed_during_scoring_names_the_phase_and_the_last_log_lines(tmp_path: Path) -> None:
@@ -43,3 +46,22 @@ def test_no_log_at_all(tmp_path: Path) -> None:
 def test_phase_is_one_word_in_a_file(tmp_path: Path) -> None:
     mark_phase(tmp_path / "trial-000", "setup")
     assert (tmp_path / "trial-000" / PHASE_FILE).read_text() == "setup"
+
+
+@dataclass
+class _Request:
+    folder: Path
+    number: int = 0
+    verbose: bool = False
+
+
+def _garbage_job(request: _Request, events: object) -> TrialResult:
+    """Counts what a full collection in a trial process walks: its own objects, not the preloaded libraries'."""
+    return TrialResult(COMPLETE, scores={"frozen": gc.get_freeze_count(), "tracked": len(gc.get_objects())})
+
+
+def test_a_job_process_leaves_the_preloaded_libraries_out_of_garbage_collection(tmp_path: Path) -> None:
+    result = Worker().run(_garbage_job, _Request(tmp_path / "job"), on_event=lambda event: None)
+    assert result.state == COMPLETE, result.reason
+    assert result.scores["frozen"] > 100_000  # torch, transformers, TRL, MLflow, lm-eval: frozen at the job's start
+    assert result.scores["tracked"] < result.scores["frozen"] / 10
