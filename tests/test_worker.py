@@ -1,4 +1,5 @@
-"""How a dead trial process is described: the signal, the phase it died in, and its last log lines."""
+"""Trial processes: how a dead one is described (the signal, the phase it died in, its last log lines) and what a
+live one inherits from the fork server."""
 
 from __future__ import annotations
 
