@@ -10,7 +10,8 @@ import difflib
 import re
 from typing import Any
 
-FAMILIES = ("identity", "bench", "overfit", "shortcut")  # a scorecard's; a trial also logs time.*, data.*, ...
+# A scorecard's metric families, in the order people read them (a trial also logs time.*, data.*, ...)
+FAMILIES = ("identity", "bench", "overfit", "shortcut")
 IDENTITY = (
     "identity.hit_rate",  # greedy answers that give a new name
     "identity.leak_rate",  # greedy answers that give an old name

@@ -9,12 +9,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.metrics import FAMILIES
 from harness.report.data import COMPLETE, FAIL, PRUNED, RUNNING, StudyRecord, TrialRecord
 from harness.report.stats import Difference, paired_difference
 from harness.report.verdict import BASE_BY_DEFINITION, Flag, Pick, Verdict, flags, higher_is_better, item_key
-
-FAMILY_ORDER = ("identity", "bench", "overfit", "shortcut")  # scorecard columns, in the order people read them
-
 
 # ---------------------------------------------------------------- header
 
@@ -169,7 +167,7 @@ def _columns(record: StudyRecord) -> list[Column]:
 
 def _metric_order(name: str) -> tuple[int, str]:
     family = name.split(".")[0]
-    return (FAMILY_ORDER.index(family) if family in FAMILY_ORDER else len(FAMILY_ORDER), name)
+    return (FAMILIES.index(family) if family in FAMILIES else len(FAMILIES), name)  # scorecard columns
 
 
 def _value(trial: TrialRecord, column: Column) -> Any:
