@@ -202,12 +202,20 @@ def test_bad_data_file_exits_2_and_writes_nothing(ws: Workspace, write_spec, tmp
     assert not list(ws.root.glob("*.db")) and not (ws.root / "outputs").exists()
 
 
+def _as_from_a_terminal() -> None:
+    """SIGINT at its default, as an interactive shell starts a command: a suite run as a background job
+    of a script (`cmd &`) inherits SIGINT ignored, and Python then leaves Ctrl-C ignored in the sweep."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 def test_ctrl_c_stops_cleanly_then_resumes(ws: Workspace, write_spec) -> None:
     spec = base_spec()
     spec["train"]["max_steps"] = 30
     path = write_spec(spec)
-    process = subprocess.Popen(ws.args(path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        ws.args(path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=_as_from_a_terminal
+    )
     _wait_while_running(process, lambda: _trial_training(ws, number=0))
     os.kill(process.pid, signal.SIGINT)
     out, _ = process.communicate(timeout=120)
