@@ -5,7 +5,8 @@ from outputs/cache, as for the quickstart, or $HARNESS_CACHE_DIR), then prints w
 recorded per trial and times report builds.
 Figures are ratios measured in one run, since this machine is shared and noisy:
 scoring / training per trial (the scorecard must cost less than training) and report refresh /
-trial (the sweep rebuilds the report after every trial, so it must be cheap beside one).
+trial (the sweep rebuilds the report after every trial, so it must be cheap beside one), and the slot's idle time
+between one trial's end and the next one's start (claiming it, and whatever else the slot waits for).
 
     .venv/bin/python benchmarks/sweep_costs.py [--trials 3]
 """
@@ -13,6 +14,7 @@ trial (the sweep rebuilds the report after every trial, so it must be cheap besi
 from __future__ import annotations
 
 import argparse
+import itertools
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +29,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="harness-bench-") as tmp:
         sweep = run_sweep(Path(tmp), DEFAULT_SPEC, "--trials", str(trials))
         cold, warm = report_seconds(sweep.study, sweep.storage, sweep.tracking, Path(tmp))
+        gaps = idle_between_trials(sweep)
     print_figures(sweep, cold, warm)
+    print(f"slot idle between trials: {', '.join(f'{g:.2f}' for g in gaps)} s (mean {sum(gaps) / len(gaps):.2f})")
     print(f"machine: {machine()}")
 
 
@@ -41,6 +45,14 @@ def report_seconds(study: str, storage: str, tracking: str, folder: Path) -> tup
         build_report([study], storage, tracking, folder / name)
         times.append(time.perf_counter() - started)
     return times[0], times[1]
+
+
+def idle_between_trials(sweep: Sweep) -> list[float]:
+    """Seconds from each trial's end to the next one's start (one slot: the trials ran one after another)."""
+    import optuna
+
+    trials = optuna.load_study(study_name=sweep.study, storage=sweep.storage).get_trials(deepcopy=False)
+    return [(b.datetime_start - a.datetime_complete).total_seconds() for a, b in itertools.pairwise(trials)]
 
 
 def print_figures(sweep: Sweep, cold: float, warm: float) -> None:

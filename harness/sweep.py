@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import search
+from harness.report.live import LiveReport
 from harness.spec import SweepSpec, load_spec
 from harness.stores import DEFAULT_STORAGE, GRACE_S, StudyLock, check_storage
 from harness.tracking import TRIAL_TAG, Tracker, default_uri
@@ -78,6 +79,7 @@ class Slots:
     parent: str
     target: int
     worker: Any
+    report: LiveReport  # refreshed after every trial, in the background
 
 
 @dataclass
@@ -104,8 +106,7 @@ class Sweep:
             self.spec = self.spec.with_trials(options.trials)
         self.output_dir = (options.output_dir / self.spec.study).resolve()
         self.lock = StudyLock(options.storage, self.spec.study)
-        # shared by the slots (threads) of this process
-        self._state_lock, self._report_lock = threading.Lock(), threading.Lock()
+        self._state_lock = threading.Lock()  # shared by the slots (threads) of this process
         self._stopping = threading.Event()
         self._live: set[int] = set()  # trials this process is running now
         self._in_a_row, self._exhausted = 0, False
@@ -147,7 +148,11 @@ class Sweep:
                 tracker.end(parent, "FAILED", reason="the base model could not be scored")
                 return SweepOutcome(spec.study, planned, _finished(study), 0, baseline_failed=True)
             self._audit(tracker, parent)
-            self._run_slots(Slots(study, tracker, experiment, parent, target, worker))
+            report = LiveReport(self._report)
+            try:
+                self._run_slots(Slots(study, tracker, experiment, parent, target, worker, report))
+            finally:
+                report.close()
         except KeyboardInterrupt:
             tracker.end(parent, "KILLED", reason="interrupted (Ctrl-C); run the same command to resume")
             self.progress.stop()
@@ -210,8 +215,7 @@ class Sweep:
                 continue
             result = self._one_trial(run, claim, device)
             self._count(result.state)
-            with self._report_lock:
-                self._report()
+            run.report.refresh()
 
     def _count(self, state: str) -> None:
         with self._state_lock:

@@ -1,0 +1,117 @@
+"""How a report refresh grows with the study: build times at 8, 32, 128 and 256 trials.
+
+Runs a 2-trial toy sweep (`harness sweep sweeps/beta.yaml --trials 2`), then grows its study with copies of
+those two trials: new Optuna trials (parameters drawn from the spec's space, objective values drawn at
+random) and new MLflow runs holding the real trials' metrics, artifacts and learning curves stretched to
+--points points per curve (a long run logging every few steps). At each size it times a cold build (every
+run's curves read, as `harness report` does in a new process) and a refresh after one more trial ended (only
+the new run's curves read), which is what a sweep does in the background after every trial. Figures are
+seconds measured in this one run, with the machine's load beside them.
+
+    .venv/bin/python benchmarks/report_scale.py [--sizes 8 32 128 256] [--points 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+import time
+from pathlib import Path
+
+from _common import DEFAULT_SPEC, Sweep, machine, run_sweep
+
+from harness.report import data
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[8, 32, 128, 256])
+    parser.add_argument("--points", type=int, default=100)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="harness-bench-") as tmp:
+        folder = Path(tmp)
+        sweep = run_sweep(folder / "sweep", DEFAULT_SPEC, "--trials", "2")
+        grow = Grower(sweep, folder / "artifacts", args.points)
+        build(sweep, folder / "warm-up")  # imports (Plotly, fANOVA) are paid once per process
+        rows = []
+        for size in args.sizes:
+            grow.to(size - 1)
+            data._ENDED_HISTORIES.clear()  # as in a new process: every run's curves and artifacts read again
+            data._FIXED_ARTIFACTS.clear()
+            cold = build(sweep, folder / f"cold-{size}")
+            grow.to(size)
+            refresh = build(sweep, folder / f"refresh-{size}")
+            rows.append((size, cold, refresh))
+    print(f"\nreport builds, {args.points} points per learning curve; machine: {machine()}")
+    print(f"{'trials':>8}{'cold build s':>14}{'refresh s':>12}")
+    for size, cold, refresh in rows:
+        print(f"{size:>8}{cold:>14.2f}{refresh:>12.2f}")
+    print(f"mean toy trial (time.total_s): {sweep.mean('time.total_s'):.1f} s")
+
+
+def build(sweep: Sweep, out: Path) -> float:
+    from harness.report import build_report
+
+    started = time.perf_counter()
+    build_report([sweep.study], sweep.storage, sweep.tracking, out)
+    return time.perf_counter() - started
+
+
+class Grower:
+    """Adds copies of the sweep's finished trials to its Optuna study and MLflow experiment."""
+
+    def __init__(self, sweep: Sweep, artifacts: Path, points: int):
+        import optuna
+        from mlflow.tracking import MlflowClient
+
+        self.sweep, self.points, self.random = sweep, points, random.Random(0)
+        self.study = optuna.load_study(study_name=sweep.study, storage=sweep.storage)
+        self.client = MlflowClient(sweep.tracking)
+        self.templates = []
+        for trial in self.study.get_trials(deepcopy=False):
+            run = self.client.get_run(trial.user_attrs["mlflow_run_id"])
+            files = artifacts / str(trial.number)
+            files.mkdir(parents=True)
+            self.client.download_artifacts(run.info.run_id, "", str(files))
+            self.templates.append((trial, run, files))
+
+    def to(self, size: int) -> None:
+        while len(self.study.trials) < size:
+            self._add(*self.templates[len(self.study.trials) % len(self.templates)])
+
+    def _add(self, trial, run, files: Path) -> None:
+        import optuna
+        from mlflow.entities import Metric
+
+        number = len(self.study.trials)
+        tags = {**run.data.tags, "harness.trial": str(number), "mlflow.runName": f"trial-{number:03d}"}
+        child = self.client.create_run(run.info.experiment_id, tags=tags)
+        run_id, now = child.info.run_id, int(time.time() * 1000)
+        metrics = [Metric(k, v, now, 0) for k, v in run.data.metrics.items()]
+        for key in ("loss", "rewards/margins", "logps/chosen", "logps/rejected"):
+            start = run.data.metrics.get(key, 0.5)
+            metrics += [Metric(key, start * (1 - i / (2 * self.points)), now, 10 * i) for i in range(self.points)]
+        for i in range(0, len(metrics), 900):  # MLflow takes up to 1000 metrics per batch
+            self.client.log_batch(run_id, metrics=metrics[i : i + 900])
+        self.client.log_artifacts(run_id, str(files))
+        self.client.set_terminated(run_id)
+        params = {
+            name: self.random.uniform(d.low, d.high) if isinstance(d, optuna.distributions.FloatDistribution) else value
+            for (name, value), d in zip(trial.params.items(), trial.distributions.values(), strict=True)
+        }
+        attrs = {**trial.user_attrs, "mlflow_run_id": run_id}
+        values = [self.random.random() for _ in trial.values]
+        self.study.add_trial(
+            optuna.trial.create_trial(
+                params=params,
+                distributions=trial.distributions,
+                values=values,
+                user_attrs=attrs,
+                system_attrs=trial.system_attrs,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
