@@ -6,17 +6,27 @@ random) and new MLflow runs holding the real trials' metrics, artifacts and lear
 --points points per curve (a long run logging every few steps). At each size it times a cold build (every
 run's curves read, as `harness report` does in a new process) and a refresh after one more trial ended (only
 the new run's curves read), which is what a sweep does in the background after every trial. Figures are
-seconds measured in this one run, with the machine's load beside them.
+seconds measured in this one run, with the machine's load beside them. With --server it also times a cold
+build at the largest size through a real `mlflow server` on the same store (the several-hosts path, where
+every history is an HTTP request); the server runs on this machine, so it competes with the build for CPU.
 
-    .venv/bin/python benchmarks/report_scale.py [--sizes 8 32 128 256] [--points 100]
+    .venv/bin/python benchmarks/report_scale.py [--sizes 8 32 128 256] [--points 100] [--server]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import random
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from _common import DEFAULT_SPEC, Sweep, machine, run_sweep
@@ -28,6 +38,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[8, 32, 128, 256])
     parser.add_argument("--points", type=int, default=100)
+    parser.add_argument("--server", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="harness-bench-") as tmp:
         folder = Path(tmp)
@@ -43,19 +54,49 @@ def main() -> None:
             grow.to(size)
             refresh = build(sweep, folder / f"refresh-{size}")
             rows.append((size, cold, refresh))
+        if args.server:
+            with tracking_server(sweep) as url:
+                data._ENDED_HISTORIES.clear()
+                data._FIXED_ARTIFACTS.clear()
+                served = build(sweep, folder / "served", url)
     print(f"\nreport builds, {args.points} points per learning curve; machine: {machine()}")
     print(f"{'trials':>8}{'cold build s':>14}{'refresh s':>12}")
     for size, cold, refresh in rows:
         print(f"{size:>8}{cold:>14.2f}{refresh:>12.2f}")
+    if args.server:
+        print(f"cold build at {args.sizes[-1]} trials through `mlflow server`: {served:.2f} s")
     print(f"mean toy trial (time.total_s): {sweep.mean('time.total_s'):.1f} s")
 
 
-def build(sweep: Sweep, out: Path) -> float:
+def build(sweep: Sweep, out: Path, tracking: str | None = None) -> float:
     from harness.report import build_report
 
     started = time.perf_counter()
-    build_report([sweep.study], sweep.storage, sweep.tracking, out)
+    build_report([sweep.study], sweep.storage, tracking or sweep.tracking, out)
     return time.perf_counter() - started
+
+
+@contextlib.contextmanager
+def tracking_server(sweep: Sweep) -> Iterator[str]:
+    """`mlflow server` on the sweep's MLflow store, on a free local port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--backend-store-uri", sweep.tracking, "--workers", "2"]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(1)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the server and its uvicorn workers
+        server.wait()
 
 
 class Grower:
