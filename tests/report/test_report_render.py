@@ -194,3 +194,18 @@ def test_the_data_audit_is_shown_and_its_shortcut_flagged(make_trial, make_study
     assert [f.title for f in result.study_flags if f.key == "data"] == [
         "Data source 'shortcut' teaches more than the content"
     ]
+
+
+def test_a_long_curve_is_drawn_thinned_with_its_spike_and_ends(make_trial, make_study) -> None:
+    """A 5,000-point loss curve reaches the page as at most ~CURVE_POINTS points, its divergence spike kept."""
+    from harness.report.charts import CURVE_POINTS
+
+    loss = [(step, 0.7 - step * 1e-4) for step in range(1, 5001)]
+    loss[3210] = (3211, 9.5)  # one spike: a smooth subsample would hide it
+    study = make_study([make_trial(0, 0.9, curves={"loss": loss})])
+    (drawn,) = figures_of(page(study))["s0-curves"]["data"]
+    assert len(drawn["x"]) <= CURVE_POINTS + 2
+    assert drawn["x"] == sorted(drawn["x"])
+    assert (drawn["x"][0], drawn["y"][0]) == loss[0] and (drawn["x"][-1], drawn["y"][-1]) == loss[-1]
+    assert (3211, 9.5) in zip(drawn["x"], drawn["y"], strict=True)
+    assert max(drawn["y"]) == 9.5 and min(drawn["y"]) == loss[-1][1]
