@@ -16,7 +16,13 @@ Prints the ratios measured in this one run, summed over the rounds:
 A single trial's ratio moves by +-20% with the machine's load (same code, same work), so read the
 median and the sum over several rounds, not one trial.
 
-    .venv/bin/python benchmarks/trl_overhead.py [--rounds 5]
+--model qwen2.5-0.5b trains a random-init model with Qwen2.5-0.5B's layout and vocabulary instead of the
+toy (harness.toy.real_shape; bfloat16 on a GPU that has it, as `dtype: auto` picks), --lora trains
+adapters instead of every weight; both sides then print tokens/s (the tokens of the pairs each step
+trains on, prompt + chosen and prompt + rejected as TRL tokenizes and truncates them). The 0.5B layout is
+a GPU's work; --model real-vocab (Qwen's vocabulary, tiny otherwise) checks the same path on a CPU.
+
+    .venv/bin/python benchmarks/trl_overhead.py [--rounds 5] [--model toy|real-vocab|qwen2.5-0.5b] [--lora]
 """
 
 from __future__ import annotations
@@ -33,17 +39,24 @@ from typing import Any
 
 from _common import DEFAULT_SPEC, alternate, machine, run_sweep, spec_with
 
+from harness.toy import real_shape
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--model", choices=["toy", *real_shape.LAYOUTS], default="toy")
+    parser.add_argument("--lora", action="store_true", help="LoRA adapters (the spec's defaults), not full fine-tuning")
     parser.add_argument("--bare", type=Path, help=argparse.SUPPRESS)  # the bare TRL side, given a job file
     args = parser.parse_args()
     if args.bare:
         return bare_trl(json.loads(args.bare.read_text()))
     with tempfile.TemporaryDirectory(prefix="harness-bench-") as tmp:
         folder = Path(tmp)
-        spec = spec_with(folder, {"model": {"ref_cache": False}})
+        model: dict[str, Any] = {"ref_cache": False} | ({"lora": {}} if args.lora else {})
+        if args.model != "toy":
+            model["name"] = str(real_shape.save(folder / "model", **real_shape.LAYOUTS[args.model]))
+        spec = spec_with(folder, {"model": model})
         sides = alternate(
             {
                 "harness": lambda n: run_sweep(folder, spec, "--trials", str(n)).trials[n - 1],
@@ -51,8 +64,10 @@ def main() -> None:
             },
             args.rounds,
         )
+        tokens = [tokens_trained(folder / "out" / "beta-sweep" / f"trial-{n:03d}") for n in range(args.rounds)]
     ours, theirs = sides["harness"], sides["bare"]
-    print(f"\n{args.rounds} trials of {DEFAULT_SPEC.name}, alternating with bare TRL; machine: {machine()}")
+    what = f"{args.model}{' LoRA' if args.lora else ''}"
+    print(f"\n{args.rounds} trials of {DEFAULT_SPEC.name} ({what}), alternating with bare TRL; machine: {machine()}")
     print(f"{'summed over trials':<24}{'harness':>10}{'bare TRL':>10}{'ratio':>8}")
     for label, key, bare_key, goal in (
         ("training phase s", "time.train_s", "train_s", "   (goal <= 1.05)"),
@@ -67,6 +82,25 @@ def main() -> None:
     outside = 1 - sum(t["time.train_s"] for t in ours) / sum(t["time.total_s"] for t in ours)
     setup, scoring = (sum(t[k] for t in ours) for k in ("time.setup_s", "time.eval_s"))
     print(f"harness trials: setup {setup:.1f} s, scoring {scoring:.1f} s; share outside training {outside:.0%}")
+    if args.model != "toy":
+        rates = [sum(tokens) / sum(t[k] for t in side) for side, k in ((ours, "time.train_s"), (theirs, "train_s"))]
+        print(f"training tokens/s: harness {rates[0]:,.0f}, bare TRL {rates[1]:,.0f} ({sum(tokens):,} tokens)")
+
+
+def tokens_trained(trial_dir: Path) -> int:
+    """Tokens in the batches a trial trained on: max_steps x batch pairs, cycling through its training pairs
+    in order (the count, not the order, is what matters), each pair prompt + chosen and prompt + rejected."""
+    import yaml
+    from transformers import AutoTokenizer
+
+    from harness.scoring import lm
+
+    config = yaml.safe_load((trial_dir / "trial_config.yaml").read_text())
+    pairs = json.loads((trial_dir / "pairs.json").read_text())["train"]
+    tokenizer, cut = AutoTokenizer.from_pretrained(config["model"]["path"]), lm.truncation(config["train"])
+    sizes = [len(c.ids) + len(r.ids) for c, r in filter(None, (lm.encode_pair(tokenizer, p, cut) for p in pairs))]
+    seen = config["train"]["max_steps"] * config["train"]["per_device_train_batch_size"]
+    return sum(sizes[i % len(sizes)] for i in range(seen))
 
 
 def run_bare(trial_dir: Path, output_dir: Path) -> dict[str, float]:
@@ -89,12 +123,13 @@ def bare_job(trial_dir: Path, output_dir: Path) -> dict[str, Any]:
     pairs = json.loads((trial_dir / "pairs.json").read_text())
     train, lora = config["train"], config["model"]["lora"]
     every = training.eval_steps(train, pairs["train"], pairs["heldout"])
-    mixed = models.precision(config["model"]["dtype"], lora=lora is not None).mixed
+    precision = models.precision(config["model"]["dtype"], lora=lora is not None)
     precompute = refcache.enabled(config["model"].get("ref_cache", True), train)
     settings = training.dpo_settings(
-        train, output_dir, config["seed"], every, mixed, bool(pairs["heldout"]), precompute_ref=precompute
+        train, output_dir, config["seed"], every, precision.mixed, bool(pairs["heldout"]), precompute_ref=precompute
     )
-    return {"model": config["model"]["path"], "seed": config["seed"], "settings": settings, "lora": lora} | pairs
+    job = {"model": config["model"]["path"], "weights": precision.weights, "seed": config["seed"]}
+    return job | {"settings": settings, "lora": lora} | pairs
 
 
 def bare_trl(job: dict[str, Any]) -> None:
@@ -107,7 +142,7 @@ def bare_trl(job: dict[str, Any]) -> None:
     from trl import DPOConfig, DPOTrainer
 
     transformers.set_seed(job["seed"])
-    model = AutoModelForCausalLM.from_pretrained(job["model"], dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(job["model"], dtype=getattr(torch, job["weights"]))
     tokenizer = AutoTokenizer.from_pretrained(job["model"])
     started, cpu = time.perf_counter(), time.process_time()
     config = DPOConfig(**job["settings"])

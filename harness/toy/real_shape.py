@@ -29,6 +29,18 @@ SHAPE = {  # a Qwen2 with the real vocabulary and everything else tiny
     "max_position_embeddings": 4096,
     "tie_word_embeddings": True,  # as Qwen2-0.5B
 }
+LAYOUTS = {  # for benchmarks: SHAPE itself, or a real model's whole layout (random weights; a GPU's work)
+    "real-vocab": {},
+    "qwen2.5-0.5b": {  # Qwen2.5-0.5B's config.json: 494M parameters
+        "hidden_size": 896,
+        "intermediate_size": 4864,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 14,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 32768,
+        "rope_theta": 1_000_000.0,
+    },
+}
 
 
 def tokenizer(vocab_size: int = QWEN_VOCAB) -> Any:
