@@ -93,6 +93,8 @@ def tracking_server(sweep: Sweep) -> Iterator[str]:
                 break
             except OSError:
                 time.sleep(1)
+        else:
+            raise SystemExit(f"mlflow server at {url} did not answer /health within 2 minutes")
         yield url
     finally:
         os.killpg(server.pid, signal.SIGTERM)  # the server and its uvicorn workers
@@ -124,6 +126,7 @@ class Grower:
     def _add(self, trial, run, files: Path) -> None:
         import optuna
         from mlflow.entities import Metric
+        from optuna.distributions import FloatDistribution
 
         number = len(self.study.trials)
         tags = {**run.data.tags, "harness.trial": str(number), "mlflow.runName": f"trial-{number:03d}"}
@@ -137,10 +140,10 @@ class Grower:
             self.client.log_batch(run_id, metrics=metrics[i : i + 900])
         self.client.log_artifacts(run_id, str(files))
         self.client.set_terminated(run_id)
-        params = {
-            name: self.random.uniform(d.low, d.high) if isinstance(d, optuna.distributions.FloatDistribution) else value
-            for (name, value), d in zip(trial.params.items(), trial.distributions.values(), strict=True)
-        }
+        params = {}
+        for name, value in trial.params.items():  # searched floats drawn anew, anything else kept
+            d = trial.distributions[name]
+            params[name] = self.random.uniform(d.low, d.high) if isinstance(d, FloatDistribution) else value
         attrs = {**trial.user_attrs, "mlflow_run_id": run_id}
         values = [self.random.random() for _ in trial.values]
         self.study.add_trial(

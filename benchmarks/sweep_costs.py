@@ -4,9 +4,10 @@ Runs `harness sweep sweeps/beta.yaml --trials N` into a temporary folder (the to
 from outputs/cache, as for the quickstart, or $HARNESS_CACHE_DIR), then prints what MLflow
 recorded per trial and times report builds.
 Figures are ratios measured in one run, since this machine is shared and noisy:
-scoring / training per trial (the scorecard must cost less than training) and report refresh /
-trial (the sweep rebuilds the report after every trial, so it must be cheap beside one), and the slot's idle time
-between one trial's end and the next one's start (claiming it, and whatever else the slot waits for).
+scoring / training per trial (the scorecard must cost less than training), report refresh / trial
+(the sweep rebuilds the report after every trial, in the background, beside the next trial), and the
+slot's idle time between one trial's end and the next one's start (claiming it, and whatever else the
+slot waits for).
 
     .venv/bin/python benchmarks/sweep_costs.py [--trials 3]
 """

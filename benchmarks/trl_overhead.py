@@ -88,8 +88,9 @@ def main() -> None:
 
 
 def tokens_trained(trial_dir: Path) -> int:
-    """Tokens in the batches a trial trained on: max_steps x batch pairs, cycling through its training pairs
-    in order (the count, not the order, is what matters), each pair prompt + chosen and prompt + rejected."""
+    """Tokens in the batches a trial trained on, about: max_steps x batch x accumulation pairs, cycling through
+    its training pairs in order (TRL shuffles them, so a partial last pass may hold other pairs), each pair
+    prompt + chosen and prompt + rejected. Both sides get the same count, so their tokens/s compare exactly."""
     import yaml
     from transformers import AutoTokenizer
 
@@ -99,7 +100,8 @@ def tokens_trained(trial_dir: Path) -> int:
     pairs = json.loads((trial_dir / "pairs.json").read_text())["train"]
     tokenizer, cut = AutoTokenizer.from_pretrained(config["model"]["path"]), lm.truncation(config["train"])
     sizes = [len(c.ids) + len(r.ids) for c, r in filter(None, (lm.encode_pair(tokenizer, p, cut) for p in pairs))]
-    seen = config["train"]["max_steps"] * config["train"]["per_device_train_batch_size"]
+    train = config["train"]
+    seen = train["max_steps"] * train["per_device_train_batch_size"] * train.get("gradient_accumulation_steps", 1)
     return sum(sizes[i % len(sizes)] for i in range(seen))
 
 

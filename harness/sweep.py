@@ -7,6 +7,7 @@ resumes it: trials a dead sweep left RUNNING are closed as failed and the missin
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -156,7 +157,10 @@ class Sweep:
         except KeyboardInterrupt:
             tracker.end(parent, "KILLED", reason="interrupted (Ctrl-C); run the same command to resume")
             self.progress.stop()
-            return SweepOutcome(spec.study, planned, _finished(study), self._in_a_row, interrupted=True)
+            outcome = SweepOutcome(spec.study, planned, _finished(study), self._in_a_row, interrupted=True)
+            with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C: the user wants out now
+                outcome.report = self._report()  # the page shows the interrupted trials as recorded
+            return outcome
         self.progress.stop()
         finished = _finished(study)
         searched = _finished(study, searched=True) if self._exhausted else target

@@ -225,6 +225,8 @@ def test_ctrl_c_stops_cleanly_then_resumes(ws: Workspace, write_spec) -> None:
     assert trial.state == TrialState.FAIL and "interrupted" in trial.user_attrs["fail_reason"]
     parents, children = ws.runs()
     assert children[0].info.status == "KILLED" and parents[0].info.status == "KILLED"
+    page = (ws.root / "report" / "index.html").read_text()  # built after the interrupt, not before it
+    assert trial.user_attrs["fail_reason"] in page
 
     done = ws.sweep(path, "--trials", "1")  # resumed with a smaller total: one finished trial is enough
     assert done.returncode == 0, done.stdout + done.stderr

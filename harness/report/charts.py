@@ -305,8 +305,9 @@ def _curve(trial: TrialRecord, metric: str, mine: bool) -> go.Scatter:
 
 
 def thinned(points: list[tuple[int, float]], most: int = CURVE_POINTS) -> list[tuple[int, float]]:
-    """At most about `most` of a curve's (step, value) points, in step order: the lowest and the highest of each
-    stretch, and the first and last points."""
+    """At most `most` + 2 of a curve's (step, value) points (`most` >= 2), in step order: the lowest and the
+    highest of each stretch, and the first and last points. The points come sorted by step and finite
+    (data.py drops NaN and inf)."""
     if len(points) <= most:
         return points
     stretch = math.ceil(len(points) / (most // 2))

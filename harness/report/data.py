@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 from harness.metrics import is_score
 from harness.stores import redact, sqlite_path
@@ -273,7 +272,8 @@ class Runs:
         by_number = {r.data.tags.get(TRIAL_TAG): r for r in self.children.values()}
         matched = [(t, self.children.get(t.run_id or "") or by_number.get(str(t.number))) for t in record.trials]
         matched = [(trial, run) for trial, run in matched if run is not None]
-        curves = self._histories([(run, key) for _, run in matched for key in CURVE_METRICS if key in run.data.metrics])
+        wanted = [(run, key) for _, run in matched for key in CURVE_METRICS if key in run.data.metrics]
+        curves = self._histories(wanted, record.notes)
         for trial, run in matched:
             self._fill_trial(trial, run, curves)
 
@@ -304,11 +304,24 @@ class Runs:
             if curves.get((trial.run_id, key)):
                 trial.curves[key] = curves[(trial.run_id, key)]
 
-    def _histories(self, wanted: list[tuple[Any, str]]) -> dict[tuple[str, str], list[tuple[int, float]]]:
-        """(run id, metric) -> its points, for every (run, metric) wanted, read HISTORY_READS at a time."""
+    def _histories(self, wanted: list[tuple[Any, str]], notes: list[str]) -> dict[tuple[str, str], list]:
+        """(run id, metric) -> its points, for every (run, metric) wanted, read HISTORY_READS at a time; a curve
+        that cannot be read (a busy database, a server hiccup) is left out and said in `notes`."""
+        failures: list[Exception] = []
+
+        def read(run: Any, key: str) -> list[tuple[int, float]]:
+            try:
+                return self._history(run, key)
+            except Exception as exc:  # MLflow raises several types
+                failures.append(exc)
+                return []
+
         with ThreadPoolExecutor(HISTORY_READS) as pool:
-            points = pool.map(lambda run_key: self._history(*run_key), wanted)
-            return {(run.info.run_id, key): p for (run, key), p in zip(wanted, points, strict=True)}
+            points = list(pool.map(lambda run_key: read(*run_key), wanted))
+        if failures:
+            why = f"{type(failures[0]).__name__}: {(str(failures[0]).strip().splitlines() or [''])[0]}"
+            notes.append(f"{len(failures)} learning curve(s) could not be read from MLflow ({why}); they are not drawn")
+        return {(run.info.run_id, key): p for (run, key), p in zip(wanted, points, strict=True)}
 
     def _history(self, run: Any, key: str) -> list[tuple[int, float]]:
         """A step metric's finite points (NaN and inf dropped: a diverged run keeps its finite start)."""
@@ -331,16 +344,16 @@ class Runs:
 def _client(uri: str) -> Any:
     from mlflow.tracking import MlflowClient
 
+    # MLflow draws a progress bar per artifact download: noise in `harness sweep`'s own progress display.
+    # Set once (unless the user set it), never patched around a call: the report is built beside the
+    # sweep's slot threads, and restoring a patched os.environ empties it for a moment under them.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     return MlflowClient(tracking_uri=uri)
 
 
 def _artifact_text(client: Any, run_id: str, path: str) -> str | None:
     try:
-        # MLflow draws a progress bar per download: noise in `harness sweep`'s own progress display
-        with (
-            mock.patch.dict(os.environ, {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}),
-            tempfile.TemporaryDirectory() as tmp,
-        ):
+        with tempfile.TemporaryDirectory() as tmp:
             return Path(client.download_artifacts(run_id, path, tmp)).read_text()
     except Exception:  # a missing artifact (failed trial) is normal; MLflow raises several types
         return None

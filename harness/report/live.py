@@ -20,6 +20,7 @@ class LiveReport:
         self._build = build  # never raises: a report problem must not stop a sweep (Sweep._report)
         self._wanted = threading.Event()
         self._closing = False
+        self._done = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="report", daemon=True)
         self._thread.start()
 
@@ -29,15 +30,21 @@ class LiveReport:
 
     def close(self) -> None:
         """Stop, after the build in progress (if any) has written its page; asks not yet started are
-        dropped: the sweep builds its final report itself."""
+        dropped: the sweep builds its last report itself (at the end, or after Ctrl-C)."""
         self._closing = True
         self._wanted.set()
-        self._thread.join()
+        # An event, not Thread.join: in Python 3.11 a join interrupted by Ctrl-C marks the thread stopped
+        # while it still runs (see Sweep._run_slots).
+        while not self._done.wait(0.2):
+            pass
 
     def _loop(self) -> None:
-        while True:
-            self._wanted.wait()
-            if self._closing:
-                return
-            self._wanted.clear()  # before building: an ask during the build starts the next one
-            self._build()
+        try:
+            while True:
+                self._wanted.wait()
+                if self._closing:
+                    return
+                self._wanted.clear()  # before building: an ask during the build starts the next one
+                self._build()
+        finally:
+            self._done.set()

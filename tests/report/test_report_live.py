@@ -9,6 +9,8 @@ import pytest
 from harness.report.live import LiveReport
 
 WAIT_S = 30  # a generous bound for a thread to reach a point; reaching it is what is asserted
+# a failed assert inside the build (in the report thread) fails the test, not only warns
+pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 
 
 class Build:
@@ -38,8 +40,9 @@ def test_asks_during_a_build_fold_into_one_next_build(build: Build) -> None:
         live.refresh()
     build.release.set()
     assert build.started[1].wait(WAIT_S)  # the page catches up with the latest trial...
+    assert not build.started[2].wait(0.5)  # ...in one build, not five queued ones
     live.close()
-    assert build.count == 2  # ...in one build, not five queued ones
+    assert build.count == 2
 
 
 def test_close_lets_the_build_in_progress_finish_and_drops_later_asks(build: Build) -> None:

@@ -37,3 +37,27 @@ def test_a_study_without_notes_shows_none(make_trial, make_study) -> None:
     study = make_study([make_trial(0, 0.9), make_trial(1, 0.2)])
     assessed = verdict.assess(study, verdict.pick(study))
     assert assessed.notes == [] and "Scorecard notes" not in render.page([study], [assessed])
+
+
+def test_a_curve_mlflow_cannot_serve_is_left_out_and_said(make_trial, make_study) -> None:
+    """One failed history read (a locked database, a server hiccup) costs that curve, not the whole report."""
+    from types import SimpleNamespace
+
+    from harness.report.data import Runs
+
+    def run(run_id: str, number: int) -> SimpleNamespace:
+        data = SimpleNamespace(tags={"harness.trial": str(number)}, metrics={"loss": 0.5})
+        return SimpleNamespace(info=SimpleNamespace(run_id=run_id, status="RUNNING"), data=data)
+
+    def history(run_id: str, key: str) -> list:
+        if run_id == "b":
+            raise ConnectionError("database is locked\nmore detail")
+        return [SimpleNamespace(step=s, value=v) for s, v in ((2, 0.5), (1, 0.75))]
+
+    study = make_study([make_trial(0, 0.9, run_id="a"), make_trial(1, 0.5, run_id="b")])
+    client = SimpleNamespace(get_metric_history=history)
+    Runs("uri", client, None, {"a": run("a", 0), "b": run("b", 1)}).fill(study)
+    assert study.trials[0].curves == {"loss": [(1, 0.75), (2, 0.5)]}
+    assert study.trials[1].curves == {}
+    said = "1 learning curve(s) could not be read from MLflow (ConnectionError: database is locked); they are not drawn"
+    assert said in study.notes
