@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.progress import first_line
 from harness.toy import TOY_MODEL, ensure_toy_model
 
 _DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
@@ -50,7 +51,7 @@ def _check_folder(folder: Path, label: str) -> None:
     try:
         AutoConfig.from_pretrained(folder, local_files_only=True)
     except Exception as exc:  # a broken or foreign config.json: transformers raises several kinds
-        raise ModelError(f"{label}: {folder / 'config.json'} is not a model config ({_first_line(exc)}).") from None
+        raise ModelError(f"{label}: {folder / 'config.json'} is not a model config ({first_line(exc)}).") from None
     if not any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
         raise ModelError(f"{label}: the folder {folder.resolve()} holds no tokenizer. {VALID_MODELS}.")
 
@@ -71,15 +72,10 @@ def _check_hub(name: str, revision: str | None, label: str) -> None:
     try:
         AutoConfig.from_pretrained(name, revision=revision)
     except Exception as exc:  # unknown repo, gated, no network: all mean the same to the user
-        reason = _first_line(exc)
+        reason = first_line(exc)
         raise ModelError(
             f"{label}: not a local folder, and the hub cannot provide it ({reason}). {VALID_MODELS}."
         ) from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
 # ---------------------------------------------------------------- precision

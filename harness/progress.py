@@ -14,6 +14,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 REASON_LINES = 8  # lines of a failure reason shown under its trial (a dead process's log tail)
 
 
+def first_line(exc: BaseException) -> str:
+    """An error in one line: its type and the first line of its message."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
 def format_params(params: dict[str, Any]) -> str:
     """key=value pairs, escaped: a string param may contain [brackets] that Rich would read as markup."""
     return escape(" ".join(f"{k}={_fmt(v)}" for k, v in params.items()))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import search
+from harness.progress import first_line
 from harness.report.live import LiveReport
 from harness.spec import SweepSpec, load_spec
 from harness.stores import DEFAULT_STORAGE, GRACE_S, StudyLock, check_storage
@@ -208,7 +209,7 @@ class Sweep:
             try:
                 claim = self._claim(run.study, run.tracker, run.experiment, run.target)
             except Exception as exc:  # the database went away for a moment: try again, within limits
-                self.progress.note(f"could not claim a trial ({_first_line(exc)}); retrying")
+                self.progress.note(f"could not claim a trial ({first_line(exc)}); retrying")
                 self._count(FAILED)
                 self._stopping.wait(WAIT_POLL_S)
                 continue
@@ -303,7 +304,7 @@ class Sweep:
         trial, params, run_id = claim.trial, claim.params, None
         started = time.monotonic()
         beat_failed = lambda exc: self.progress.note(  # noqa: E731
-            f"trial {trial.number}: a heartbeat could not be recorded ({_first_line(exc)}); retrying"
+            f"trial {trial.number}: a heartbeat could not be recorded ({first_line(exc)}); retrying"
         )
         try:
             with search.heartbeat(study, trial, on_error=beat_failed):
@@ -410,11 +411,11 @@ class Sweep:
             except Exception as exc:
                 if attempt == attempts - 1:
                     self.progress.note(
-                        f"could not {what}: {_first_line(exc)}. The next sweep on this study closes it "
+                        f"could not {what}: {first_line(exc)}. The next sweep on this study closes it "
                         "(heartbeat or process check)."
                     )
                     return None
-                self.progress.note(f"could not {what} ({_first_line(exc)}); retrying")
+                self.progress.note(f"could not {what} ({first_line(exc)}); retrying")
                 time.sleep(2**attempt)
         return None
 
@@ -608,11 +609,6 @@ def _is_orphan(frozen: Any, live: set[int]) -> bool:
     except PermissionError:
         return False
     return int(pid) == os.getpid() and frozen.number not in live  # ours by a recycled PID, or by a slot
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def _cache_dir(output_dir: Path) -> Path:

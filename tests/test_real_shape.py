@@ -81,12 +81,10 @@ def test_one_trial_with_every_probe_on_a_real_vocabulary(ws: Workspace, write_sp
 def test_the_qwen_layout_has_qwen2_5_0_5b_parameter_count() -> None:
     """The benchmarks' `qwen2.5-0.5b` layout is the real model's: 494,032,768 parameters (built without memory)."""
     import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
 
     from harness.toy import real_shape
 
-    config = Qwen2Config(vocab_size=real_shape.QWEN_VOCAB, **real_shape.SHAPE | real_shape.LAYOUTS["qwen2.5-0.5b"])
     with torch.device("meta"):
-        model = Qwen2ForCausalLM(config)
+        model = real_shape.model(**real_shape.LAYOUTS["qwen2.5-0.5b"])
     assert sum(p.numel() for p in model.parameters()) == 494_032_768
-    assert config.tie_word_embeddings and config.num_key_value_heads == 2
+    assert model.config.tie_word_embeddings and model.config.num_key_value_heads == 2

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.metrics import is_score
+from harness.progress import first_line
 from harness.stores import redact, sqlite_path
 from harness.tracking import ROLE_TAG, STUDY_TAG, TRIAL_TAG
 
@@ -319,7 +320,7 @@ class Runs:
         with ThreadPoolExecutor(HISTORY_READS) as pool:
             points = list(pool.map(lambda run_key: read(*run_key), wanted))
         if failures:
-            why = f"{type(failures[0]).__name__}: {(str(failures[0]).strip().splitlines() or [''])[0]}"
+            why = first_line(failures[0])
             notes.append(f"{len(failures)} learning curve(s) could not be read from MLflow ({why}); they are not drawn")
         return {(run.info.run_id, key): p for (run, key), p in zip(wanted, points, strict=True)}
 
