@@ -497,7 +497,8 @@ class Sweep:
     def _reclaim(self, study: Any, tracker: Tracker, experiment: str) -> None:
         """Close what dead workers left RUNNING, in Optuna and in MLflow, as failed (under the lock).
 
-        A worker on this host is checked by its PID; any worker, on any host, by Optuna's heartbeats.
+        A worker on this host is checked by its PID; any worker, on any host, by Optuna's heartbeats. A run
+        whose trial was told but never ended (its worker died in between) is closed with the told state.
         """
         from optuna.trial import TrialState
 
@@ -518,13 +519,19 @@ class Sweep:
         for frozen, reason in dead:
             if search.fail_running(study, frozen, {REASON_ATTR: reason}):
                 self.progress.note(f"trial {frozen.number}: {reason}: marked FAIL")
-        # A run's trial number says whether it is live: a RUNNING trial's run belongs to a live worker.
+        closed = {frozen.number for frozen, _ in dead}
+        # A run's trial says whether it is live: a RUNNING trial's run belongs to a live worker, and so does
+        # a trial just told: its worker (a slot here, or another host) ends the run right after telling Optuna.
         trials = {str(t.number): t for t in study.get_trials(deepcopy=False)}
         for run in tracker.runs(experiment, self.spec.study, status="RUNNING"):
             trial = trials.get(run.data.tags.get(TRIAL_TAG, ""))
-            if trial is None or trial.state != TrialState.RUNNING:
-                reason = (trial.user_attrs.get(REASON_ATTR) if trial else None) or "the sweep process died"
-                tracker.end(run.info.run_id, "FAILED", state=FAILED, reason=reason)
+            alive = trial is not None and trial.number not in closed
+            if alive and (trial.state == TrialState.RUNNING or _being_recorded(trial, self._live)):
+                continue
+            state = trial.state.name if trial and trial.state.is_finished() else FAILED
+            reason = (trial.user_attrs.get(REASON_ATTR) if trial else None) or "the sweep process died"
+            status = "FAILED" if state == FAILED else "FINISHED"  # a told result stands; only its run was left open
+            tracker.end(run.info.run_id, status, state=state, reason=None if status == "FINISHED" else reason)
 
     def _target(self, study: Any) -> int:
         size = search.grid_size(self.spec)
@@ -609,6 +616,17 @@ def _is_orphan(frozen: Any, live: set[int]) -> bool:
     except PermissionError:
         return False
     return int(pid) == os.getpid() and frozen.number not in live  # ours by a recycled PID, or by a slot
+
+
+def _being_recorded(frozen: Any, live: set[int]) -> bool:
+    """A finished trial whose worker may still be ending its MLflow run: one of this process's slots, or
+    any worker within the heartbeat grace of telling Optuna (its run is closed on a later look if not)."""
+    import datetime
+
+    if frozen.number in live:
+        return True
+    told = frozen.datetime_complete
+    return told is not None and datetime.datetime.now() - told < datetime.timedelta(seconds=GRACE_S)
 
 
 def _cache_dir(output_dir: Path) -> Path:

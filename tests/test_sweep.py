@@ -6,6 +6,7 @@ import html
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -271,6 +272,37 @@ class _Quiet:
 
     def __getattr__(self, name: str):
         return lambda *args, **kwargs: [] if name == "runs" else None
+
+
+def test_a_run_its_worker_is_still_ending_is_left_to_it(ws: Workspace, write_spec, monkeypatch) -> None:
+    """A worker tells Optuna first, then ends the MLflow run; a look in between (another slot's claim, or
+    another host's) must not close that run as failed. Left open past the grace, it is closed as told."""
+    from harness import search
+    from harness import sweep as sweep_module
+    from harness.sweep import Sweep, SweepOptions
+    from harness.tracking import Tracker
+
+    options = SweepOptions(storage=ws.storage, tracking_uri=ws.tracking, output_dir=ws.root / "outputs")
+    sweep = Sweep(write_spec(base_spec()), options, _Quiet())
+    study = search.open_study(sweep.spec, ws.storage)
+    tracker = Tracker(ws.tracking)
+    experiment = tracker.experiment("test")
+    parent = tracker.parent_run(experiment, "test")
+    told, dead = study.ask(), study.ask()
+    dead.set_user_attr("worker", f"{socket.gethostname()}:999999999")  # a PID no process has
+    runs = {t.number: tracker.child_run(experiment, parent, "test", t.number) for t in (told, dead)}
+    study.tell(told, 0.5)
+
+    def status(number: int) -> tuple[str, str | None]:
+        run = tracker.client.get_run(runs[number])
+        return run.info.status, run.data.tags.get("harness.state")
+
+    sweep._reclaim(study, tracker, experiment)
+    assert status(told.number) == ("RUNNING", None), "its worker ends it right after telling Optuna"
+    assert status(dead.number) == ("FAILED", "FAIL")
+    monkeypatch.setattr(sweep_module, "GRACE_S", 0)  # the worker died between telling and ending
+    sweep._reclaim(study, tracker, experiment)
+    assert status(told.number) == ("FINISHED", "COMPLETE"), "a told result stands"
 
 
 @pytest.mark.parametrize("space", [{"beta": {"choice": [0.1, 0.2]}}, {"beta": {"choice": [0.1]}}])

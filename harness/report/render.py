@@ -83,8 +83,11 @@ def write(html: str, report_dir: Path) -> Path:
     report_dir.mkdir(parents=True, exist_ok=True)
     path = report_dir / "index.html"
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: workers may share the folder
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(path)  # atomic: a browser refreshing mid-sweep never sees half a page
+    try:
+        tmp.write_text(html, encoding="utf-8")
+        tmp.replace(path)  # atomic: a browser refreshing mid-sweep never sees half a page
+    finally:
+        tmp.unlink(missing_ok=True)  # a write cut short (disk full, a second Ctrl-C) leaves nothing behind
     return path
 
 

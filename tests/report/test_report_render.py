@@ -209,3 +209,16 @@ def test_a_long_curve_is_drawn_thinned_with_its_spike_and_ends(make_trial, make_
     assert (drawn["x"][0], drawn["y"][0]) == loss[0] and (drawn["x"][-1], drawn["y"][-1]) == loss[-1]
     assert (3211, 9.5) in zip(drawn["x"], drawn["y"], strict=True)
     assert max(drawn["y"]) == 9.5 and min(drawn["y"]) == loss[-1][1]
+
+
+def test_a_page_write_cut_short_leaves_the_old_page_and_no_temp_file(tmp_path: Path, monkeypatch) -> None:
+    render.write("<p>old</p>", tmp_path)
+
+    def cut(self: Path, target: Path) -> None:
+        raise KeyboardInterrupt  # a second Ctrl-C during the sweep's last build
+
+    monkeypatch.setattr(Path, "replace", cut)
+    with pytest.raises(KeyboardInterrupt):
+        render.write("<p>new</p>", tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["index.html"]
+    assert (tmp_path / "index.html").read_text() == "<p>old</p>"
