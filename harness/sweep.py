@@ -133,10 +133,10 @@ class Sweep:
         study = search.open_study(spec, self.options.storage)
         tracker = Tracker(self.options.tracking_uri)
         experiment = tracker.experiment(spec.study)
-        parent = tracker.parent_run(experiment, spec.study)
-        self._describe_parent(tracker, parent)
-        with self.lock.held():
+        with self.lock.held():  # workers starting together find or create one parent run
+            parent = tracker.parent_run(experiment, spec.study)
             self._reclaim(study, tracker, experiment)
+        self._describe_parent(tracker, parent)
         target = self._target(study)  # search trials; seed replicates follow them
         planned = (
             target + spec.search.replicates.top_k * len(search.replicate_seeds(spec))
@@ -261,8 +261,8 @@ class Sweep:
 
         for _ in range(MAX_DUPLICATE_DRAWS):
             trial = study.ask()
+            search.beat(study, trial)  # first: an owned trial always has a heartbeat to go stale
             trial.set_user_attr(WORKER_ATTR, _worker_id())
-            search.beat(study, trial)
             params = search.suggest(trial, self.spec)
             twin = search.duplicate_of(study, trial)
             if twin is None:
@@ -289,8 +289,8 @@ class Sweep:
             return None
         origin, seed = missing[0]
         trial, seed = search.ask_replicate(study, origin, seed)
-        trial.set_user_attr(WORKER_ATTR, _worker_id())
         search.beat(study, trial)
+        trial.set_user_attr(WORKER_ATTR, _worker_id())
         params = search.suggest(trial, self.spec)
         with self._state_lock:
             self._live.add(trial.number)
@@ -328,7 +328,8 @@ class Sweep:
             self.progress.note(f"trial {trial.number}: {reason}")
             result = TrialResult(FAILED, reason=reason)
         result.seconds["time.total_s"] = time.monotonic() - started
-        self._record(study, trial, tracker, run_id, result, "KILLED" if self._stopping.is_set() else None)
+        stopped = self._stopping.is_set() and result.state == FAILED  # a trial that ended anyway keeps its result
+        self._record(study, trial, tracker, run_id, result, "KILLED" if stopped else None)
         with self._state_lock:
             self._live.discard(trial.number)
         self.progress.trial_ended(trial.number, params, result, search.shown_metrics(self.spec))
@@ -514,12 +515,12 @@ class Sweep:
                 f"the worker died or lost the database (closed by {_worker_id()})",
             )  # fmt: skip
             for t in search.stale_trials(study)
-            if t.number not in {d.number for d, _ in dead}
+            if t.number not in {d.number for d, _ in dead} | self._live  # ours beat late, yet they run
         ]
+        closed = {frozen.number for frozen, reason in dead if search.fail_running(study, frozen, {REASON_ATTR: reason})}
         for frozen, reason in dead:
-            if search.fail_running(study, frozen, {REASON_ATTR: reason}):
+            if frozen.number in closed:
                 self.progress.note(f"trial {frozen.number}: {reason}: marked FAIL")
-        closed = {frozen.number for frozen, _ in dead}
         # A run's trial says whether it is live: a RUNNING trial's run belongs to a live worker, and so does
         # a trial just told: its worker (a slot here, or another host) ends the run right after telling Optuna.
         trials = {str(t.number): t for t in study.get_trials(deepcopy=False)}
@@ -601,7 +602,7 @@ def _worker_id() -> str:
 
 
 def _is_orphan(frozen: Any, live: set[int]) -> bool:
-    """A RUNNING trial whose sweep process on this host is gone (other hosts' are left to heartbeats).
+    """A trial whose sweep process on this host is gone (other hosts' are left to heartbeats).
 
     Called under the study's lock: a trial without an owner was left by a worker that died between
     creating it and recording its owner (one step under the same lock), so nobody is running it.
@@ -619,12 +620,14 @@ def _is_orphan(frozen: Any, live: set[int]) -> bool:
 
 
 def _being_recorded(frozen: Any, live: set[int]) -> bool:
-    """A finished trial whose worker may still be ending its MLflow run: one of this process's slots, or
-    any worker within the heartbeat grace of telling Optuna (its run is closed on a later look if not)."""
+    """A finished trial whose worker may still be ending its MLflow run: one of this process's slots, or a
+    worker elsewhere within the heartbeat grace of telling Optuna (its run is closed on a later look if not)."""
     import datetime
 
     if frozen.number in live:
         return True
+    if _is_orphan(frozen, live):  # its worker on this host is gone: nobody will end the run
+        return False
     told = frozen.datetime_complete
     return told is not None and datetime.datetime.now() - told < datetime.timedelta(seconds=GRACE_S)
 

@@ -29,6 +29,7 @@ PRELOAD += ["trl.trainer.dpo_trainer", "mlflow.tracking", "mlflow.store.tracking
 PRELOAD += ["lm_eval.evaluator", "lm_eval.models.huggingface"]
 Job = Callable[[Any, Any], TrialResult]  # (request, events) -> result; request has .folder, .number, .verbose
 _GRACE_S = 20.0  # how long an interrupted trial gets to stop by itself before it is killed
+INTERRUPTED = "interrupted (Ctrl-C)"
 PHASE_FILE = "phase"  # a job's current phase (setup, training, scoring), read when it dies without a word
 
 
@@ -48,6 +49,7 @@ class Worker:
         self.ctx.set_forkserver_preload(PRELOAD)
         forkserver.ensure_running()  # its imports (~10 s) start now, beside the sweep's own start-up
         self._running: set[Any] = set()  # processes of trials now running (several slots may run at once)
+        self._interrupted = False  # Ctrl-C: a slot that was claiming a trial then starts none
         self._lock = threading.Lock()
 
     def ready(self) -> None:
@@ -67,8 +69,10 @@ class Worker:
         """Run `job(request, events)` in a fresh process and return its result, however it ends."""
         events = self.ctx.Queue()
         process = self.ctx.Process(target=_entry, args=(job, request, events), name=request.folder.name)
-        process.start()
-        with self._lock:
+        with self._lock:  # started and listed in one step: interrupt_all cannot miss it
+            if self._interrupted:
+                return TrialResult(FAILED, reason=INTERRUPTED)
+            process.start()
             self._running.add(process)
         try:
             if on_start:
@@ -84,6 +88,7 @@ class Worker:
     def interrupt_all(self) -> None:
         """Ctrl-C while slots run trials: each trial stops itself (reporting 'interrupted'), or is killed."""
         with self._lock:
+            self._interrupted = True
             processes = list(self._running)
         stoppers = [threading.Thread(target=_interrupt, args=(p,)) for p in processes]
         for stopper in stoppers:
@@ -178,7 +183,7 @@ def _entry(job: Job, request: Any, events: Any) -> None:
     try:
         result = job(request, events)
     except KeyboardInterrupt:
-        result = TrialResult(FAILED, reason="interrupted (Ctrl-C)")
+        result = TrialResult(FAILED, reason=INTERRUPTED)
     except Exception as exc:  # whatever happened ends this job only
         traceback.print_exc()
         result = TrialResult(FAILED, reason=_describe(exc))

@@ -276,7 +276,8 @@ class _Quiet:
 
 def test_a_run_its_worker_is_still_ending_is_left_to_it(ws: Workspace, write_spec, monkeypatch) -> None:
     """A worker tells Optuna first, then ends the MLflow run; a look in between (another slot's claim, or
-    another host's) must not close that run as failed. Left open past the grace, it is closed as told."""
+    another host's) must not close that run as failed. Left open past the grace (at once if its worker on this host
+    is gone), it is closed as told."""
     from harness import search
     from harness import sweep as sweep_module
     from harness.sweep import Sweep, SweepOptions
@@ -288,10 +289,13 @@ def test_a_run_its_worker_is_still_ending_is_left_to_it(ws: Workspace, write_spe
     tracker = Tracker(ws.tracking)
     experiment = tracker.experiment("test")
     parent = tracker.parent_run(experiment, "test")
-    told, dead = study.ask(), study.ask()
-    dead.set_user_attr("worker", f"{socket.gethostname()}:999999999")  # a PID no process has
-    runs = {t.number: tracker.child_run(experiment, parent, "test", t.number) for t in (told, dead)}
+    told, dead, left = study.ask(), study.ask(), study.ask()
+    told.set_user_attr("worker", "another-host:4242")  # ending its run right now, as far as anyone here knows
+    for trial in (dead, left):
+        trial.set_user_attr("worker", f"{socket.gethostname()}:999999999")  # a PID no process has
+    runs = {t.number: tracker.child_run(experiment, parent, "test", t.number) for t in (told, dead, left)}
     study.tell(told, 0.5)
+    study.tell(left, 0.7)  # then its sweep died before ending the run
 
     def status(number: int) -> tuple[str, str | None]:
         run = tracker.client.get_run(runs[number])
@@ -300,6 +304,7 @@ def test_a_run_its_worker_is_still_ending_is_left_to_it(ws: Workspace, write_spe
     sweep._reclaim(study, tracker, experiment)
     assert status(told.number) == ("RUNNING", None), "its worker ends it right after telling Optuna"
     assert status(dead.number) == ("FAILED", "FAIL")
+    assert status(left.number) == ("FINISHED", "COMPLETE"), "its worker on this host is gone: no grace"
     monkeypatch.setattr(sweep_module, "GRACE_S", 0)  # the worker died between telling and ending
     sweep._reclaim(study, tracker, experiment)
     assert status(told.number) == ("FINISHED", "COMPLETE"), "a told result stands"

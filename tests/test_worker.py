@@ -8,8 +8,8 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.trial import COMPLETE, TrialResult
-from harness.worker import PHASE_FILE, Worker, _death, mark_phase
+from harness.trial import COMPLETE, FAILED, TrialResult
+from harness.worker import INTERRUPTED, PHASE_FILE, Worker, _death, mark_phase
 
 
 def test_killed_during_scoring_names_the_phase_and_the_last_log_lines(tmp_path: Path) -> None:
@@ -66,3 +66,17 @@ def test_a_job_process_leaves_the_preloaded_libraries_out_of_garbage_collection(
     assert result.state == COMPLETE, result.reason
     assert result.scores["frozen"] > 100_000  # torch, transformers, TRL, MLflow, lm-eval: frozen at the job's start
     assert result.scores["tracked"] < result.scores["frozen"] / 10
+
+
+def _touch_job(request: _Request, events: object) -> TrialResult:
+    request.folder.mkdir(parents=True)
+    return TrialResult(COMPLETE)
+
+
+def test_after_an_interrupt_a_slot_that_was_claiming_starts_no_trial(tmp_path: Path) -> None:
+    """Ctrl-C while a slot claims: the trial it then hands over is not started (it would run to its end)."""
+    worker = Worker()
+    worker.interrupt_all()
+    result = worker.run(_touch_job, _Request(tmp_path / "job"), on_event=lambda event: None)
+    assert (result.state, result.reason) == (FAILED, INTERRUPTED)
+    assert not (tmp_path / "job").exists(), "the job never ran"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -82,7 +83,8 @@ def page(records: list[StudyRecord], verdicts: list[Verdict]) -> str:
 def write(html: str, report_dir: Path) -> Path:
     report_dir.mkdir(parents=True, exist_ok=True)
     path = report_dir / "index.html"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: workers may share the folder
+    # per writer: workers may share the folder, and after a second Ctrl-C two threads of one may write
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_native_id()}.tmp")
     try:
         tmp.write_text(html, encoding="utf-8")
         tmp.replace(path)  # atomic: a browser refreshing mid-sweep never sees half a page
