@@ -65,6 +65,30 @@ def sqlite_path(url: str) -> Path | None:
     return None if path in ("", ":memory:") else Path(path)
 
 
+@contextlib.contextmanager
+def opening(url: str) -> Iterator[None]:
+    """Workers on one host opening a new SQLite store together take turns: MLflow's and Optuna's schema
+    migrations (alembic) trip over each other there. A server database is left to retry_schema_race."""
+    file = sqlite_path(url)
+    if file is None:
+        yield
+        return
+    file.resolve().parent.mkdir(parents=True, exist_ok=True)
+    with _flocked(Path(f"{file}.open.harness-lock")):
+        yield
+
+
+@contextlib.contextmanager
+def _flocked(path: Path) -> Iterator[None]:
+    """An exclusive lock on a file beside a store, released by the kernel if its holder dies."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def check_storage(url: str) -> None:
     """Fail early, in one message, on a storage URL that cannot work (exit 2, nothing written)."""
     path = sqlite_path(url) if not is_journal(url) else Path(url)
@@ -118,7 +142,8 @@ def _open_storage(url: str) -> Any:
     if url.startswith("sqlite"):
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
     try:
-        return retry_schema_race(lambda: optuna.storages.RDBStorage(url, **kwargs))
+        with opening(url):
+            return retry_schema_race(lambda: optuna.storages.RDBStorage(url, **kwargs))
     except ImportError as exc:
         raise StoreError(f"--storage {redact(url)}: the database driver is missing ({exc}); "
                          "pip install -e '.[postgres]' for PostgreSQL") from None  # fmt: skip
@@ -148,12 +173,8 @@ class StudyLock:
     def held(self) -> Iterator[None]:
         file = Path(self.url) if is_journal(self.url) else sqlite_path(self.url)
         if file is not None:
-            with open(f"{file}.harness-lock", "a") as handle:
-                fcntl.flock(handle, fcntl.LOCK_EX)
-                try:
-                    yield
-                finally:
-                    fcntl.flock(handle, fcntl.LOCK_UN)
+            with _flocked(Path(f"{file}.harness-lock")):
+                yield
             return
         with self._server_lock():
             yield

@@ -8,6 +8,7 @@ resumes it: trials a dead sweep left RUNNING are closed as failed and the missin
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import socket
 import threading
@@ -28,6 +29,7 @@ from harness.trial import run as trial_job
 DEFAULT_OUTPUT_DIR = Path("outputs")
 DEFAULT_REPORT_ROOT = Path("reports")
 WORKER_ATTR, PID_ATTR, RUN_ATTR, REASON_ATTR = "worker", "trial_pid", "mlflow_run_id", "fail_reason"
+PIDNS_ATTR = "worker_pid_namespace"  # whose process ids WORKER_ATTR's are (containers may share a hostname)
 DUPLICATE_ATTR = "duplicate_of"  # a drawn point that repeated a finished trial: told FAIL, never run
 MAX_DUPLICATE_DRAWS = 10  # this many repeats in a row: the (discrete) space is used up
 WAIT_POLL_S = 2.0  # how often a worker with nothing to claim looks again at other workers' trials
@@ -261,8 +263,7 @@ class Sweep:
 
         for _ in range(MAX_DUPLICATE_DRAWS):
             trial = study.ask()
-            search.beat(study, trial)  # first: an owned trial always has a heartbeat to go stale
-            trial.set_user_attr(WORKER_ATTR, _worker_id())
+            _own(study, trial)
             params = search.suggest(trial, self.spec)
             twin = search.duplicate_of(study, trial)
             if twin is None:
@@ -289,8 +290,7 @@ class Sweep:
             return None
         origin, seed = missing[0]
         trial, seed = search.ask_replicate(study, origin, seed)
-        search.beat(study, trial)
-        trial.set_user_attr(WORKER_ATTR, _worker_id())
+        _own(study, trial)
         params = search.suggest(trial, self.spec)
         with self._state_lock:
             self._live.add(trial.number)
@@ -601,14 +601,34 @@ def _worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def _own(study: Any, trial: Any) -> None:
+    """Mark a new trial as this worker's: its first heartbeat, then its owner (an owned trial always has a
+    heartbeat that can go stale; one with none was left by a worker that died in between)."""
+    search.beat(study, trial)
+    trial.set_user_attr(PIDNS_ATTR, _pid_namespace())
+    trial.set_user_attr(WORKER_ATTR, _worker_id())
+
+
+@functools.cache
+def _pid_namespace() -> str:
+    """The process ids this process sees ('' where the OS has no such namespaces): containers on the host's
+    network share its hostname but not its process ids, so a PID says nothing across them."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
 def _is_orphan(frozen: Any, live: set[int]) -> bool:
-    """A trial whose sweep process on this host is gone (other hosts' are left to heartbeats).
+    """A trial whose sweep process is gone, checked by its PID where this process sees the same ones (same
+    hostname and PID namespace); other hosts' and other containers' trials are left to heartbeats.
 
     Called under the study's lock: a trial without an owner was left by a worker that died between
     creating it and recording its owner (one step under the same lock), so nobody is running it.
     """
     host, _, pid = str(frozen.user_attrs.get(WORKER_ATTR, "")).rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
+    here = host == socket.gethostname() and frozen.user_attrs.get(PIDNS_ATTR) == _pid_namespace()
+    if not here or not pid.isdigit():  # another machine, or a container beside this one
         return not frozen.user_attrs.get(WORKER_ATTR)
     try:
         os.kill(int(pid), 0)

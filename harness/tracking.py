@@ -66,12 +66,13 @@ class Tracker:
     def __init__(self, uri: str):
         from mlflow.tracking import MlflowClient
 
+        from harness.stores import opening
+
         self.uri = uri
-        if urlparse(uri).scheme == "sqlite":
-            Path(uri.removeprefix("sqlite:///")).resolve().parent.mkdir(parents=True, exist_ok=True)
         # MLflow creates the store's tables when the client (or its first call) opens the store
-        self.client = retry_schema_race(lambda: MlflowClient(tracking_uri=uri))
-        retry_schema_race(lambda: self.client.search_experiments(max_results=1))
+        with opening(uri):
+            self.client = retry_schema_race(lambda: MlflowClient(tracking_uri=uri))
+            retry_schema_race(lambda: self.client.search_experiments(max_results=1))
         self._pending: list[Any] = []  # MLflow's futures of metrics logged without waiting
 
     def experiment(self, name: str) -> str:

@@ -1,5 +1,6 @@
 """Several `harness sweep` workers on one study through PostgreSQL (Optuna and MLflow), as on a GPU box
-or across hosts: exact trial counts, no repeated points, and a dead worker's trial reclaimed."""
+or across hosts, or through SQLite from containers on one host: exact trial counts, no repeated points, a
+dead worker's trial reclaimed and a live one's left alone."""
 
 from __future__ import annotations
 
@@ -97,6 +98,35 @@ def test_a_worker_killed_on_another_host(new_database: Callable[[], str], ws: Wo
     dead_run = next(r for r in children if r.info.run_id == dead.user_attrs["mlflow_run_id"])
     assert dead_run.info.status == "FAILED" and "no heartbeat" in dead_run.data.tags["harness.failure_reason"]
     print(f"reclaimed and finished {time.monotonic() - killed_at:.0f} s after the kill (grace {GRACE_S} s)")
+
+
+def own_pids(args: list[str]) -> list[str]:
+    """The command in a PID namespace of its own, as in a container on the host's network: same hostname,
+    and it is PID 1, as every other such worker is in its own namespace."""
+    command = ["unshare", "--pid", "--fork", "--mount-proc"]
+    probe = subprocess.run([*command, "true"], capture_output=True)
+    if probe.returncode != 0:
+        missing_for_workers(f"cannot make a PID namespace (unshare --pid needs root): {probe.stderr.decode()}")
+    return [*command, *args]
+
+
+@pytest.mark.slow
+def test_workers_in_containers_on_one_host_leave_each_others_trials_alone(ws: Workspace, write_spec) -> None:
+    spec = base_spec()
+    spec["search"]["trials"] = 4
+    path = write_spec(spec)
+    workers = [
+        subprocess.Popen(own_pids(ws.args(path)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
+    outputs = [w.communicate(timeout=900)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    trials = ws.study().trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4, [t.user_attrs.get("fail_reason") for t in trials]
+    owners = {t.user_attrs["worker"] for t in trials}
+    assert len({t.user_attrs["worker_pid_namespace"] for t in trials}) == 2, "both workers ran trials"
+    assert {o.rpartition(":")[2] for o in owners} == {"1"}, "the same worker id in each container"
+    assert all(r.info.status == "FINISHED" for r in ws.runs()[1])
 
 
 @pytest.fixture

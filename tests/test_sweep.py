@@ -293,6 +293,7 @@ def test_a_run_its_worker_is_still_ending_is_left_to_it(ws: Workspace, write_spe
     told.set_user_attr("worker", "another-host:4242")  # ending its run right now, as far as anyone here knows
     for trial in (dead, left):
         trial.set_user_attr("worker", f"{socket.gethostname()}:999999999")  # a PID no process has
+        trial.set_user_attr("worker_pid_namespace", sweep_module._pid_namespace())
     runs = {t.number: tracker.child_run(experiment, parent, "test", t.number) for t in (told, dead, left)}
     study.tell(told, 0.5)
     study.tell(left, 0.7)  # then its sweep died before ending the run
@@ -308,6 +309,21 @@ def test_a_run_its_worker_is_still_ending_is_left_to_it(ws: Workspace, write_spe
     monkeypatch.setattr(sweep_module, "GRACE_S", 0)  # the worker died between telling and ending
     sweep._reclaim(study, tracker, experiment)
     assert status(told.number) == ("FINISHED", "COMPLETE"), "a told result stands"
+
+
+def test_a_workers_pid_is_looked_up_only_where_it_means_that_process() -> None:
+    """Containers on the host's network share its hostname, not its process ids: a PID from another PID
+    namespace (or from before harness recorded namespaces) is left to heartbeats, never looked up here."""
+    from optuna.trial import create_trial
+
+    from harness.sweep import _is_orphan, _pid_namespace
+
+    def owned(**attrs: str):
+        return create_trial(value=0.0, user_attrs={"worker": f"{socket.gethostname()}:999999999", **attrs})
+
+    assert _is_orphan(owned(worker_pid_namespace=_pid_namespace()), set()), "no such process here: gone"
+    assert not _is_orphan(owned(worker_pid_namespace="pid:[1]"), set())
+    assert not _is_orphan(owned(), set())
 
 
 @pytest.mark.parametrize("space", [{"beta": {"choice": [0.1, 0.2]}}, {"beta": {"choice": [0.1]}}])
