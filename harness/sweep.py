@@ -32,6 +32,7 @@ WORKER_ATTR, PID_ATTR, RUN_ATTR, REASON_ATTR = "worker", "trial_pid", "mlflow_ru
 PIDNS_ATTR = "worker_pid_namespace"  # whose process ids WORKER_ATTR's are (containers may share a hostname)
 DUPLICATE_ATTR = "duplicate_of"  # a drawn point that repeated a finished trial: told FAIL, never run
 MAX_DUPLICATE_DRAWS = 10  # this many repeats in a row: the (discrete) space is used up
+RECORD_ATTEMPTS = 7  # waits of 1, 2, ... 32 s: a finished trial's result rides out a database restart
 WAIT_POLL_S = 2.0  # how often a worker with nothing to claim looks again at other workers' trials
 
 
@@ -329,7 +330,9 @@ class Sweep:
             result = TrialResult(FAILED, reason=reason)
         result.seconds["time.total_s"] = time.monotonic() - started
         stopped = self._stopping.is_set() and result.state == FAILED  # a trial that ended anyway keeps its result
-        self._record(study, trial, tracker, run_id, result, "KILLED" if stopped else None)
+        # still beating: a database down for a while as the trial ends must not make it look abandoned
+        with search.heartbeat(study, trial, on_error=beat_failed):
+            self._record(study, trial, tracker, run_id, result, "KILLED" if stopped else None)
         with self._state_lock:
             self._live.discard(trial.number)
         self.progress.trial_ended(trial.number, params, result, search.shown_metrics(self.spec))
@@ -365,7 +368,9 @@ class Sweep:
         status: str | None = None,
     ) -> None:
         """Tell Optuna and MLflow the same outcome; retried, so a database hiccup loses nothing."""
-        state = self._retrying(f"record trial {trial.number} in Optuna", lambda: self._tell(study, trial, result))
+        state = self._retrying(
+            f"record trial {trial.number} in Optuna", lambda: self._tell(study, trial, result), RECORD_ATTEMPTS
+        )
         if run_id is None:
             return
         mlflow_status = status or ("FAILED" if (state or result.state) == FAILED else "FINISHED")
@@ -374,7 +379,7 @@ class Sweep:
             tracker.log_metrics(run_id, {"time.total_s": result.seconds.get("time.total_s", 0.0)})
             tracker.end(run_id, mlflow_status, state=state or result.state, reason=result.reason)
 
-        self._retrying(f"record trial {trial.number} in MLflow", end_run)
+        self._retrying(f"record trial {trial.number} in MLflow", end_run, RECORD_ATTEMPTS)
 
     def _tell(self, study: Any, trial: Any, result: TrialResult) -> str:
         """Record the result on the Optuna trial; returns the state told."""

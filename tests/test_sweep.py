@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -309,6 +310,40 @@ def test_a_run_its_worker_is_still_ending_is_left_to_it(ws: Workspace, write_spe
     monkeypatch.setattr(sweep_module, "GRACE_S", 0)  # the worker died between telling and ending
     sweep._reclaim(study, tracker, experiment)
     assert status(told.number) == ("FINISHED", "COMPLETE"), "a told result stands"
+
+
+def test_a_finished_trials_result_rides_out_a_database_restart(ws: Workspace, write_spec, monkeypatch) -> None:
+    """Optuna's database is away for a while (retried, with waits of up to 32 s) as a trial ends: the result
+    is recorded once it is back, in Optuna and in MLflow alike."""
+    from sqlalchemy.exc import OperationalError
+
+    from harness import search
+    from harness import sweep as sweep_module
+    from harness.sweep import Sweep, SweepOptions
+    from harness.tracking import Tracker
+    from harness.trial import COMPLETE, TrialResult
+
+    options = SweepOptions(storage=ws.storage, tracking_uri=ws.tracking, output_dir=ws.root / "outputs")
+    sweep = Sweep(write_spec(base_spec()), options, _Quiet())
+    study = search.open_study(sweep.spec, ws.storage)
+    tracker = Tracker(ws.tracking)
+    experiment = tracker.experiment("test")
+    trial = study.ask()
+    run_id = tracker.child_run(experiment, tracker.parent_run(experiment, "test"), "test", trial.number)
+    waits: list[float] = []
+    monkeypatch.setattr(sweep_module, "time", SimpleNamespace(sleep=waits.append))  # the sweep's waits only
+    tell, down = study.tell, iter(range(5))
+
+    def restarting(*args, **kwargs):
+        if next(down, None) is not None:
+            raise OperationalError("UPDATE trials", {}, Exception("server closed the connection unexpectedly"))
+        return tell(*args, **kwargs)
+
+    monkeypatch.setattr(study, "tell", restarting)
+    sweep._record(study, trial, tracker, run_id, TrialResult(COMPLETE, scores={"identity.hit_rate": 0.75}))
+    assert waits == [1, 2, 4, 8, 16]
+    assert search.state_of(study, trial) == "COMPLETE" and study.trials[0].values == [0.75]
+    assert tracker.client.get_run(run_id).info.status == "FINISHED"
 
 
 def test_a_workers_pid_is_looked_up_only_where_it_means_that_process() -> None:
