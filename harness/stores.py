@@ -67,26 +67,33 @@ def sqlite_path(url: str) -> Path | None:
 
 @contextlib.contextmanager
 def opening(url: str) -> Iterator[None]:
-    """Workers on one host opening a new SQLite store together take turns: MLflow's and Optuna's schema
-    migrations (alembic) trip over each other there. A server database is left to retry_schema_race."""
+    """Processes on one host opening an SQLite store take turns: the first ones create it, and MLflow's and
+    Optuna's schema migrations (alembic) trip over each other there. A store in a folder this process
+    cannot write to is opened without the turn (nothing to create). Server databases: retry_schema_race."""
     file = sqlite_path(url)
     if file is None:
         yield
         return
     file.resolve().parent.mkdir(parents=True, exist_ok=True)
-    with _flocked(Path(f"{file}.open.harness-lock")):
+    with _flocked(Path(f"{file}.open.harness-lock"), required=False):
         yield
 
 
 @contextlib.contextmanager
-def _flocked(path: Path) -> Iterator[None]:
-    """An exclusive lock on a file beside a store, released by the kernel if its holder dies."""
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+def _flocked(path: Path, required: bool = True) -> Iterator[None]:
+    """An exclusive lock on a file beside a store, released by the kernel if its holder dies; not `required`:
+    none where the file cannot be made (a read-only folder)."""
+    with contextlib.ExitStack() as stack:
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle = stack.enter_context(open(path, "a"))
+        except OSError:
+            if required:
+                raise
+            handle = None
+        if handle is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            stack.callback(fcntl.flock, handle, fcntl.LOCK_UN)
+        yield
 
 
 def check_storage(url: str) -> None:

@@ -8,6 +8,7 @@ resumes it: trials a dead sweep left RUNNING are closed as failed and the missin
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
 import os
 import socket
@@ -307,8 +308,9 @@ class Sweep:
         beat_failed = lambda exc: self.progress.note(  # noqa: E731
             f"trial {trial.number}: a heartbeat could not be recorded ({first_line(exc)}); retrying"
         )
-        try:
-            with search.heartbeat(study, trial, on_error=beat_failed):
+        # Beating until the trial is recorded: a database down for a while as it ends must not make it look abandoned
+        with search.heartbeat(study, trial, on_error=beat_failed):
+            try:
                 run_id = tracker.child_run(run.experiment, run.parent, self.spec.study, trial.number)
                 trial.set_user_attr(RUN_ATTR, run_id)
                 tracker.log_params(run_id, mlflow_params(resolve_config(self.spec, params, claim.seed)))
@@ -324,14 +326,12 @@ class Sweep:
                     on_event=self.progress.event,
                     on_start=lambda pid: trial.set_user_attr(PID_ATTR, pid),
                 )
-        except Exception as exc:  # the orchestrator's own trouble (MLflow, the database): this trial only
-            reason = f"the sweep process failed while running this trial: {type(exc).__name__}: {exc}"
-            self.progress.note(f"trial {trial.number}: {reason}")
-            result = TrialResult(FAILED, reason=reason)
-        result.seconds["time.total_s"] = time.monotonic() - started
-        stopped = self._stopping.is_set() and result.state == FAILED  # a trial that ended anyway keeps its result
-        # still beating: a database down for a while as the trial ends must not make it look abandoned
-        with search.heartbeat(study, trial, on_error=beat_failed):
+            except Exception as exc:  # the orchestrator's own trouble (MLflow, the database): this trial only
+                reason = f"the sweep process failed while running this trial: {type(exc).__name__}: {exc}"
+                self.progress.note(f"trial {trial.number}: {reason}")
+                result = TrialResult(FAILED, reason=reason)
+            result.seconds["time.total_s"] = time.monotonic() - started
+            stopped = self._stopping.is_set() and result.state == FAILED  # one that ended anyway keeps its result
             self._record(study, trial, tracker, run_id, result, "KILLED" if stopped else None)
         with self._state_lock:
             self._live.discard(trial.number)
@@ -368,9 +368,7 @@ class Sweep:
         status: str | None = None,
     ) -> None:
         """Tell Optuna and MLflow the same outcome; retried, so a database hiccup loses nothing."""
-        state = self._retrying(
-            f"record trial {trial.number} in Optuna", lambda: self._tell(study, trial, result), RECORD_ATTEMPTS
-        )
+        state = self._retrying(f"record trial {trial.number} in Optuna", lambda: self._tell(study, trial, result))
         if run_id is None:
             return
         mlflow_status = status or ("FAILED" if (state or result.state) == FAILED else "FINISHED")
@@ -379,7 +377,7 @@ class Sweep:
             tracker.log_metrics(run_id, {"time.total_s": result.seconds.get("time.total_s", 0.0)})
             tracker.end(run_id, mlflow_status, state=state or result.state, reason=result.reason)
 
-        self._retrying(f"record trial {trial.number} in MLflow", end_run, RECORD_ATTEMPTS)
+        self._retrying(f"record trial {trial.number} in MLflow", end_run)
 
     def _tell(self, study: Any, trial: Any, result: TrialResult) -> str:
         """Record the result on the Optuna trial; returns the state told."""
@@ -409,7 +407,7 @@ class Sweep:
             return {"COMPLETE": COMPLETE, "PRUNED": PRUNED}.get(closed, FAILED)
         return state
 
-    def _retrying(self, what: str, action: Any, attempts: int = 4) -> Any:
+    def _retrying(self, what: str, action: Any, attempts: int = RECORD_ATTEMPTS) -> Any:
         """Run `action`, retrying with backoff; a persistent failure is reported, never raised."""
         for attempt in range(attempts):
             try:
@@ -508,11 +506,13 @@ class Sweep:
         """
         from optuna.trial import TrialState
 
+        beats = search.heartbeats_on(study)
         dead = [
             (t, f"its sweep process ({t.user_attrs.get(WORKER_ATTR, 'unknown')}) died while it ran (closed on resume)")
             for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if _is_orphan(t, self._live)
+            if _is_orphan(t, self._live, beats)
         ]
+        known = {d.number for d, _ in dead} | self._live  # ours may beat late, yet they run
         dead += [
             (
                 t,
@@ -520,11 +520,12 @@ class Sweep:
                 f"the worker died or lost the database (closed by {_worker_id()})",
             )  # fmt: skip
             for t in search.stale_trials(study)
-            if t.number not in {d.number for d, _ in dead} | self._live  # ours beat late, yet they run
+            if t.number not in known
         ]
-        closed = {frozen.number for frozen, reason in dead if search.fail_running(study, frozen, {REASON_ATTR: reason})}
+        closed: set[int] = set()  # the trials our FAIL took (a worker may have told its own meanwhile)
         for frozen, reason in dead:
-            if frozen.number in closed:
+            if search.fail_running(study, frozen, {REASON_ATTR: reason}):
+                closed.add(frozen.number)
                 self.progress.note(f"trial {frozen.number}: {reason}: marked FAIL")
         # A run's trial says whether it is live: a RUNNING trial's run belongs to a live worker, and so does
         # a trial just told: its worker (a slot here, or another host) ends the run right after telling Optuna.
@@ -532,7 +533,7 @@ class Sweep:
         for run in tracker.runs(experiment, self.spec.study, status="RUNNING"):
             trial = trials.get(run.data.tags.get(TRIAL_TAG, ""))
             alive = trial is not None and trial.number not in closed
-            if alive and (trial.state == TrialState.RUNNING or _being_recorded(trial, self._live)):
+            if alive and (trial.state == TrialState.RUNNING or _being_recorded(trial, self._live, beats)):
                 continue
             state = trial.state.name if trial and trial.state.is_finished() else FAILED
             reason = (trial.user_attrs.get(REASON_ATTR) if trial else None) or "the sweep process died"
@@ -624,15 +625,17 @@ def _pid_namespace() -> str:
         return ""
 
 
-def _is_orphan(frozen: Any, live: set[int]) -> bool:
+def _is_orphan(frozen: Any, live: set[int], heartbeats: bool = True) -> bool:
     """A trial whose sweep process is gone, checked by its PID where this process sees the same ones (same
-    hostname and PID namespace); other hosts' and other containers' trials are left to heartbeats.
+    hostname and PID namespace); other hosts' and other containers' trials are left to heartbeats. Without
+    heartbeats (a journal file) a PID on this hostname is all there is to go on.
 
     Called under the study's lock: a trial without an owner was left by a worker that died between
     creating it and recording its owner (one step under the same lock), so nobody is running it.
     """
     host, _, pid = str(frozen.user_attrs.get(WORKER_ATTR, "")).rpartition(":")
-    here = host == socket.gethostname() and frozen.user_attrs.get(PIDNS_ATTR) == _pid_namespace()
+    namespace = frozen.user_attrs.get(PIDNS_ATTR, _pid_namespace())  # none recorded: an older harness's trial
+    here = host == socket.gethostname() and (namespace == _pid_namespace() or not heartbeats)
     if not here or not pid.isdigit():  # another machine, or a container beside this one
         return not frozen.user_attrs.get(WORKER_ATTR)
     try:
@@ -644,17 +647,16 @@ def _is_orphan(frozen: Any, live: set[int]) -> bool:
     return int(pid) == os.getpid() and frozen.number not in live  # ours by a recycled PID, or by a slot
 
 
-def _being_recorded(frozen: Any, live: set[int]) -> bool:
+def _being_recorded(frozen: Any, live: set[int], heartbeats: bool = True) -> bool:
     """A finished trial whose worker may still be ending its MLflow run: one of this process's slots, or a
-    worker elsewhere within the heartbeat grace of telling Optuna (its run is closed on a later look if not)."""
-    import datetime
-
+    worker elsewhere within the heartbeat grace of telling Optuna (its run is closed on a later look if not).
+    The teller's clock may be another machine's: a skew either way closes the run early, with the told state."""
     if frozen.number in live:
         return True
-    if _is_orphan(frozen, live):  # its worker on this host is gone: nobody will end the run
+    if _is_orphan(frozen, live, heartbeats):  # its worker on this host is gone: nobody will end the run
         return False
     told = frozen.datetime_complete
-    return told is not None and datetime.datetime.now() - told < datetime.timedelta(seconds=GRACE_S)
+    return told is not None and abs(datetime.datetime.now() - told) < datetime.timedelta(seconds=GRACE_S)
 
 
 def _cache_dir(output_dir: Path) -> Path:

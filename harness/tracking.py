@@ -103,7 +103,8 @@ class Tracker:
     def parent_run(self, experiment_id: str, study: str) -> str:
         """The study's sweep run: reused (and reopened) when a sweep is resumed.
 
-        Workers starting together may each create one; all then keep the oldest and drop their own.
+        Called under the study's lock, so workers starting together find one; should two exist all the
+        same (a store shared without the lock), every worker keeps the oldest.
         """
         runs = self._parent_runs(experiment_id, study)
         if not runs:

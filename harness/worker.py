@@ -67,11 +67,11 @@ class Worker:
         on_start: Callable[[int], None] | None = None,
     ) -> TrialResult:
         """Run `job(request, events)` in a fresh process and return its result, however it ends."""
-        events = self.ctx.Queue()
-        process = self.ctx.Process(target=_entry, args=(job, request, events), name=request.folder.name)
         with self._lock:  # started and listed in one step: interrupt_all cannot miss it
             if self._interrupted:
                 return TrialResult(FAILED, reason=INTERRUPTED)
+            events = self.ctx.Queue()
+            process = self.ctx.Process(target=_entry, args=(job, request, events), name=request.folder.name)
             process.start()
             self._running.add(process)
         try:

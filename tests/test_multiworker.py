@@ -113,7 +113,8 @@ def own_pids(args: list[str]) -> list[str]:
 @pytest.mark.slow
 def test_workers_in_containers_on_one_host_leave_each_others_trials_alone(ws: Workspace, write_spec) -> None:
     spec = base_spec()
-    spec["search"]["trials"] = 4
+    spec["search"]["trials"] = 6
+    spec["train"]["max_steps"] = 10  # enough work that a worker starting late still finds trials to run
     path = write_spec(spec)
     workers = [
         subprocess.Popen(own_pids(ws.args(path)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -122,7 +123,7 @@ def test_workers_in_containers_on_one_host_leave_each_others_trials_alone(ws: Wo
     outputs = [w.communicate(timeout=900)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], outputs
     trials = ws.study().trials
-    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4, [t.user_attrs.get("fail_reason") for t in trials]
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 6, [t.user_attrs.get("fail_reason") for t in trials]
     owners = {t.user_attrs["worker"] for t in trials}
     assert len({t.user_attrs["worker_pid_namespace"] for t in trials}) == 2, "both workers ran trials"
     assert {o.rpartition(":")[2] for o in owners} == {"1"}, "the same worker id in each container"

@@ -348,7 +348,8 @@ def test_a_finished_trials_result_rides_out_a_database_restart(ws: Workspace, wr
 
 def test_a_workers_pid_is_looked_up_only_where_it_means_that_process() -> None:
     """Containers on the host's network share its hostname, not its process ids: a PID from another PID
-    namespace (or from before harness recorded namespaces) is left to heartbeats, never looked up here."""
+    namespace is left to heartbeats, never looked up here; without heartbeats (a journal file), or from a
+    harness that recorded no namespace, a PID on this hostname is all there is to go on."""
     from optuna.trial import create_trial
 
     from harness.sweep import _is_orphan, _pid_namespace
@@ -358,7 +359,8 @@ def test_a_workers_pid_is_looked_up_only_where_it_means_that_process() -> None:
 
     assert _is_orphan(owned(worker_pid_namespace=_pid_namespace()), set()), "no such process here: gone"
     assert not _is_orphan(owned(worker_pid_namespace="pid:[1]"), set())
-    assert not _is_orphan(owned(), set())
+    assert _is_orphan(owned(worker_pid_namespace="pid:[1]"), set(), heartbeats=False)
+    assert _is_orphan(owned(), set())
 
 
 @pytest.mark.parametrize("space", [{"beta": {"choice": [0.1, 0.2]}}, {"beta": {"choice": [0.1]}}])
