@@ -137,10 +137,10 @@ class Sweep:
         study = search.open_study(spec, self.options.storage)
         tracker = Tracker(self.options.tracking_uri)
         experiment = tracker.experiment(spec.study)
-        with self.lock.held():  # workers starting together find or create one parent run
+        with self.lock.held():  # workers starting together find (or create) and describe one parent run
             parent = tracker.parent_run(experiment, spec.study)
+            self._describe_parent(tracker, parent)
             self._reclaim(study, tracker, experiment)
-        self._describe_parent(tracker, parent)
         target = self._target(study)  # search trials; seed replicates follow them
         planned = (
             target + spec.search.replicates.top_k * len(search.replicate_seeds(spec))
@@ -241,7 +241,7 @@ class Sweep:
         """
         with self.lock.held():
             self._reclaim(study, tracker, experiment)
-            finished, running = _finished(study, searched=True), _running(study, searched=True)
+            finished, running = _search_counts(study)
             if finished + running < target and not self._exhausted:
                 claim = self._claim_search(study)
                 if claim != EXHAUSTED:
@@ -585,6 +585,16 @@ class Sweep:
         else:
             reason = f"stopped after {outcome.failed_in_a_row} failed trials in a row"
             tracker.end(parent, "FAILED", reason=reason)
+
+
+def _search_counts(study: Any) -> tuple[int, int]:
+    """Finished and running search trials, from one read: a trial other workers tell meanwhile (they need no
+    lock for that) would be counted in neither by two reads, and the claim would overshoot."""
+    from optuna.trial import TrialState
+
+    trials = search.search_trials(study, (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
+    running = sum(t.state == TrialState.RUNNING for t in trials)
+    return len(trials) - running, running
 
 
 def _finished(study: Any, searched: bool = False) -> int:

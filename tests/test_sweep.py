@@ -275,6 +275,41 @@ class _Quiet:
         return lambda *args, **kwargs: [] if name == "runs" else None
 
 
+class _Telling:
+    """A study in which another worker tells its trial COMPLETE right after the first read of finished trials
+    (telling needs no lock): what a claim saw at two moments must not add up to a free place."""
+
+    def __init__(self, study, trial) -> None:
+        self._study, self._trial = study, trial
+
+    def get_trials(self, *args, **kwargs):
+        trials = self._study.get_trials(*args, **kwargs)
+        states = kwargs.get("states") or ()
+        if self._trial is not None and TrialState.COMPLETE in states:
+            self._study.tell(self._trial, 0.5)
+            self._trial = None
+        return trials
+
+    def __getattr__(self, name: str):
+        return getattr(self._study, name)
+
+
+def test_a_trial_told_during_a_claim_is_counted_once(ws: Workspace, write_spec) -> None:
+    from harness import search
+    from harness.sweep import WAIT, Sweep, SweepOptions
+
+    options = SweepOptions(storage=ws.storage, tracking_uri=ws.tracking, output_dir=ws.root / "outputs")
+    sweep = Sweep(write_spec(base_spec()), options, _Quiet())
+    study = search.open_study(sweep.spec, ws.storage)
+    study.tell(study.ask(), 0.25)
+    other = study.ask()
+    other.set_user_attr("worker", "another-host:4242")
+    search.beat(study, other)
+    assert sweep._claim(_Telling(study, other), _Quiet(), "no experiment", 2) == WAIT  # it ran when looked at
+    assert len(study.trials) == 2, "no third trial"
+    assert sweep._claim(study, _Quiet(), "no experiment", 2) is None
+
+
 def test_a_run_its_worker_is_still_ending_is_left_to_it(ws: Workspace, write_spec, monkeypatch) -> None:
     """A worker tells Optuna first, then ends the MLflow run; a look in between (another slot's claim, or
     another host's) must not close that run as failed. Left open past the grace (at once if its worker on this host
