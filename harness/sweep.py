@@ -407,13 +407,13 @@ class Sweep:
             return {"COMPLETE": COMPLETE, "PRUNED": PRUNED}.get(closed, FAILED)
         return state
 
-    def _retrying(self, what: str, action: Any, attempts: int = RECORD_ATTEMPTS) -> Any:
+    def _retrying(self, what: str, action: Any) -> Any:
         """Run `action`, retrying with backoff; a persistent failure is reported, never raised."""
-        for attempt in range(attempts):
+        for attempt in range(RECORD_ATTEMPTS):
             try:
                 return action()
             except Exception as exc:
-                if attempt == attempts - 1:
+                if attempt == RECORD_ATTEMPTS - 1:
                     self.progress.note(
                         f"could not {what}: {first_line(exc)}. The next sweep on this study closes it "
                         "(heartbeat or process check)."
@@ -605,12 +605,11 @@ def _finished(study: Any, searched: bool = False) -> int:
     return len(search.search_trials(study, states) if searched else study.get_trials(deepcopy=False, states=states))
 
 
-def _running(study: Any, searched: bool = False) -> int:
+def _running(study: Any) -> int:
     """Trials other workers are running right now (a multi-worker study must not overshoot)."""
     from optuna.trial import TrialState
 
-    states = (TrialState.RUNNING,)
-    return len(search.search_trials(study, states) if searched else study.get_trials(deepcopy=False, states=states))
+    return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
 
 def _worker_id() -> str:

@@ -275,6 +275,16 @@ class _Quiet:
         return lambda *args, **kwargs: [] if name == "runs" else None
 
 
+def quiet_sweep(ws: Workspace, spec_path: Path):
+    """A Sweep that shows nothing, and its study: for tests that claim, reclaim or record by hand (no training)."""
+    from harness import search
+    from harness.sweep import Sweep, SweepOptions
+
+    options = SweepOptions(storage=ws.storage, tracking_uri=ws.tracking, output_dir=ws.root / "outputs")
+    sweep = Sweep(spec_path, options, _Quiet())
+    return sweep, search.open_study(sweep.spec, ws.storage)
+
+
 class _Telling:
     """A study in which another worker tells its trial COMPLETE right after the first read of finished trials
     (telling needs no lock): what a claim saw at two moments must not add up to a free place."""
@@ -296,11 +306,9 @@ class _Telling:
 
 def test_a_trial_told_during_a_claim_is_counted_once(ws: Workspace, write_spec) -> None:
     from harness import search
-    from harness.sweep import WAIT, Sweep, SweepOptions
+    from harness.sweep import WAIT
 
-    options = SweepOptions(storage=ws.storage, tracking_uri=ws.tracking, output_dir=ws.root / "outputs")
-    sweep = Sweep(write_spec(base_spec()), options, _Quiet())
-    study = search.open_study(sweep.spec, ws.storage)
+    sweep, study = quiet_sweep(ws, write_spec(base_spec()))
     study.tell(study.ask(), 0.25)
     other = study.ask()
     other.set_user_attr("worker", "another-host:4242")
@@ -314,14 +322,10 @@ def test_a_run_its_worker_is_still_ending_is_left_to_it(ws: Workspace, write_spe
     """A worker tells Optuna first, then ends the MLflow run; a look in between (another slot's claim, or
     another host's) must not close that run as failed. Left open past the grace (at once if its worker on this host
     is gone), it is closed as told."""
-    from harness import search
     from harness import sweep as sweep_module
-    from harness.sweep import Sweep, SweepOptions
     from harness.tracking import Tracker
 
-    options = SweepOptions(storage=ws.storage, tracking_uri=ws.tracking, output_dir=ws.root / "outputs")
-    sweep = Sweep(write_spec(base_spec()), options, _Quiet())
-    study = search.open_study(sweep.spec, ws.storage)
+    sweep, study = quiet_sweep(ws, write_spec(base_spec()))
     tracker = Tracker(ws.tracking)
     experiment = tracker.experiment("test")
     parent = tracker.parent_run(experiment, "test")
@@ -354,13 +358,10 @@ def test_a_finished_trials_result_rides_out_a_database_restart(ws: Workspace, wr
 
     from harness import search
     from harness import sweep as sweep_module
-    from harness.sweep import Sweep, SweepOptions
     from harness.tracking import Tracker
     from harness.trial import COMPLETE, TrialResult
 
-    options = SweepOptions(storage=ws.storage, tracking_uri=ws.tracking, output_dir=ws.root / "outputs")
-    sweep = Sweep(write_spec(base_spec()), options, _Quiet())
-    study = search.open_study(sweep.spec, ws.storage)
+    sweep, study = quiet_sweep(ws, write_spec(base_spec()))
     tracker = Tracker(ws.tracking)
     experiment = tracker.experiment("test")
     trial = study.ask()
@@ -402,14 +403,11 @@ def test_a_workers_pid_is_looked_up_only_where_it_means_that_process() -> None:
 def test_claims_run_the_search_then_its_seed_replicates(ws: Workspace, write_spec, space: dict) -> None:
     """Claimed and told by hand (no training): search trials first, then, once none runs, the replicates of
     the best; a used-up space (one grid point for two trials) goes straight to its replicates."""
-    from harness import search
-    from harness.sweep import WAIT, Sweep, SweepOptions
+    from harness.sweep import WAIT
 
     spec = base_spec()
     spec["search"] |= {"sampler": "grid", "trials": 2, "space": space, "replicates": {"top_k": 1, "seeds": 3}}
-    options = SweepOptions(storage=ws.storage, tracking_uri=ws.tracking, output_dir=ws.root / "outputs")
-    sweep = Sweep(write_spec(spec), options, _Quiet())
-    study = search.open_study(sweep.spec, ws.storage)
+    sweep, study = quiet_sweep(ws, write_spec(spec))
 
     def claim():
         return sweep._claim(study, _Quiet(), "no experiment", 2)
