@@ -65,11 +65,14 @@ def test_a_worker_killed_on_another_host(new_database: Callable[[], str], ws: Wo
     doomed = subprocess.Popen(
         other_host(ws.args(path)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
-    workers = start(ws, path, 2)
+    workers: list[subprocess.Popen] = []
     try:
+        # the others start once it trains: started together, they could take every trial while it is between
+        # two of them and the look misses it (CI saw that on a busy machine); alone it cannot run out of trials
         while (held := held_by_other_host(ws)) is None:
             assert doomed.poll() is None, "the other-host worker ended before it held a trial"
             time.sleep(0.5)
+        workers = start(ws, path, 2)
     finally:
         os.killpg(doomed.pid, signal.SIGKILL)  # the worker and its trial process, as a host dies
         doomed.wait()
