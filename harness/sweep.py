@@ -20,7 +20,7 @@ from typing import Any
 
 from harness import search
 from harness.progress import first_line
-from harness.report.live import LiveReport
+from harness.report.live import BuildFailed, LiveReport, ReportProcess, ReportTarget
 from harness.spec import SweepSpec, load_spec
 from harness.stores import DEFAULT_STORAGE, GRACE_S, StudyLock, check_storage
 from harness.tracking import TRIAL_TAG, Tracker, default_uri
@@ -35,6 +35,9 @@ DUPLICATE_ATTR = "duplicate_of"  # a drawn point that repeated a finished trial:
 MAX_DUPLICATE_DRAWS = 10  # this many repeats in a row: the (discrete) space is used up
 RECORD_ATTEMPTS = 7  # waits of 1, 2, ... 32 s: a finished trial's result rides out a database restart
 WAIT_POLL_S = 2.0  # how often a worker with nothing to claim looks again at other workers' trials
+# How often a claim also looks for dead workers' trials: every claim did, and with 8 slots that look was
+# half of the study lock's hold (the slots' claims queue on it). Heartbeats only go stale after GRACE_S.
+RECLAIM_EVERY_S = 5.0
 
 
 @dataclass
@@ -116,6 +119,8 @@ class Sweep:
         self._stopping = threading.Event()
         self._live: set[int] = set()  # trials this process is running now
         self._in_a_row, self._exhausted = 0, False
+        self._reports: ReportProcess | None = None  # set by run(): builds the report in a process of its own
+        self._reclaimed_at = -RECLAIM_EVERY_S  # monotonic time of this process's last look for dead trials
 
     def check_inputs(self) -> None:
         """Everything that can be wrong with the user's files fails here, before anything is written."""
@@ -133,6 +138,14 @@ class Sweep:
 
         self.check_inputs()
         worker = Worker()  # the trial processes' fork server starts importing while the stores open
+        target = ReportTarget([self.spec.study], self.options.storage, self.options.tracking_uri, self.report_dir)
+        self._reports = ReportProcess(worker.ctx, target)
+        try:
+            return self._run(worker)
+        finally:
+            self._reports.close()
+
+    def _run(self, worker: Any) -> SweepOutcome:
         spec = self.spec
         study = search.open_study(spec, self.options.storage)
         tracker = Tracker(self.options.tracking_uri)
@@ -240,7 +253,8 @@ class Sweep:
         no search trial is left to run or running: only then are the best configurations known.
         """
         with self.lock.held():
-            self._reclaim(study, tracker, experiment)
+            if time.monotonic() - self._reclaimed_at >= RECLAIM_EVERY_S:
+                self._reclaim(study, tracker, experiment)
             finished, running = _search_counts(study)
             if finished + running < target and not self._exhausted:
                 claim = self._claim_search(study)
@@ -431,13 +445,13 @@ class Sweep:
 
     def _report(self) -> Path | None:
         """Build (or refresh) the HTML report; a report problem never stops a sweep."""
-        from harness.report import build_report
-
         try:
-            return build_report([self.spec.study], self.options.storage, self.options.tracking_uri, self.report_dir)
+            return self._reports.build()
+        except BuildFailed as exc:  # raised in the report process: the message names the error
+            self.progress.note(f"the report could not be built: {exc}")
         except Exception as exc:
             self.progress.note(f"the report could not be built: {type(exc).__name__}: {exc}")
-            return None
+        return None
 
     # ------------------------------------------------------------ the base model
 
@@ -506,6 +520,7 @@ class Sweep:
         """
         from optuna.trial import TrialState
 
+        self._reclaimed_at = time.monotonic()
         beats = search.heartbeats_on(study)
         dead = [
             (t, f"its sweep process ({t.user_attrs.get(WORKER_ATTR, 'unknown')}) died while it ran (closed on resume)")

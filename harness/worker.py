@@ -176,7 +176,7 @@ def _entry(job: Job, request: Any, events: Any) -> None:
     # The ~640k objects of the preloaded libraries live as long as the process: freezing them keeps every
     # full garbage collection from walking them (0.28 s each; Trainer.train runs one at its start).
     gc.freeze()
-    _die_with_parent()
+    die_with_parent()
     _pin(request)
     log = _quiet_output(request.folder, request.verbose)
     (request.folder / PHASE_FILE).unlink(missing_ok=True)  # a phase left by an earlier attempt is not this one's
@@ -212,7 +212,7 @@ def _describe(exc: BaseException) -> str:
     return text[:2000]
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """A job must not outlive its sweep (e.g. after `kill -9` of the orchestrator): the fork
     server exits with the orchestrator, and this process is then re-parented."""
     parent = os.getppid()

@@ -1,12 +1,18 @@
-"""LiveReport: the sweep's report rebuilt in the background, so a slot never waits for a build."""
+"""LiveReport: the sweep's report rebuilt in the background, so a slot never waits for a build; ReportProcess:
+the builds in a process of their own, so they never hold the sweep's interpreter lock."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 
+import optuna
 import pytest
 
-from harness.report.live import LiveReport
+from harness.report.live import BuildFailed, LiveReport, ReportProcess, ReportTarget
 
 WAIT_S = 30  # a generous bound for a thread to reach a point; reaching it is what is asserted
 # a failed assert inside the build (in the report thread) fails the test, not only warns
@@ -64,3 +70,53 @@ def test_nothing_is_built_unless_asked(build: Build) -> None:
     live = LiveReport(build)
     live.close()
     assert build.count == 0
+
+
+# ---------------------------------------------------------------- the report process
+
+
+@pytest.fixture
+def bare_study(tmp_path: Path) -> ReportTarget:
+    """A study of three finished trials with no MLflow runs: the cheapest page a sweep can have."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="bare", storage=storage, direction="maximize")
+    study.set_user_attr("objectives", ["identity.hit_rate"])
+    for beta in (0.1, 0.3, 0.2):
+        trial = study.ask({"beta": optuna.distributions.FloatDistribution(0.01, 1.0, log=True)})
+        trial.set_user_attr("scores", {"identity.hit_rate": beta * 2})
+        study.tell(trial, beta * 2)
+    return ReportTarget(["bare"], storage, f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "report")
+
+
+@pytest.fixture
+def reports(bare_study: ReportTarget) -> Iterator[ReportProcess]:
+    process = ReportProcess(multiprocessing.get_context("forkserver"), bare_study)
+    yield process
+    process.close()
+
+
+def test_builds_run_in_one_process_of_their_own(reports: ReportProcess, bare_study: ReportTarget) -> None:
+    page = reports.build()
+    assert page == bare_study.folder / "index.html" and "Use trial 1" in page.read_text()
+    builder = reports._process
+    assert builder.pid != os.getpid() and builder.is_alive(), "kept for the next build"
+    page.unlink()
+    assert reports.build().is_file() and reports._process is builder, "the same process builds again"
+    reports.close()
+    assert not builder.is_alive(), "close ends it"
+
+
+def test_a_failed_build_names_its_error(reports: ReportProcess, bare_study: ReportTarget) -> None:
+    from dataclasses import replace
+
+    reports._target = replace(bare_study, studies=["nope"])
+    with pytest.raises(BuildFailed, match=r"ReportError: no study 'nope'.*Studies there: bare"):
+        reports.build()
+
+
+def test_the_sweep_builds_the_page_itself_once_the_report_process_is_gone(reports: ReportProcess) -> None:
+    reports.build()
+    reports._process.kill()  # as the kernel would, out of memory
+    reports._process.join()
+    page = reports.build()
+    assert page.is_file() and reports._process is None, "built here, and from now on"
