@@ -15,12 +15,28 @@ import yaml
 from support import ROOT, base_spec
 
 from harness.report.data import COMPLETE, StudyRecord, TrialRecord
+from harness.report.live import ReportTarget
 
 CHROMIUM = os.environ.get("HARNESS_CHROMIUM", "/usr/bin/chromium")
 HOSTILE = "<script>window.__pwned = 1</script><b>bold</b> & <!-- x"  # must show as text, never run
 
 
 # ---------------------------------------------------------------- hand-built studies
+
+
+@pytest.fixture
+def bare_study(tmp_path: Path) -> ReportTarget:
+    """A study of three finished trials in Optuna only (no MLflow store): the cheapest page there is."""
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="bare", storage=storage, direction="maximize")
+    study.set_user_attr("objectives", ["identity.hit_rate"])
+    for beta in (0.1, 0.3, 0.2):
+        trial = study.ask({"beta": optuna.distributions.FloatDistribution(0.01, 1.0, log=True)})
+        trial.set_user_attr("scores", {"identity.hit_rate": beta * 2})
+        study.tell(trial, beta * 2)
+    return ReportTarget(["bare"], storage, f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "report")
 
 
 def _items(hits: int, n: int = 40) -> list[float]:

@@ -7,9 +7,7 @@ import multiprocessing
 import os
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
-import optuna
 import pytest
 
 from harness.report.live import BuildFailed, LiveReport, ReportProcess, ReportTarget
@@ -73,19 +71,6 @@ def test_nothing_is_built_unless_asked(build: Build) -> None:
 
 
 # ---------------------------------------------------------------- the report process
-
-
-@pytest.fixture
-def bare_study(tmp_path: Path) -> ReportTarget:
-    """A study of three finished trials with no MLflow runs: the cheapest page a sweep can have."""
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    study = optuna.create_study(study_name="bare", storage=storage, direction="maximize")
-    study.set_user_attr("objectives", ["identity.hit_rate"])
-    for beta in (0.1, 0.3, 0.2):
-        trial = study.ask({"beta": optuna.distributions.FloatDistribution(0.01, 1.0, log=True)})
-        trial.set_user_attr("scores", {"identity.hit_rate": beta * 2})
-        study.tell(trial, beta * 2)
-    return ReportTarget(["bare"], storage, f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "report")
 
 
 @pytest.fixture

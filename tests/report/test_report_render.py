@@ -114,16 +114,9 @@ def test_missing_storage_is_not_created(tmp_path: Path) -> None:
     assert not (tmp_path / "none.db").exists()
 
 
-def test_optuna_only_study(tmp_path: Path) -> None:
+def test_optuna_only_study(bare_study, tmp_path: Path) -> None:
     """A study without MLflow runs still gets a page; the page says what is missing."""
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    study = optuna.create_study(study_name="bare", storage=storage, direction="maximize")
-    study.set_user_attr("objectives", ["identity.hit_rate"])
-    for beta in (0.1, 0.3, 0.2):
-        trial = study.ask({"beta": optuna.distributions.FloatDistribution(0.01, 1.0, log=True)})
-        trial.set_user_attr("scores", {"identity.hit_rate": beta * 2})
-        study.tell(trial, beta * 2)
-    path = build_report(["bare"], storage, f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "report")
+    path = build_report(bare_study.studies, bare_study.storage, bare_study.tracking_uri, bare_study.folder)
     html = path.read_text()
     assert path.name == "index.html" and "Use trial 1" in html
     assert "no MLflow store" in html
