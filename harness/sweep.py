@@ -167,7 +167,7 @@ class Sweep:
                 tracker.end(parent, "FAILED", reason="the base model could not be scored")
                 return SweepOutcome(spec.study, planned, _finished(study), 0, baseline_failed=True)
             self._audit(tracker, parent)
-            report = LiveReport(self._report)
+            report = LiveReport(functools.partial(self._report, refresh=True))
             try:
                 self._run_slots(Slots(study, tracker, experiment, parent, target, worker, report))
             finally:
@@ -443,10 +443,10 @@ class Sweep:
     def report_dir(self) -> Path:
         return self.options.report_dir or DEFAULT_REPORT_ROOT / self.spec.study
 
-    def _report(self) -> Path | None:
-        """Build (or refresh) the HTML report; a report problem never stops a sweep."""
+    def _report(self, refresh: bool = False) -> Path | None:
+        """Build the HTML report (a refresh: in the report process); a report problem never stops a sweep."""
         try:
-            return self._reports.build()
+            return self._reports.build(start=refresh)
         except BuildFailed as exc:  # raised in the report process: the message names the error
             self.progress.note(f"the report could not be built: {exc}")
         except Exception as exc:

@@ -87,10 +87,13 @@ class ReportProcess:
         self._broken = False
         self._lock = threading.Lock()  # the background thread's refreshes and the sweep's final build
 
-    def build(self) -> Path:
-        """Build the page and return its path; raises BuildFailed (or, built here, the build's own error)."""
+    def build(self, start: bool = True) -> Path:
+        """Build the page and return its path; raises BuildFailed (or, built here, the build's own error).
+
+        start=False builds here unless the process is running: starting it waits for the fork server's
+        imports (~10 s), which a resumed sweep with nothing left to run never needs."""
         with self._lock:
-            if not self._broken:
+            if not self._broken and (start or self._process is not None):
                 try:
                     if self._process is None:
                         self._start()

@@ -105,3 +105,10 @@ def test_the_sweep_builds_the_page_itself_once_the_report_process_is_gone(report
     reports._process.join()
     page = reports.build()
     assert page.is_file() and reports._process is None, "built here, and from now on"
+
+
+def test_a_build_that_may_not_start_the_process_is_done_here(reports: ReportProcess) -> None:
+    assert reports.build(start=False).is_file() and reports._process is None, "nothing started: built here"
+    reports.build()
+    builder = reports._process
+    assert reports.build(start=False).is_file() and reports._process is builder, "a running one is used"
