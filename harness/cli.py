@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from harness.stores import DEFAULT_STORAGE
 from harness.tracking import DEFAULT_TRACKING_URI
@@ -126,6 +127,13 @@ def sweep(
     if outcome.interrupted:
         err.print(f"Interrupted. Run the same command to resume ({outcome.finished}/{outcome.target} finished).")
         raise typer.Exit(130)
+    if outcome.unreachable:
+        err.print(
+            f"Stopped: no trial could be claimed for about a minute ({escape(outcome.unreachable)}). Trials that "
+            "finished are recorded, or kept in their folder's result.json until the study's database answers; "
+            "run the same command to resume."
+        )
+        raise typer.Exit(1)
     _print_outcome(outcome, options)
     if not outcome.complete:
         raise typer.Exit(1)

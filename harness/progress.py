@@ -15,7 +15,10 @@ REASON_LINES = 8  # lines of a failure reason shown under its trial (a dead proc
 
 
 def first_line(exc: BaseException) -> str:
-    """An error in one line: its type and the first line of its message."""
+    """An error in one line: its type and the first line of its message (of the cause, for an Optuna storage
+    error, whose own message blames "invalid data in the commit" for a database that is down too)."""
+    while type(exc).__name__ == "StorageInternalError" and exc.__cause__ is not None:
+        exc = exc.__cause__
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"
 

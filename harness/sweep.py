@@ -24,7 +24,19 @@ from harness.report.live import BuildFailed, LiveReport, ReportProcess, ReportTa
 from harness.spec import SweepSpec, load_spec
 from harness.stores import DEFAULT_STORAGE, GRACE_S, StudyLock, check_storage
 from harness.tracking import TRIAL_TAG, Tracker, default_uri
-from harness.trial import COMPLETE, FAILED, PRUNED, TrialRequest, TrialResult, mlflow_params, resolve_config
+from harness.trial import (
+    COMPLETE,
+    FAILED,
+    PRUNED,
+    RESULT_FILE,
+    TrialRequest,
+    TrialResult,
+    keep_result,
+    kept_result,
+    mlflow_params,
+    resolve_config,
+    trial_folder,
+)
 from harness.trial import run as trial_job
 
 DEFAULT_OUTPUT_DIR = Path("outputs")
@@ -70,6 +82,7 @@ class SweepOutcome:
     failed_in_a_row: int
     interrupted: bool = False
     baseline_failed: bool = False
+    unreachable: str | None = None  # the error claims kept meeting: the study's database stopped answering
 
     report: Path | None = None
 
@@ -119,6 +132,7 @@ class Sweep:
         self._stopping = threading.Event()
         self._live: set[int] = set()  # trials this process is running now
         self._in_a_row, self._exhausted = 0, False
+        self._unreachable: str | None = None  # set when claims failed RECORD_ATTEMPTS times in a row
         self._reports: ReportProcess | None = None  # set by run(): builds the report in a process of its own
         self._reclaimed_at = -RECLAIM_EVERY_S  # monotonic time of this process's last look for dead trials
 
@@ -180,6 +194,8 @@ class Sweep:
                 outcome.report = self._report()  # the page shows the interrupted trials as recorded
             return outcome
         self.progress.stop()
+        if self._unreachable:  # no count, report or parent-run status can be had without the database
+            return SweepOutcome(spec.study, planned, 0, self._in_a_row, unreachable=self._unreachable)
         finished = _finished(study)
         searched = _finished(study, searched=True) if self._exhausted else target
         target = searched + len(search.wanted_replicates(study, spec))
@@ -222,14 +238,19 @@ class Sweep:
 
     def _claim_and_run(self, run: Slots, device: str | None) -> None:
         max_failures = self.spec.search.max_failures
-        while not self._stopping.is_set() and self._in_a_row < max_failures:
+        refused = 0  # claims in a row that failed: no trial failed, the database (most likely) is away
+        while not self._stopping.is_set() and self._in_a_row < max_failures and not self._unreachable:
             try:
                 claim = self._claim(run.study, run.tracker, run.experiment, run.target)
-            except Exception as exc:  # the database went away for a moment: try again, within limits
-                self.progress.note(f"could not claim a trial ({first_line(exc)}); retrying")
-                self._count(FAILED)
-                self._stopping.wait(WAIT_POLL_S)
+            except Exception as exc:  # waited out as a result's recording is: a database restart stops nothing
+                refused += 1
+                if refused == RECORD_ATTEMPTS:
+                    self._unreachable = first_line(exc)
+                    return
+                self.progress.note(f"could not claim a trial ({first_line(exc)}); retrying in {2 ** (refused - 1)} s")
+                self._stopping.wait(2 ** (refused - 1))
                 continue
+            refused = 0
             if claim is None:  # the study is full (a used-up space is noted in self._exhausted)
                 return
             if claim == WAIT:
@@ -346,7 +367,8 @@ class Sweep:
                 result = TrialResult(FAILED, reason=reason)
             result.seconds["time.total_s"] = time.monotonic() - started
             stopped = self._stopping.is_set() and result.state == FAILED  # one that ended anyway keeps its result
-            self._record(study, trial, tracker, run_id, result, "KILLED" if stopped else None)
+            kept = self._keep(trial, result)
+            self._record(study, trial, tracker, run_id, result, "KILLED" if stopped else None, kept)
         with self._state_lock:
             self._live.discard(trial.number)
         self.progress.trial_ended(trial.number, params, result, search.shown_metrics(self.spec))
@@ -380,9 +402,13 @@ class Sweep:
         run_id: str | None,
         result: TrialResult,
         status: str | None = None,
+        kept: Path | None = None,
     ) -> None:
-        """Tell Optuna and MLflow the same outcome; retried, so a database hiccup loses nothing."""
-        state = self._retrying(f"record trial {trial.number} in Optuna", lambda: self._tell(study, trial, result))
+        """Tell Optuna and MLflow the same outcome; retried, so a database hiccup loses nothing, and one that
+        outlasts the retries neither: the result `kept` on disk is recorded by a later look (_reclaim)."""
+        later = f"; its result is kept in {kept}, and this sweep or the next records it from there" if kept else None
+        tell = lambda: self._tell(study, trial, result)  # noqa: E731
+        state = self._retrying(f"record trial {trial.number} in Optuna", tell, later)
         if run_id is None:
             return
         mlflow_status = status or ("FAILED" if (state or result.state) == FAILED else "FINISHED")
@@ -421,17 +447,24 @@ class Sweep:
             return {"COMPLETE": COMPLETE, "PRUNED": PRUNED}.get(closed, FAILED)
         return state
 
-    def _retrying(self, what: str, action: Any) -> Any:
-        """Run `action`, retrying with backoff; a persistent failure is reported, never raised."""
+    def _keep(self, trial: Any, result: TrialResult) -> Path | None:
+        """The result, written to the trial's folder before it is recorded (None if the disk refused)."""
+        try:
+            return keep_result(trial_folder(self.output_dir, trial.number), trial._trial_id, result)
+        except OSError as exc:
+            self.progress.note(f"trial {trial.number}: its result could not be kept on disk ({first_line(exc)})")
+            return None
+
+    def _retrying(self, what: str, action: Any, later: str | None = None) -> Any:
+        """Run `action`, retrying with backoff; a persistent failure is reported, never raised. A sweep being
+        stopped tries twice: the user is waiting, and what is left open is closed by the next sweep."""
         for attempt in range(RECORD_ATTEMPTS):
             try:
                 return action()
             except Exception as exc:
-                if attempt == RECORD_ATTEMPTS - 1:
-                    self.progress.note(
-                        f"could not {what}: {first_line(exc)}. The next sweep on this study closes it "
-                        "(heartbeat or process check)."
-                    )
+                if attempt == RECORD_ATTEMPTS - 1 or (attempt and self._stopping.is_set()):
+                    later = later or ". The next sweep on this study closes it (heartbeat or process check)"
+                    self.progress.note(f"could not {what}: {first_line(exc)}{later}.")
                     return None
                 self.progress.note(f"could not {what} ({first_line(exc)}); retrying")
                 time.sleep(2**attempt)
@@ -537,9 +570,11 @@ class Sweep:
             for t in search.stale_trials(study)
             if t.number not in known
         ]
-        closed: set[int] = set()  # the trials our FAIL took (a worker may have told its own meanwhile)
+        closed: set[int] = set()  # the trials we closed (a worker may have told its own meanwhile)
         for frozen, reason in dead:
-            if search.fail_running(study, frozen, {REASON_ATTR: reason}):
+            if self._record_kept(study, frozen):
+                closed.add(frozen.number)
+            elif search.fail_running(study, frozen, {REASON_ATTR: reason}):
                 closed.add(frozen.number)
                 self.progress.note(f"trial {frozen.number}: {reason}: marked FAIL")
         # A run's trial says whether it is live: a RUNNING trial's run belongs to a live worker, and so does
@@ -554,6 +589,19 @@ class Sweep:
             reason = (trial.user_attrs.get(REASON_ATTR) if trial else None) or "the sweep process died"
             status = "FAILED" if state == FAILED else "FINISHED"  # a told result stands; only its run was left open
             tracker.end(run.info.run_id, status, state=state, reason=None if status == "FINISHED" else reason)
+
+    def _record_kept(self, study: Any, frozen: Any) -> bool:
+        """Tell Optuna the result a dead or cut-off worker kept in the trial's folder (keep_result), if any:
+        the trial ran to its end, only its recording did not (the database was away, or the sweep died)."""
+        import optuna
+
+        folder = trial_folder(self.output_dir, frozen.number)
+        result = kept_result(folder, frozen._trial_id)
+        if result is None:
+            return False
+        state = self._tell(study, optuna.trial.Trial(study, frozen._trial_id), result)
+        self.progress.note(f"trial {frozen.number}: recorded as {state} from {folder / RESULT_FILE}")
+        return True
 
     def _target(self, study: Any) -> int:
         size = search.grid_size(self.spec)

@@ -9,7 +9,7 @@ its result back to the orchestrator through `events`.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,11 @@ class TrialRequest:
 
     @property
     def folder(self) -> Path:
-        return Path(self.output_dir) / f"trial-{self.number:03d}"
+        return trial_folder(self.output_dir, self.number)
+
+
+def trial_folder(output_dir: str | Path, number: int) -> Path:
+    return Path(output_dir) / f"trial-{number:03d}"
 
 
 @dataclass
@@ -48,6 +52,40 @@ class TrialResult:
     scores: dict[str, float] = field(default_factory=dict)
     reason: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+
+
+RESULT_FILE = "result.json"
+
+
+def keep_result(folder: Path, trial_id: int, result: TrialResult) -> Path:
+    """Write a trial's result into its folder before the sweep records it: should the database stay away
+    longer than the sweep waits for it, or the sweep die first, the next look for dead workers' trials
+    records it from here (kept_result) instead of failing a trial that ran to its end."""
+    import json
+    import os
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path, partial = folder / RESULT_FILE, folder / f".{RESULT_FILE}.partial"
+    partial.write_text(json.dumps({"optuna_trial_id": trial_id} | asdict(result), indent=1))
+    os.replace(partial, path)  # whole or absent, never half-written
+    return path
+
+
+def kept_result(folder: Path, trial_id: int) -> TrialResult | None:
+    """The result keep_result wrote for this Optuna trial (a folder reused by another study's trial of the
+    same number holds another id), or None."""
+    import json
+
+    try:
+        kept = json.loads((folder / RESULT_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(kept, dict) or kept.pop("optuna_trial_id", None) != trial_id:
+        return None
+    try:
+        return TrialResult(**kept)
+    except TypeError:
+        return None
 
 
 def resolve_config(spec: SweepSpec, params: dict[str, Any], seed: int | None = None) -> dict[str, Any]:

@@ -40,3 +40,18 @@ def test_a_dead_trial_shows_its_last_log_lines() -> None:
         "    step 9",
         "    [oom] killed",
     ]
+
+
+def test_an_optuna_storage_error_is_shown_by_its_cause() -> None:
+    from optuna.exceptions import StorageInternalError
+    from sqlalchemy.exc import OperationalError
+
+    from harness.progress import first_line
+
+    try:
+        try:
+            raise OperationalError("SELECT 1", {}, Exception("connection to server failed: Connection refused"))
+        except OperationalError as cause:
+            raise StorageInternalError("An exception is raised during the commit. ... invalid data") from cause
+    except StorageInternalError as exc:
+        assert first_line(exc).startswith("OperationalError: (builtins.Exception) connection to server failed")

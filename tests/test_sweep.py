@@ -59,7 +59,10 @@ def test_sweep_end_to_end(ws: Workspace, write_spec) -> None:
         assert {"time.setup_s", "time.train_s", "time.eval_s"} <= set(run.data.metrics)
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"trial_config.yaml", "identity_generations.json"} <= artifacts
-        assert (ws.root / "outputs" / "test" / f"trial-{trial.number:03d}" / "model" / "config.json").is_file()
+        folder = ws.root / "outputs" / "test" / f"trial-{trial.number:03d}"
+        assert (folder / "model" / "config.json").is_file()
+        kept = json.loads((folder / "result.json").read_text())
+        assert (kept["state"], kept["scores"]) == ("COMPLETE", trial.user_attrs["scores"])
     metrics = [by_id[t.user_attrs["mlflow_run_id"]].data.metrics for t in trials]
     evaluated = ["eval_loss" in m for m in metrics]  # held-out pairs go through the reference only when evaluated
     hits = [m["refcache.hits"] for m in metrics]
@@ -380,6 +383,88 @@ def test_a_finished_trials_result_rides_out_a_database_restart(ws: Workspace, wr
     assert waits == [1, 2, 4, 8, 16]
     assert search.state_of(study, trial) == "COMPLETE" and study.trials[0].values == [0.75]
     assert tracker.client.get_run(run_id).info.status == "FINISHED"
+
+
+class _Notes(_Quiet):
+    """_Quiet, keeping the notes the sweep prints."""
+
+    def __init__(self) -> None:
+        self.notes: list[str] = []
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+
+def test_a_result_the_database_missed_is_recorded_from_the_trials_folder(
+    ws: Workspace, write_spec, monkeypatch
+) -> None:
+    """Optuna's database stays away longer than the sweep retries as a trial ends: the result kept in the
+    trial's folder is recorded by the next look for dead workers' trials, not failed as abandoned; a
+    result.json another Optuna trial left in a folder is not taken for this one."""
+    from sqlalchemy.exc import OperationalError
+
+    from harness import search
+    from harness import sweep as sweep_module
+    from harness.tracking import Tracker
+    from harness.trial import COMPLETE, TrialResult, keep_result
+
+    sweep, study = quiet_sweep(ws, write_spec(base_spec()))
+    sweep.progress = _Notes()
+    tracker = Tracker(ws.tracking)
+    experiment = tracker.experiment("test")
+    parent = tracker.parent_run(experiment, "test")
+    trial, stale = study.ask(), study.ask()
+    sweep_module._own(study, trial)  # this process's, and no slot runs it any more
+    stale.set_user_attr("worker", f"{socket.gethostname()}:999999999")  # its worker is gone
+    run_id = tracker.child_run(experiment, parent, "test", trial.number)
+    monkeypatch.setattr(sweep_module, "time", SimpleNamespace(sleep=lambda s: None, monotonic=time.monotonic))
+    tell = study.tell
+
+    def down(*args, **kwargs):
+        raise OperationalError("UPDATE trials", {}, Exception("could not connect to server"))
+
+    monkeypatch.setattr(study, "tell", down)
+    result = TrialResult(COMPLETE, scores={"identity.hit_rate": 0.75}, seconds={"time.total_s": 9.5})
+    kept = sweep._keep(trial, result)
+    sweep._record(study, trial, tracker, run_id, result, kept=kept)
+    assert search.state_of(study, trial) == "RUNNING"
+    assert f"its result is kept in {kept}" in sweep.progress.notes[-1]
+    keep_result(kept.parent.with_name("trial-001"), trial_id=10_000, result=result)  # another study's trial 1
+
+    monkeypatch.setattr(study, "tell", tell)  # the database is back
+    sweep._reclaim(study, tracker, experiment)
+    assert search.state_of(study, trial) == "COMPLETE" and study.trials[0].values == [0.75]
+    assert study.trials[0].user_attrs["seconds"] == {"time.total_s": 9.5}
+    run = tracker.client.get_run(run_id)
+    assert (run.info.status, run.data.tags.get("harness.state")) == ("FINISHED", "COMPLETE")
+    assert search.state_of(study, stale) == "FAIL", "trial-001/result.json is another trial's"
+    assert any(f"trial 0: recorded as COMPLETE from {kept}" in note for note in sweep.progress.notes)
+
+
+@pytest.mark.parametrize("down_for", [3, 99])
+def test_claims_wait_out_a_database_restart(ws: Workspace, write_spec, down_for: int) -> None:
+    """Claims that fail (the database is away) are no failed trials: they are retried with the waits a
+    result's recording has, and only after about a minute of refusals does the slot give up, saying why."""
+    from sqlalchemy.exc import OperationalError
+
+    sweep, _ = quiet_sweep(ws, write_spec(base_spec()))
+    waits: list[float] = []
+    sweep._stopping = SimpleNamespace(is_set=lambda: False, wait=waits.append)
+    refusals = iter(range(down_for))
+
+    def claim(*args):
+        if next(refusals, None) is not None:
+            raise OperationalError("SELECT trials", {}, Exception("connection refused"))
+        return None  # the study is full
+
+    sweep._claim = claim
+    sweep._claim_and_run(SimpleNamespace(study=None, tracker=None, experiment="", target=1), device=None)
+    assert sweep._in_a_row == 0, "no trial failed"
+    if down_for == 3:
+        assert waits == [1, 2, 4] and sweep._unreachable is None
+    else:
+        assert waits == [1, 2, 4, 8, 16, 32]
+        assert sweep._unreachable.startswith("OperationalError: (builtins.Exception) connection refused")
 
 
 def test_a_workers_pid_is_looked_up_only_where_it_means_that_process() -> None:
