@@ -52,6 +52,7 @@ def spec_with(folder: Path, changes: dict[str, Any], spec: Path = DEFAULT_SPEC) 
     data = yaml.safe_load(spec.read_text())
     for section, values in changes.items():
         data[section] = data.get(section, {}) | values if isinstance(values, dict) else values
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / spec.name
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path

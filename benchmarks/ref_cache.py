@@ -9,11 +9,16 @@ phase (time.train_s, and its CPU seconds time.train_cpu_s) and scoring (time.eva
 the reference's log-probs from the same cache). The goal: <= 0.8.
 For the default sweep's own wall time (goal: <= 300 s on a 2-core CPU), run `harness sweep sweeps/beta.yaml`.
 
+--model real-vocab runs the same sweeps on a random-init model with Qwen2.5's 151,936-token vocabulary and
+ChatML template (harness.toy.real_shape; tiny otherwise, so it runs on a CPU): there the logits over the
+real vocabulary make the reference forward a real model's share of a training step; --model qwen2.5-0.5b
+is the whole 0.5B layout (bf16), a GPU's work.
+
 With --training-only it times the training phase alone, in this one process, alternating TRL computing
 the reference itself with a warm cache (the default spec's batch and pairs, 20 steps, no scoring):
 the part of a trial the cache can change, without the sweep's scoring and start-up around it.
 
-    .venv/bin/python benchmarks/ref_cache.py [--trials 8] [--training-only]
+    .venv/bin/python benchmarks/ref_cache.py [--trials 8] [--model toy|real-vocab|qwen2.5-0.5b] [--training-only]
 """
 
 from __future__ import annotations
@@ -24,10 +29,13 @@ from pathlib import Path
 
 from _common import DEFAULT_SPEC, alternate, machine, run_sweep, spec_with
 
+from harness.toy import real_shape
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--model", choices=["toy", *real_shape.LAYOUTS], default="toy")
     parser.add_argument("--training-only", action="store_true")
     args = parser.parse_args()
     if args.training_only:
@@ -35,16 +43,20 @@ def main() -> None:
     trials = args.trials
     with tempfile.TemporaryDirectory(prefix="harness-bench-") as tmp:
         folder = Path(tmp)
-        plain_spec = spec_with(folder, {"model": {"ref_cache": False}})
+        model = {}
+        if args.model != "toy":
+            model["name"] = str(real_shape.save(folder / "model", **real_shape.LAYOUTS[args.model]))
+        cached_spec = spec_with(folder / "cache", {"model": model})
+        plain_spec = spec_with(folder / "plain", {"model": model | {"ref_cache": False}})
         sides = alternate(
             {
-                "cache": lambda n: run_sweep(folder / "cache", DEFAULT_SPEC, "--trials", str(n)),
+                "cache": lambda n: run_sweep(folder / "cache", cached_spec, "--trials", str(n)),
                 "no cache": lambda n: run_sweep(folder / "plain", plain_spec, "--trials", str(n)),
             },
             trials,
         )
     cached, plain = sides["cache"][-1], sides["no cache"][-1]
-    print(f"\n{trials} trials of {DEFAULT_SPEC.name}, alternating; machine: {machine()}")
+    print(f"\n{trials} trials of {DEFAULT_SPEC.name} ({args.model}), alternating; machine: {machine()}")
     print(f"{'summed over trials':<24}{'cache':>10}{'no cache':>10}{'ratio':>8}")
     for key in ("time.total_s", "time.train_s", "time.train_cpu_s", "time.eval_s"):
         a, b = cached.total(key), plain.total(key)

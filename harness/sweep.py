@@ -367,7 +367,7 @@ class Sweep:
                 result = TrialResult(FAILED, reason=reason)
             result.seconds["time.total_s"] = time.monotonic() - started
             stopped = self._stopping.is_set() and result.state == FAILED  # one that ended anyway keeps its result
-            kept = self._keep(trial, result)
+            kept = self._keep(trial, run_id, result)
             self._record(study, trial, tracker, run_id, result, "KILLED" if stopped else None, kept)
         with self._state_lock:
             self._live.discard(trial.number)
@@ -447,10 +447,10 @@ class Sweep:
             return {"COMPLETE": COMPLETE, "PRUNED": PRUNED}.get(closed, FAILED)
         return state
 
-    def _keep(self, trial: Any, result: TrialResult) -> Path | None:
+    def _keep(self, trial: Any, run_id: str | None, result: TrialResult) -> Path | None:
         """The result, written to the trial's folder before it is recorded (None if the disk refused)."""
         try:
-            return keep_result(trial_folder(self.output_dir, trial.number), trial._trial_id, result)
+            return keep_result(trial_folder(self.output_dir, trial.number), trial._trial_id, run_id, result)
         except OSError as exc:
             self.progress.note(f"trial {trial.number}: its result could not be kept on disk ({first_line(exc)})")
             return None
@@ -596,7 +596,7 @@ class Sweep:
         import optuna
 
         folder = trial_folder(self.output_dir, frozen.number)
-        result = kept_result(folder, frozen._trial_id)
+        result = kept_result(folder, frozen._trial_id, frozen.user_attrs.get(RUN_ATTR))
         if result is None:
             return False
         state = self._tell(study, optuna.trial.Trial(study, frozen._trial_id), result)

@@ -57,7 +57,7 @@ class TrialResult:
 RESULT_FILE = "result.json"
 
 
-def keep_result(folder: Path, trial_id: int, result: TrialResult) -> Path:
+def keep_result(folder: Path, trial_id: int, run_id: str | None, result: TrialResult) -> Path:
     """Write a trial's result into its folder before the sweep records it: should the database stay away
     longer than the sweep waits for it, or the sweep die first, the next look for dead workers' trials
     records it from here (kept_result) instead of failing a trial that ran to its end."""
@@ -66,25 +66,27 @@ def keep_result(folder: Path, trial_id: int, result: TrialResult) -> Path:
 
     folder.mkdir(parents=True, exist_ok=True)
     path, partial = folder / RESULT_FILE, folder / f".{RESULT_FILE}.partial"
-    partial.write_text(json.dumps({"optuna_trial_id": trial_id} | asdict(result), indent=1))
+    owner = {"optuna_trial_id": trial_id, "mlflow_run_id": run_id}
+    partial.write_text(json.dumps(owner | asdict(result), indent=1))
     os.replace(partial, path)  # whole or absent, never half-written
     return path
 
 
-def kept_result(folder: Path, trial_id: int) -> TrialResult | None:
-    """The result keep_result wrote for this Optuna trial (a folder reused by another study's trial of the
-    same number holds another id), or None."""
+def kept_result(folder: Path, trial_id: int, run_id: str | None) -> TrialResult | None:
+    """The result keep_result wrote for this Optuna trial and MLflow run, or None (a folder a deleted study's
+    trial of the same number left holds another run's)."""
     import json
 
     try:
         kept = json.loads((folder / RESULT_FILE).read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(kept, dict) or kept.pop("optuna_trial_id", None) != trial_id:
+    if not isinstance(kept, dict):
         return None
+    owner = (kept.pop("optuna_trial_id", None), kept.pop("mlflow_run_id", None))
     try:
-        return TrialResult(**kept)
-    except TypeError:
+        return TrialResult(**kept) if owner == (trial_id, run_id) else None
+    except TypeError:  # not a result this harness wrote
         return None
 
 

@@ -417,6 +417,7 @@ def test_a_result_the_database_missed_is_recorded_from_the_trials_folder(
     sweep_module._own(study, trial)  # this process's, and no slot runs it any more
     stale.set_user_attr("worker", f"{socket.gethostname()}:999999999")  # its worker is gone
     run_id = tracker.child_run(experiment, parent, "test", trial.number)
+    trial.set_user_attr(sweep_module.RUN_ATTR, run_id)
     monkeypatch.setattr(sweep_module, "time", SimpleNamespace(sleep=lambda s: None, monotonic=time.monotonic))
     tell = study.tell
 
@@ -425,11 +426,11 @@ def test_a_result_the_database_missed_is_recorded_from_the_trials_folder(
 
     monkeypatch.setattr(study, "tell", down)
     result = TrialResult(COMPLETE, scores={"identity.hit_rate": 0.75}, seconds={"time.total_s": 9.5})
-    kept = sweep._keep(trial, result)
+    kept = sweep._keep(trial, run_id, result)
     sweep._record(study, trial, tracker, run_id, result, kept=kept)
     assert search.state_of(study, trial) == "RUNNING"
     assert f"its result is kept in {kept}" in sweep.progress.notes[-1]
-    keep_result(kept.parent.with_name("trial-001"), trial_id=10_000, result=result)  # another study's trial 1
+    keep_result(kept.parent.with_name("trial-001"), stale._trial_id, "a deleted study's run", result)
 
     monkeypatch.setattr(study, "tell", tell)  # the database is back
     sweep._reclaim(study, tracker, experiment)
@@ -437,7 +438,7 @@ def test_a_result_the_database_missed_is_recorded_from_the_trials_folder(
     assert study.trials[0].user_attrs["seconds"] == {"time.total_s": 9.5}
     run = tracker.client.get_run(run_id)
     assert (run.info.status, run.data.tags.get("harness.state")) == ("FINISHED", "COMPLETE")
-    assert search.state_of(study, stale) == "FAIL", "trial-001/result.json is another trial's"
+    assert search.state_of(study, stale) == "FAIL", "trial-001/result.json is another run's"
     assert any(f"trial 0: recorded as COMPLETE from {kept}" in note for note in sweep.progress.notes)
 
 
