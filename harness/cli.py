@@ -125,7 +125,8 @@ def sweep(
         err.print("Stopped: the base model could not be scored (see above); no trial was run.")
         raise typer.Exit(1)
     if outcome.interrupted:
-        err.print(f"Interrupted. Run the same command to resume ({outcome.finished}/{outcome.target} finished).")
+        count = "" if outcome.finished is None else f" ({outcome.finished}/{outcome.target} finished)"
+        err.print(f"Interrupted. Run the same command to resume{count}.")
         raise typer.Exit(130)
     if outcome.unreachable:
         err.print(

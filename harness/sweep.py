@@ -78,7 +78,7 @@ class SweepOptions:
 class SweepOutcome:
     study: str
     target: int
-    finished: int
+    finished: int | None  # None: not known (the database did not answer)
     failed_in_a_row: int
     interrupted: bool = False
     baseline_failed: bool = False
@@ -88,7 +88,7 @@ class SweepOutcome:
 
     @property
     def complete(self) -> bool:
-        return self.finished >= self.target
+        return self.finished is not None and self.finished >= self.target
 
 
 @dataclass
@@ -186,16 +186,20 @@ class Sweep:
                 self._run_slots(Slots(study, tracker, experiment, parent, target, worker, report))
             finally:
                 report.close()
-        except KeyboardInterrupt:
-            tracker.end(parent, "KILLED", reason="interrupted (Ctrl-C); run the same command to resume")
+        except KeyboardInterrupt:  # the database may be what the user gave up waiting for: tried twice, then left
+            self._stopping.set()  # also when it came before the slots started (the base model's scoring)
+            reason = "interrupted (Ctrl-C); run the same command to resume"
+            end = lambda: tracker.end(parent, "KILLED", reason=reason)  # noqa: E731
+            self._retrying("mark the sweep's run interrupted in MLflow", end, later="; the next sweep takes it up")
             self.progress.stop()
-            outcome = SweepOutcome(spec.study, planned, _finished(study), self._in_a_row, interrupted=True)
+            finished = self._retrying("count the finished trials", lambda: _finished(study), later="")
+            outcome = SweepOutcome(spec.study, planned, finished, self._in_a_row, interrupted=True)
             with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C: the user wants out now
                 outcome.report = self._report()  # the page shows the interrupted trials as recorded
             return outcome
         self.progress.stop()
         if self._unreachable:  # no count, report or parent-run status can be had without the database
-            return SweepOutcome(spec.study, planned, 0, self._in_a_row, unreachable=self._unreachable)
+            return SweepOutcome(spec.study, planned, None, self._in_a_row, unreachable=self._unreachable)
         finished = _finished(study)
         searched = _finished(study, searched=True) if self._exhausted else target
         target = searched + len(search.wanted_replicates(study, spec))
@@ -463,7 +467,8 @@ class Sweep:
                 return action()
             except Exception as exc:
                 if attempt == RECORD_ATTEMPTS - 1 or (attempt and self._stopping.is_set()):
-                    later = later or ". The next sweep on this study closes it (heartbeat or process check)"
+                    if later is None:
+                        later = ". The next sweep on this study closes it (heartbeat or process check)"
                     self.progress.note(f"could not {what}: {first_line(exc)}{later}.")
                     return None
                 self.progress.note(f"could not {what} ({first_line(exc)}); retrying")
