@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
+import math
 import os
 import socket
 import threading
@@ -31,11 +32,11 @@ from harness.trial import (
     RESULT_FILE,
     TrialRequest,
     TrialResult,
-    keep_result,
-    kept_result,
     mlflow_params,
+    read_result,
     resolve_config,
     trial_folder,
+    write_result,
 )
 from harness.trial import run as trial_job
 
@@ -82,7 +83,7 @@ class SweepOutcome:
     failed_in_a_row: int
     interrupted: bool = False
     baseline_failed: bool = False
-    unreachable: str | None = None  # the error claims kept meeting: the study's database stopped answering
+    unreachable: str | None = None  # why no trial could be claimed for a minute (the database is away)
 
     report: Path | None = None
 
@@ -133,6 +134,7 @@ class Sweep:
         self._live: set[int] = set()  # trials this process is running now
         self._in_a_row, self._exhausted = 0, False
         self._unreachable: str | None = None  # set when claims failed RECORD_ATTEMPTS times in a row
+        self._trouble_at = -math.inf  # monotonic time this process last failed to reach the database
         self._reports: ReportProcess | None = None  # set by run(): builds the report in a process of its own
         self._reclaimed_at = -RECLAIM_EVERY_S  # monotonic time of this process's last look for dead trials
 
@@ -188,14 +190,10 @@ class Sweep:
                 report.close()
         except KeyboardInterrupt:  # the database may be what the user gave up waiting for: tried twice, then left
             self._stopping.set()  # also when it came before the slots started (the base model's scoring)
-            reason = "interrupted (Ctrl-C); run the same command to resume"
-            end = lambda: tracker.end(parent, "KILLED", reason=reason)  # noqa: E731
-            self._retrying("mark the sweep's run interrupted in MLflow", end, later="; the next sweep takes it up")
             self.progress.stop()
-            finished = self._retrying("count the finished trials", lambda: _finished(study), later="")
-            outcome = SweepOutcome(spec.study, planned, finished, self._in_a_row, interrupted=True)
+            outcome = SweepOutcome(spec.study, planned, None, self._in_a_row, interrupted=True)
             with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C: the user wants out now
-                outcome.report = self._report()  # the page shows the interrupted trials as recorded
+                self._close_interrupted(study, tracker, parent, outcome)
             return outcome
         self.progress.stop()
         if self._unreachable:  # no count, report or parent-run status can be had without the database
@@ -208,6 +206,15 @@ class Sweep:
             tracker.log_artifact(parent, outcome.report, "report")
         self._close_parent(study, tracker, parent, outcome)
         return outcome
+
+    def _close_interrupted(self, study: Any, tracker: Tracker, parent: str, outcome: SweepOutcome) -> None:
+        """Mark the sweep's run interrupted, count what finished, build the page: each tried twice at most (the
+        database may be what the user gave up waiting for)."""
+        reason = "interrupted (Ctrl-C); run the same command to resume"
+        end = lambda: tracker.end(parent, "KILLED", reason=reason)  # noqa: E731
+        self._retrying("mark the sweep's run interrupted in MLflow", end, "; the next sweep takes it up")
+        outcome.finished = self._retrying("count the finished trials", lambda: _finished(study), "")
+        outcome.report = self._report()  # the page shows the interrupted trials as recorded
 
     # ------------------------------------------------------------ slots: trials at the same time
 
@@ -247,12 +254,14 @@ class Sweep:
             try:
                 claim = self._claim(run.study, run.tracker, run.experiment, run.target)
             except Exception as exc:  # waited out as a result's recording is: a database restart stops nothing
+                self._trouble()
                 refused += 1
-                if refused == RECORD_ATTEMPTS:
+                if refused >= RECORD_ATTEMPTS and not self._live:  # a minute, and no trial of ours still runs
                     self._unreachable = first_line(exc)
                     return
-                self.progress.note(f"could not claim a trial ({first_line(exc)}); retrying in {2 ** (refused - 1)} s")
-                self._stopping.wait(2 ** (refused - 1))
+                wait = 2 ** min(refused - 1, RECORD_ATTEMPTS - 2)
+                self.progress.note(f"could not claim a trial ({first_line(exc)}); retrying in {wait} s")
+                self._stopping.wait(wait)
                 continue
             refused = 0
             if claim is None:  # the study is full (a used-up space is noted in self._exhausted)
@@ -344,9 +353,11 @@ class Sweep:
         study, tracker = run.study, run.tracker
         trial, params, run_id = claim.trial, claim.params, None
         started = time.monotonic()
-        beat_failed = lambda exc: self.progress.note(  # noqa: E731
-            f"trial {trial.number}: a heartbeat could not be recorded ({first_line(exc)}); retrying"
-        )
+
+        def beat_failed(exc: Exception) -> None:
+            self._trouble()
+            self.progress.note(f"trial {trial.number}: a heartbeat could not be recorded ({first_line(exc)}); retrying")
+
         # Beating until the trial is recorded: a database down for a while as it ends must not make it look abandoned
         with search.heartbeat(study, trial, on_error=beat_failed):
             try:
@@ -410,9 +421,11 @@ class Sweep:
     ) -> None:
         """Tell Optuna and MLflow the same outcome; retried, so a database hiccup loses nothing, and one that
         outlasts the retries neither: the result `kept` on disk is recorded by a later look (_reclaim)."""
-        later = f"; its result is kept in {kept}, and this sweep or the next records it from there" if kept else None
-        tell = lambda: self._tell(study, trial, result)  # noqa: E731
-        state = self._retrying(f"record trial {trial.number} in Optuna", tell, later)
+        give_up = f"; its result is kept in {kept}, and this sweep or the next records it from there" if kept else None
+        told = self._retrying(
+            f"record trial {trial.number} in Optuna", lambda: self._tell(study, trial, result), give_up
+        )
+        state = told[0] if told else None
         if run_id is None:
             return
         mlflow_status = status or ("FAILED" if (state or result.state) == FAILED else "FINISHED")
@@ -423,8 +436,9 @@ class Sweep:
 
         self._retrying(f"record trial {trial.number} in MLflow", end_run)
 
-    def _tell(self, study: Any, trial: Any, result: TrialResult) -> str:
-        """Record the result on the Optuna trial; returns the state told."""
+    def _tell(self, study: Any, trial: Any, result: TrialResult) -> tuple[str, bool]:
+        """Record the result on the Optuna trial; returns the trial's state, and whether this tell set it (False:
+        another worker had closed the trial)."""
         from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
 
@@ -442,38 +456,46 @@ class Sweep:
                 trial.set_user_attr(REASON_ATTR, result.reason)
             optuna_state = {COMPLETE: TrialState.COMPLETE, PRUNED: TrialState.PRUNED}.get(state, TrialState.FAIL)
             study.tell(trial, values=values, state=optuna_state)
-        except UpdateFinishedTrialError:  # another worker closed it: our heartbeats did not reach the database
+        except (UpdateFinishedTrialError, ValueError) as exc:  # closed by another worker (heartbeats did not reach it)
             closed = search.state_of(study, trial)
+            if isinstance(exc, ValueError) and closed == "RUNNING":
+                raise  # not a closed trial: values Optuna refuses
             self.progress.note(
                 f"trial {trial.number} was closed as {closed} by another worker while it ran "
                 "(its heartbeats did not reach the database); its result is kept in MLflow"
             )
-            return {"COMPLETE": COMPLETE, "PRUNED": PRUNED}.get(closed, FAILED)
-        return state
+            return {"COMPLETE": COMPLETE, "PRUNED": PRUNED}.get(closed, FAILED), False
+        return state, True
 
     def _keep(self, trial: Any, run_id: str | None, result: TrialResult) -> Path | None:
-        """The result, written to the trial's folder before it is recorded (None if the disk refused)."""
+        """The result, written to the trial's folder before it is recorded (None if that failed)."""
         try:
-            return keep_result(trial_folder(self.output_dir, trial.number), trial._trial_id, run_id, result)
-        except OSError as exc:
+            return write_result(trial_folder(self.output_dir, trial.number), trial._trial_id, run_id, result)
+        except Exception as exc:
             self.progress.note(f"trial {trial.number}: its result could not be kept on disk ({first_line(exc)})")
             return None
 
-    def _retrying(self, what: str, action: Any, later: str | None = None) -> Any:
-        """Run `action`, retrying with backoff; a persistent failure is reported, never raised. A sweep being
-        stopped tries twice: the user is waiting, and what is left open is closed by the next sweep."""
+    def _retrying(self, what: str, action: Any, give_up: str | None = None) -> Any:
+        """Run `action`, retrying with backoff; a persistent failure is reported (ending with `give_up`), never
+        raised. A sweep being stopped tries twice: the user is waiting, and the next sweep closes what is open."""
         for attempt in range(RECORD_ATTEMPTS):
             try:
                 return action()
             except Exception as exc:
+                self._trouble()
                 if attempt == RECORD_ATTEMPTS - 1 or (attempt and self._stopping.is_set()):
-                    if later is None:
-                        later = ". The next sweep on this study closes it (heartbeat or process check)"
-                    self.progress.note(f"could not {what}: {first_line(exc)}{later}.")
+                    if give_up is None:
+                        give_up = ". The next sweep on this study closes it (heartbeat or process check)"
+                    self.progress.note(f"could not {what}: {first_line(exc)}{give_up}.")
                     return None
                 self.progress.note(f"could not {what} ({first_line(exc)}); retrying")
-                time.sleep(2**attempt)
+                self._stopping.wait(2**attempt)
         return None
+
+    def _trouble(self) -> None:
+        """Note that the database did not answer: for GRACE_S after that, silent heartbeats may be the outage's,
+        not dead workers' (theirs resume within HEARTBEAT_S once it is back), so _reclaim leaves them be."""
+        self._trouble_at = time.monotonic()
 
     # ------------------------------------------------------------ the report
 
@@ -551,9 +573,11 @@ class Sweep:
     # ------------------------------------------------------------ resume
 
     def _reclaim(self, study: Any, tracker: Tracker, experiment: str) -> None:
-        """Close what dead workers left RUNNING, in Optuna and in MLflow, as failed (under the lock).
+        """Close what dead workers left RUNNING, in Optuna and in MLflow (under the lock): with the result a trial
+        kept in its folder (write_result) when it ran to its end, else as failed.
 
-        A worker on this host is checked by its PID; any worker, on any host, by Optuna's heartbeats. A run
+        A worker on this host is checked by its PID; any worker, on any host, by Optuna's heartbeats, unless this
+        process failed to reach the database within GRACE_S (every worker's heartbeats paused with it). A run
         whose trial was told but never ended (its worker died in between) is closed with the told state.
         """
         from optuna.trial import TrialState
@@ -573,7 +597,7 @@ class Sweep:
                 f"the worker died or lost the database (closed by {_worker_id()})",
             )  # fmt: skip
             for t in search.stale_trials(study)
-            if t.number not in known
+            if t.number not in known and time.monotonic() - self._trouble_at >= GRACE_S
         ]
         closed: set[int] = set()  # the trials we closed (a worker may have told its own meanwhile)
         for frozen, reason in dead:
@@ -596,17 +620,24 @@ class Sweep:
             tracker.end(run.info.run_id, status, state=state, reason=None if status == "FINISHED" else reason)
 
     def _record_kept(self, study: Any, frozen: Any) -> bool:
-        """Tell Optuna the result a dead or cut-off worker kept in the trial's folder (keep_result), if any:
+        """Tell Optuna the result a dead or cut-off worker kept in the trial's folder (write_result), if any:
         the trial ran to its end, only its recording did not (the database was away, or the sweep died)."""
         import optuna
 
         folder = trial_folder(self.output_dir, frozen.number)
-        result = kept_result(folder, frozen._trial_id, frozen.user_attrs.get(RUN_ATTR))
+        result = read_result(folder, frozen._trial_id, frozen.user_attrs.get(RUN_ATTR))
         if result is None:
             return False
-        state = self._tell(study, optuna.trial.Trial(study, frozen._trial_id), result)
-        self.progress.note(f"trial {frozen.number}: recorded as {state} from {folder / RESULT_FILE}")
-        return True
+        try:
+            state, told = self._tell(study, optuna.trial.Trial(study, frozen._trial_id), result)
+        except Exception as exc:  # then it is failed as any dead worker's trial (which raises if the database is away)
+            self.progress.note(
+                f"trial {frozen.number}: {folder / RESULT_FILE} could not be recorded ({first_line(exc)})"
+            )
+            return False
+        if told:
+            self.progress.note(f"trial {frozen.number}: recorded as {state} from {folder / RESULT_FILE}")
+        return told
 
     def _target(self, study: Any) -> int:
         size = search.grid_size(self.spec)

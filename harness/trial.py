@@ -57,10 +57,10 @@ class TrialResult:
 RESULT_FILE = "result.json"
 
 
-def keep_result(folder: Path, trial_id: int, run_id: str | None, result: TrialResult) -> Path:
+def write_result(folder: Path, trial_id: int, run_id: str | None, result: TrialResult) -> Path:
     """Write a trial's result into its folder before the sweep records it: should the database stay away
     longer than the sweep waits for it, or the sweep die first, the next look for dead workers' trials
-    records it from here (kept_result) instead of failing a trial that ran to its end."""
+    records it from here (read_result) instead of failing a trial that ran to its end."""
     import json
     import os
 
@@ -72,8 +72,8 @@ def keep_result(folder: Path, trial_id: int, run_id: str | None, result: TrialRe
     return path
 
 
-def kept_result(folder: Path, trial_id: int, run_id: str | None) -> TrialResult | None:
-    """The result keep_result wrote for this Optuna trial and MLflow run, or None (a folder a deleted study's
+def read_result(folder: Path, trial_id: int, run_id: str | None) -> TrialResult | None:
+    """The result write_result wrote for this Optuna trial and MLflow run, or None (a folder a deleted study's
     trial of the same number left holds another run's)."""
     import json
 

@@ -71,3 +71,20 @@ def test_devices_are_checked(run, write_spec, tmp_path: Path, args: list[str], m
     done = run("sweep", str(write_spec(base_spec())), *args)
     assert done.exit_code == 2 and message in done.output
     assert written(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("outcome", "code", "message"),
+    [
+        ({"unreachable": "OperationalError: connection refused"}, 1, "Stopped: no trial could be claimed for about"),
+        ({"interrupted": True}, 130, "Interrupted. Run the same command to resume."),
+    ],
+)
+def test_a_sweep_that_lost_its_database_says_so(run, write_spec, monkeypatch, outcome, code, message) -> None:
+    """No count of finished trials without the database: the message says what happened and how to go on."""
+    from harness.sweep import Sweep, SweepOutcome
+
+    monkeypatch.setattr(Sweep, "run", lambda self: SweepOutcome("test", 3, None, 0, **outcome))
+    done = run("sweep", str(write_spec(base_spec())), "--tracking-uri", "sqlite:///m.db")
+    assert done.exit_code == code
+    assert done.output.strip().startswith(message) and "None" not in done.output

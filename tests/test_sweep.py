@@ -354,35 +354,17 @@ def test_a_run_its_worker_is_still_ending_is_left_to_it(ws: Workspace, write_spe
     assert status(told.number) == ("FINISHED", "COMPLETE"), "a told result stands"
 
 
-def test_a_finished_trials_result_rides_out_a_database_restart(ws: Workspace, write_spec, monkeypatch) -> None:
-    """Optuna's database is away for a while (retried, with waits of up to 32 s) as a trial ends: the result
-    is recorded once it is back, in Optuna and in MLflow alike."""
+def _database_away(*args, **kwargs):
     from sqlalchemy.exc import OperationalError
 
-    from harness import search
-    from harness import sweep as sweep_module
-    from harness.tracking import Tracker
-    from harness.trial import COMPLETE, TrialResult
+    raise OperationalError("UPDATE trials", {}, Exception("could not connect to server"))
 
-    sweep, study = quiet_sweep(ws, write_spec(base_spec()))
-    tracker = Tracker(ws.tracking)
-    experiment = tracker.experiment("test")
-    trial = study.ask()
-    run_id = tracker.child_run(experiment, tracker.parent_run(experiment, "test"), "test", trial.number)
+
+def _waits_of(sweep, stopping: bool = False) -> list[float]:
+    """The sweep's waits between retries, recorded instead of waited."""
     waits: list[float] = []
-    monkeypatch.setattr(sweep_module, "time", SimpleNamespace(sleep=waits.append))  # the sweep's waits only
-    tell, down = study.tell, iter(range(5))
-
-    def restarting(*args, **kwargs):
-        if next(down, None) is not None:
-            raise OperationalError("UPDATE trials", {}, Exception("server closed the connection unexpectedly"))
-        return tell(*args, **kwargs)
-
-    monkeypatch.setattr(study, "tell", restarting)
-    sweep._record(study, trial, tracker, run_id, TrialResult(COMPLETE, scores={"identity.hit_rate": 0.75}))
-    assert waits == [1, 2, 4, 8, 16]
-    assert search.state_of(study, trial) == "COMPLETE" and study.trials[0].values == [0.75]
-    assert tracker.client.get_run(run_id).info.status == "FINISHED"
+    sweep._stopping = SimpleNamespace(is_set=lambda: stopping, wait=waits.append)
+    return waits
 
 
 class _Notes(_Quiet):
@@ -395,77 +377,125 @@ class _Notes(_Quiet):
         self.notes.append(text)
 
 
+def test_a_finished_trials_result_rides_out_a_database_restart(ws: Workspace, write_spec, monkeypatch) -> None:
+    """Optuna's database is away for a while (retried, with waits of up to 32 s) as a trial ends: the result
+    is recorded once it is back, in Optuna and in MLflow alike."""
+    from harness import search
+    from harness.tracking import Tracker
+    from harness.trial import COMPLETE, TrialResult
+
+    sweep, study = quiet_sweep(ws, write_spec(base_spec()))
+    tracker = Tracker(ws.tracking)
+    experiment = tracker.experiment("test")
+    trial = study.ask()
+    run_id = tracker.child_run(experiment, tracker.parent_run(experiment, "test"), "test", trial.number)
+    waits = _waits_of(sweep)
+    tell, down = study.tell, iter(range(5))
+
+    def restarting(*args, **kwargs):
+        return tell(*args, **kwargs) if next(down, None) is None else _database_away()
+
+    monkeypatch.setattr(study, "tell", restarting)
+    sweep._record(study, trial, tracker, run_id, TrialResult(COMPLETE, scores={"identity.hit_rate": 0.75}))
+    assert waits == [1, 2, 4, 8, 16]
+    assert search.state_of(study, trial) == "COMPLETE" and study.trials[0].values == [0.75]
+    assert tracker.client.get_run(run_id).info.status == "FINISHED"
+
+
 def test_a_result_the_database_missed_is_recorded_from_the_trials_folder(
     ws: Workspace, write_spec, monkeypatch
 ) -> None:
-    """Optuna's database stays away longer than the sweep retries as a trial ends: the result kept in the
-    trial's folder is recorded by the next look for dead workers' trials, not failed as abandoned; a
-    result.json another Optuna trial left in a folder is not taken for this one."""
-    from sqlalchemy.exc import OperationalError
-
+    """Optuna's and MLflow's databases stay away longer than the sweep retries as a trial ends: the result
+    kept in the trial's folder is recorded by the next look for dead workers' trials, in both, not failed as
+    abandoned; a result.json another Optuna trial or MLflow run left in a folder is not taken for this one."""
     from harness import search
     from harness import sweep as sweep_module
     from harness.tracking import Tracker
-    from harness.trial import COMPLETE, TrialResult, keep_result
+    from harness.trial import COMPLETE, TrialResult, write_result
 
     sweep, study = quiet_sweep(ws, write_spec(base_spec()))
     sweep.progress = _Notes()
     tracker = Tracker(ws.tracking)
     experiment = tracker.experiment("test")
     parent = tracker.parent_run(experiment, "test")
-    trial, stale = study.ask(), study.ask()
+    trial, other_trial, other_run = study.ask(), study.ask(), study.ask()
     sweep_module._own(study, trial)  # this process's, and no slot runs it any more
-    stale.set_user_attr("worker", f"{socket.gethostname()}:999999999")  # its worker is gone
+    for gone in (other_trial, other_run):
+        gone.set_user_attr("worker", f"{socket.gethostname()}:999999999")  # its worker is gone
     run_id = tracker.child_run(experiment, parent, "test", trial.number)
     trial.set_user_attr(sweep_module.RUN_ATTR, run_id)
-    monkeypatch.setattr(sweep_module, "time", SimpleNamespace(sleep=lambda s: None, monotonic=time.monotonic))
-    tell = study.tell
-
-    def down(*args, **kwargs):
-        raise OperationalError("UPDATE trials", {}, Exception("could not connect to server"))
-
-    monkeypatch.setattr(study, "tell", down)
+    _waits_of(sweep)
+    monkeypatch.setattr(study, "tell", _database_away)
+    monkeypatch.setattr(tracker, "end", _database_away)
     result = TrialResult(COMPLETE, scores={"identity.hit_rate": 0.75}, seconds={"time.total_s": 9.5})
     kept = sweep._keep(trial, run_id, result)
     sweep._record(study, trial, tracker, run_id, result, kept=kept)
     assert search.state_of(study, trial) == "RUNNING"
-    assert f"its result is kept in {kept}" in sweep.progress.notes[-1]
-    keep_result(kept.parent.with_name("trial-001"), stale._trial_id, "a deleted study's run", result)
+    assert tracker.client.get_run(run_id).info.status == "RUNNING"
+    assert any(f"its result is kept in {kept}" in note for note in sweep.progress.notes)
+    write_result(kept.parent.with_name("trial-001"), other_trial._trial_id + 100, None, result)
+    write_result(kept.parent.with_name("trial-002"), other_run._trial_id, "a deleted study's run", result)
 
-    monkeypatch.setattr(study, "tell", tell)  # the database is back
+    monkeypatch.undo()  # the databases are back
     sweep._reclaim(study, tracker, experiment)
     assert search.state_of(study, trial) == "COMPLETE" and study.trials[0].values == [0.75]
     assert study.trials[0].user_attrs["seconds"] == {"time.total_s": 9.5}
     run = tracker.client.get_run(run_id)
     assert (run.info.status, run.data.tags.get("harness.state")) == ("FINISHED", "COMPLETE")
-    assert search.state_of(study, stale) == "FAIL", "trial-001/result.json is another run's"
+    assert [search.state_of(study, t) for t in (other_trial, other_run)] == ["FAIL", "FAIL"]
     assert any(f"trial 0: recorded as COMPLETE from {kept}" in note for note in sweep.progress.notes)
 
 
-@pytest.mark.parametrize("down_for", [3, 99])
-def test_claims_wait_out_a_database_restart(ws: Workspace, write_spec, down_for: int) -> None:
+@pytest.mark.parametrize(("down_for", "ours_running"), [(3, False), (99, False), (99, True)])
+def test_claims_wait_out_a_database_restart(ws: Workspace, write_spec, down_for: int, ours_running: bool) -> None:
     """Claims that fail (the database is away) are no failed trials: they are retried with the waits a
-    result's recording has, and only after about a minute of refusals does the slot give up, saying why."""
-    from sqlalchemy.exc import OperationalError
-
+    result's recording has, and only after about a minute of refusals, with no trial of this process still
+    running (its result is to be recorded), does the slot give up, saying why."""
     sweep, _ = quiet_sweep(ws, write_spec(base_spec()))
-    waits: list[float] = []
-    sweep._stopping = SimpleNamespace(is_set=lambda: False, wait=waits.append)
+    waits = _waits_of(sweep)
+    sweep._live = {7} if ours_running else set()
     refusals = iter(range(down_for))
 
     def claim(*args):
-        if next(refusals, None) is not None:
-            raise OperationalError("SELECT trials", {}, Exception("connection refused"))
-        return None  # the study is full
+        if len(waits) == 8:
+            sweep._live.clear()  # the other slot's trial ended (its result kept)
+        return None if next(refusals, None) is None else _database_away()  # None: the study is full
 
     sweep._claim = claim
     sweep._claim_and_run(SimpleNamespace(study=None, tracker=None, experiment="", target=1), device=None)
     assert sweep._in_a_row == 0, "no trial failed"
     if down_for == 3:
         assert waits == [1, 2, 4] and sweep._unreachable is None
-    else:
-        assert waits == [1, 2, 4, 8, 16, 32]
-        assert sweep._unreachable.startswith("OperationalError: (builtins.Exception) connection refused")
+        return
+    assert waits == [1, 2, 4, 8, 16, 32] + ([32, 32] if ours_running else [])
+    assert sweep._unreachable.startswith("OperationalError: (builtins.Exception) could not connect to server")
+
+
+def test_a_sweep_being_stopped_tries_twice(ws: Workspace, write_spec) -> None:
+    sweep, _ = quiet_sweep(ws, write_spec(base_spec()))
+    sweep.progress = _Notes()
+    waits = _waits_of(sweep, stopping=True)
+    assert sweep._retrying("record trial 3 in Optuna", _database_away) is None
+    assert waits == [1]
+    assert sweep.progress.notes[-1].startswith("could not record trial 3 in Optuna: OperationalError")
+
+
+def test_silent_heartbeats_are_not_closed_right_after_an_outage(ws: Workspace, write_spec, monkeypatch) -> None:
+    """Every worker's heartbeats pause with the database: for GRACE_S after this process last failed to reach
+    it, another host's silent trial may be alive and about to beat; after that it is closed."""
+    from harness import search
+    from harness.stores import GRACE_S
+
+    sweep, study = quiet_sweep(ws, write_spec(base_spec()))
+    trial = study.ask()
+    trial.set_user_attr("worker", "another-host:4242")
+    monkeypatch.setattr(search, "stale_trials", lambda study: study.get_trials(states=(TrialState.RUNNING,)))
+    sweep._trouble()
+    sweep._reclaim(study, _Quiet(), "no experiment")
+    assert search.state_of(study, trial) == "RUNNING"
+    sweep._trouble_at -= GRACE_S
+    sweep._reclaim(study, _Quiet(), "no experiment")
+    assert search.state_of(study, trial) == "FAIL"
 
 
 def test_a_workers_pid_is_looked_up_only_where_it_means_that_process() -> None:

@@ -3,7 +3,6 @@ the builds in a process of their own, so they never hold the sweep's interpreter
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import threading
 from collections.abc import Iterator
@@ -75,7 +74,11 @@ def test_nothing_is_built_unless_asked(build: Build) -> None:
 
 @pytest.fixture
 def reports(bare_study: ReportTarget) -> Iterator[ReportProcess]:
-    process = ReportProcess(multiprocessing.get_context("forkserver"), bare_study)
+    from harness.worker import Worker
+
+    # The sweep's fork server, preloads and all: one started bare here would serve every later Worker of this
+    # test process (there is one per process), and their trial processes would lack the preloaded libraries.
+    process = ReportProcess(Worker().ctx, bare_study)
     yield process
     process.close()
 
