@@ -259,7 +259,7 @@ class Sweep:
                 if refused >= RECORD_ATTEMPTS and not self._live:  # a minute, and no trial of ours still runs
                     self._unreachable = first_line(exc)
                     return
-                wait = 2 ** min(refused - 1, RECORD_ATTEMPTS - 2)
+                wait = _backoff_s(refused - 1)
                 self.progress.note(f"could not claim a trial ({first_line(exc)}); retrying in {wait} s")
                 self._stopping.wait(wait)
                 continue
@@ -382,8 +382,7 @@ class Sweep:
                 result = TrialResult(FAILED, reason=reason)
             result.seconds["time.total_s"] = time.monotonic() - started
             stopped = self._stopping.is_set() and result.state == FAILED  # one that ended anyway keeps its result
-            kept = self._keep(trial, run_id, result)
-            self._record(study, trial, tracker, run_id, result, "KILLED" if stopped else None, kept)
+            self._record(study, trial, tracker, run_id, result, "KILLED" if stopped else None)
         with self._state_lock:
             self._live.discard(trial.number)
         self.progress.trial_ended(trial.number, params, result, search.shown_metrics(self.spec))
@@ -417,10 +416,10 @@ class Sweep:
         run_id: str | None,
         result: TrialResult,
         status: str | None = None,
-        kept: Path | None = None,
     ) -> None:
         """Tell Optuna and MLflow the same outcome; retried, so a database hiccup loses nothing, and one that
-        outlasts the retries neither: the result `kept` on disk is recorded by a later look (_reclaim)."""
+        outlasts the retries neither: the result, kept on disk first, is recorded by a later look (_reclaim)."""
+        kept = self._keep(trial, run_id, result)
         give_up = f"; its result is kept in {kept}, and this sweep or the next records it from there" if kept else None
         told = self._retrying(
             f"record trial {trial.number} in Optuna", lambda: self._tell(study, trial, result), give_up
@@ -489,7 +488,7 @@ class Sweep:
                     self.progress.note(f"could not {what}: {first_line(exc)}{give_up}.")
                     return None
                 self.progress.note(f"could not {what} ({first_line(exc)}); retrying")
-                self._stopping.wait(2**attempt)
+                self._stopping.wait(_backoff_s(attempt))
         return None
 
     def _trouble(self) -> None:
@@ -590,14 +589,15 @@ class Sweep:
             if _is_orphan(t, self._live, beats)
         ]
         known = {d.number for d, _ in dead} | self._live  # ours may beat late, yet they run
+        recovering = time.monotonic() - self._trouble_at < GRACE_S  # every worker's beats paused with the database
         dead += [
             (
                 t,
                 f"no heartbeat from its worker ({t.user_attrs.get(WORKER_ATTR, 'unknown')}) for over {GRACE_S} s: "
                 f"the worker died or lost the database (closed by {_worker_id()})",
             )  # fmt: skip
-            for t in search.stale_trials(study)
-            if t.number not in known and time.monotonic() - self._trouble_at >= GRACE_S
+            for t in ([] if recovering else search.stale_trials(study))
+            if t.number not in known
         ]
         closed: set[int] = set()  # the trials we closed (a worker may have told its own meanwhile)
         for frozen, reason in dead:
@@ -684,6 +684,11 @@ class Sweep:
         else:
             reason = f"stopped after {outcome.failed_in_a_row} failed trials in a row"
             tracker.end(parent, "FAILED", reason=reason)
+
+
+def _backoff_s(attempt: int) -> int:
+    """The wait after failed attempt `attempt` (from 0) to reach the database: 1, 2, 4 ... 32 s, then 32 s."""
+    return 2 ** min(attempt, RECORD_ATTEMPTS - 2)
 
 
 def _search_counts(study: Any) -> tuple[int, int]:

@@ -428,8 +428,8 @@ def test_a_result_the_database_missed_is_recorded_from_the_trials_folder(
     monkeypatch.setattr(study, "tell", _database_away)
     monkeypatch.setattr(tracker, "end", _database_away)
     result = TrialResult(COMPLETE, scores={"identity.hit_rate": 0.75}, seconds={"time.total_s": 9.5})
-    kept = sweep._keep(trial, run_id, result)
-    sweep._record(study, trial, tracker, run_id, result, kept=kept)
+    sweep._record(study, trial, tracker, run_id, result)
+    kept = ws.root / "outputs" / "test" / "trial-000" / "result.json"
     assert search.state_of(study, trial) == "RUNNING"
     assert tracker.client.get_run(run_id).info.status == "RUNNING"
     assert any(f"its result is kept in {kept}" in note for note in sweep.progress.notes)

@@ -116,7 +116,7 @@ def test_missing_storage_is_not_created(tmp_path: Path) -> None:
 
 def test_optuna_only_study(bare_study, tmp_path: Path) -> None:
     """A study without MLflow runs still gets a page; the page says what is missing."""
-    path = build_report(bare_study.studies, bare_study.storage, bare_study.tracking_uri, bare_study.folder)
+    path = bare_study.build()
     html = path.read_text()
     assert path.name == "index.html" and "Use trial 1" in html
     assert "no MLflow store" in html
