@@ -381,8 +381,8 @@ class Sweep:
                 self.progress.note(f"trial {trial.number}: {reason}")
                 result = TrialResult(FAILED, reason=reason)
             result.seconds["time.total_s"] = time.monotonic() - started
-            stopped = self._stopping.is_set() and result.state == FAILED  # one that ended anyway keeps its result
-            self._record(study, trial, tracker, run_id, result, "KILLED" if stopped else None)
+            result.stopped = self._stopping.is_set() and result.state == FAILED  # one that ended anyway keeps it
+            self._record(study, trial, tracker, run_id, result)
         with self._state_lock:
             self._live.discard(trial.number)
         self.progress.trial_ended(trial.number, params, result, search.shown_metrics(self.spec))
@@ -415,7 +415,6 @@ class Sweep:
         tracker: Tracker,
         run_id: str | None,
         result: TrialResult,
-        status: str | None = None,
     ) -> None:
         """Tell Optuna and MLflow the same outcome; retried, so a database hiccup loses nothing, and one that
         outlasts the retries neither: the result, kept on disk first, is recorded by a later look (_reclaim)."""
@@ -427,13 +426,7 @@ class Sweep:
         state = told[0] if told else None
         if run_id is None:
             return
-        mlflow_status = status or ("FAILED" if (state or result.state) == FAILED else "FINISHED")
-
-        def end_run() -> None:
-            tracker.log_metrics(run_id, {"time.total_s": result.seconds.get("time.total_s", 0.0)})
-            tracker.end(run_id, mlflow_status, state=state or result.state, reason=result.reason)
-
-        self._retrying(f"record trial {trial.number} in MLflow", end_run)
+        self._retrying(f"record trial {trial.number} in MLflow", lambda: _end_run(tracker, run_id, result, state))
 
     def _tell(self, study: Any, trial: Any, result: TrialResult) -> tuple[str, bool]:
         """Record the result on the Optuna trial; returns the trial's state, and whether this tell set it (False:
@@ -600,9 +593,11 @@ class Sweep:
             if t.number not in known
         ]
         closed: set[int] = set()  # the trials we closed (a worker may have told its own meanwhile)
+        kept: dict[int, tuple[TrialResult, str]] = {}  # those closed with the result kept in their folder
         for frozen, reason in dead:
-            if self._record_kept(study, frozen):
+            if told := self._record_kept(study, frozen):
                 closed.add(frozen.number)
+                kept[frozen.number] = told
             elif search.fail_running(study, frozen, {REASON_ATTR: reason}):
                 closed.add(frozen.number)
                 self.progress.note(f"trial {frozen.number}: {reason}: marked FAIL")
@@ -614,30 +609,35 @@ class Sweep:
             alive = trial is not None and trial.number not in closed
             if alive and (trial.state == TrialState.RUNNING or _being_recorded(trial, self._live, beats)):
                 continue
+            if trial is not None and trial.number in kept:  # as its own worker would have ended it
+                _end_run(tracker, run.info.run_id, *kept[trial.number])
+                continue
             state = trial.state.name if trial and trial.state.is_finished() else FAILED
             reason = (trial.user_attrs.get(REASON_ATTR) if trial else None) or "the sweep process died"
             status = "FAILED" if state == FAILED else "FINISHED"  # a told result stands; only its run was left open
             tracker.end(run.info.run_id, status, state=state, reason=None if status == "FINISHED" else reason)
 
-    def _record_kept(self, study: Any, frozen: Any) -> bool:
+    def _record_kept(self, study: Any, frozen: Any) -> tuple[TrialResult, str] | None:
         """Tell Optuna the result a dead or cut-off worker kept in the trial's folder (write_result), if any:
-        the trial ran to its end, only its recording did not (the database was away, or the sweep died)."""
+        the trial ran to its end, only its recording did not (the database was away, or the sweep died).
+        Returns the result and the state told, or None when nothing was told."""
         import optuna
 
         folder = trial_folder(self.output_dir, frozen.number)
         result = read_result(folder, frozen._trial_id, frozen.user_attrs.get(RUN_ATTR))
         if result is None:
-            return False
+            return None
         try:
             state, told = self._tell(study, optuna.trial.Trial(study, frozen._trial_id), result)
         except Exception as exc:  # then it is failed as any dead worker's trial (which raises if the database is away)
             self.progress.note(
                 f"trial {frozen.number}: {folder / RESULT_FILE} could not be recorded ({first_line(exc)})"
             )
-            return False
-        if told:
-            self.progress.note(f"trial {frozen.number}: recorded as {state} from {folder / RESULT_FILE}")
-        return told
+            return None
+        if not told:
+            return None
+        self.progress.note(f"trial {frozen.number}: recorded as {state} from {folder / RESULT_FILE}")
+        return result, state
 
     def _target(self, study: Any) -> int:
         size = search.grid_size(self.spec)
@@ -758,6 +758,14 @@ def _is_orphan(frozen: Any, live: set[int], heartbeats: bool = True) -> bool:
     except PermissionError:
         return False
     return int(pid) == os.getpid() and frozen.number not in live  # ours by a recycled PID, or by a slot
+
+
+def _end_run(tracker: Tracker, run_id: str, result: TrialResult, state: str | None) -> None:
+    """End a trial's MLflow run as its result says: `state` is the one Optuna was told (None: not told yet)."""
+    state = state or result.state
+    status = "KILLED" if result.stopped else "FAILED" if state == FAILED else "FINISHED"
+    tracker.log_metrics(run_id, {"time.total_s": result.seconds.get("time.total_s", 0.0)})
+    tracker.end(run_id, status, state=state, reason=result.reason)
 
 
 def _being_recorded(frozen: Any, live: set[int], heartbeats: bool = True) -> bool:

@@ -52,6 +52,7 @@ class TrialResult:
     scores: dict[str, float] = field(default_factory=dict)
     reason: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    stopped: bool = False  # cut short by the user (Ctrl-C): its MLflow run ends KILLED, not FAILED
 
 
 RESULT_FILE = "result.json"

@@ -427,6 +427,7 @@ def test_a_result_the_database_missed_is_recorded_from_the_trials_folder(
     _waits_of(sweep)
     monkeypatch.setattr(study, "tell", _database_away)
     monkeypatch.setattr(tracker, "end", _database_away)
+    monkeypatch.setattr(tracker, "log_metrics", _database_away)
     result = TrialResult(COMPLETE, scores={"identity.hit_rate": 0.75}, seconds={"time.total_s": 9.5})
     sweep._record(study, trial, tracker, run_id, result)
     kept = ws.root / "outputs" / "test" / "trial-000" / "result.json"
@@ -442,8 +443,35 @@ def test_a_result_the_database_missed_is_recorded_from_the_trials_folder(
     assert study.trials[0].user_attrs["seconds"] == {"time.total_s": 9.5}
     run = tracker.client.get_run(run_id)
     assert (run.info.status, run.data.tags.get("harness.state")) == ("FINISHED", "COMPLETE")
+    assert run.data.metrics["time.total_s"] == 9.5
     assert [search.state_of(study, t) for t in (other_trial, other_run)] == ["FAIL", "FAIL"]
     assert any(f"trial 0: recorded as COMPLETE from {kept}" in note for note in sweep.progress.notes)
+
+
+def test_a_stopped_trials_kept_result_ends_its_run_as_killed(ws: Workspace, write_spec, monkeypatch) -> None:
+    """Ctrl-C during an outage: the trial cut short is recorded from its folder later, and its MLflow run says
+    KILLED (the user stopped it), as it would have had the database answered, not FAILED."""
+    from harness import search
+    from harness import sweep as sweep_module
+    from harness.tracking import Tracker
+    from harness.trial import FAILED, TrialResult
+
+    sweep, study = quiet_sweep(ws, write_spec(base_spec()))
+    sweep.progress = _Notes()
+    tracker = Tracker(ws.tracking)
+    experiment = tracker.experiment("test")
+    run_id = tracker.child_run(experiment, tracker.parent_run(experiment, "test"), "test", 0)
+    trial = study.ask()
+    sweep_module._own(study, trial)
+    trial.set_user_attr(sweep_module.RUN_ATTR, run_id)
+    _waits_of(sweep, stopping=True)
+    monkeypatch.setattr(study, "tell", _database_away)
+    monkeypatch.setattr(tracker, "end", _database_away)
+    sweep._record(study, trial, tracker, run_id, TrialResult(FAILED, reason="interrupted", stopped=True))
+    monkeypatch.undo()
+    sweep._reclaim(study, tracker, experiment)
+    assert search.state_of(study, trial) == "FAIL"
+    assert tracker.client.get_run(run_id).info.status == "KILLED"
 
 
 @pytest.mark.parametrize(("down_for", "ours_running"), [(3, False), (99, False), (99, True)])
