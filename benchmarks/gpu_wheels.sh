@@ -21,10 +21,9 @@ PACKAGES=(
     opentelemetry-api opentelemetry-proto opentelemetry-sdk opentelemetry-semantic-conventions importlib-metadata
     httpx2 httpcore2 truststore chardet wcwidth
 )
-pins=()
-for name in "${PACKAGES[@]}"; do  # the version this checkout's .venv runs (and its tests pass with)
-    pins+=("$name==$(.venv/bin/python -c "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))" "$name")")
-done
+# each at the version this checkout's .venv runs (and its tests pass with)
+read -r -a pins <<<"$(.venv/bin/python -c 'import importlib.metadata as m, sys
+print(" ".join(f"{p}=={m.version(p)}" for p in sys.argv[1:]))' "${PACKAGES[@]}")"
 platforms=()
 for tag in manylinux_2_34 manylinux_2_28 manylinux_2_27 manylinux_2_17 manylinux2014 manylinux1; do
     platforms+=(--platform "${tag}_x86_64")

@@ -377,18 +377,37 @@ class _Notes(_Quiet):
         self.notes.append(text)
 
 
+def _recording(ws: Workspace, write_spec) -> SimpleNamespace:
+    """A sweep with one trial of this process's (no slot runs it any more) and the trial's MLflow run."""
+    from harness import sweep as sweep_module
+    from harness.tracking import Tracker
+
+    sweep, study = quiet_sweep(ws, write_spec(base_spec()))
+    sweep.progress = _Notes()
+    tracker = Tracker(ws.tracking)
+    experiment = tracker.experiment("test")
+    trial = study.ask()
+    sweep_module._own(study, trial)
+    run_id = tracker.child_run(experiment, tracker.parent_run(experiment, "test"), "test", trial.number)
+    trial.set_user_attr(sweep_module.RUN_ATTR, run_id)
+    return SimpleNamespace(sweep=sweep, study=study, tracker=tracker, experiment=experiment, trial=trial, run_id=run_id)
+
+
+def _outage(monkeypatch, study, tracker) -> None:
+    """Optuna's and MLflow's databases away (monkeypatch.undo() brings them back)."""
+    monkeypatch.setattr(study, "tell", _database_away)
+    monkeypatch.setattr(tracker, "end", _database_away)
+    monkeypatch.setattr(tracker, "log_metrics", _database_away)
+
+
 def test_a_finished_trials_result_rides_out_a_database_restart(ws: Workspace, write_spec, monkeypatch) -> None:
     """Optuna's database is away for a while (retried, with waits of up to 32 s) as a trial ends: the result
     is recorded once it is back, in Optuna and in MLflow alike."""
     from harness import search
-    from harness.tracking import Tracker
     from harness.trial import COMPLETE, TrialResult
 
-    sweep, study = quiet_sweep(ws, write_spec(base_spec()))
-    tracker = Tracker(ws.tracking)
-    experiment = tracker.experiment("test")
-    trial = study.ask()
-    run_id = tracker.child_run(experiment, tracker.parent_run(experiment, "test"), "test", trial.number)
+    r = _recording(ws, write_spec)
+    sweep, study, tracker, trial, run_id = r.sweep, r.study, r.tracker, r.trial, r.run_id
     waits = _waits_of(sweep)
     tell, down = study.tell, iter(range(5))
 
@@ -409,25 +428,15 @@ def test_a_result_the_database_missed_is_recorded_from_the_trials_folder(
     kept in the trial's folder is recorded by the next look for dead workers' trials, in both, not failed as
     abandoned; a result.json another Optuna trial or MLflow run left in a folder is not taken for this one."""
     from harness import search
-    from harness import sweep as sweep_module
-    from harness.tracking import Tracker
     from harness.trial import COMPLETE, TrialResult, write_result
 
-    sweep, study = quiet_sweep(ws, write_spec(base_spec()))
-    sweep.progress = _Notes()
-    tracker = Tracker(ws.tracking)
-    experiment = tracker.experiment("test")
-    parent = tracker.parent_run(experiment, "test")
-    trial, other_trial, other_run = study.ask(), study.ask(), study.ask()
-    sweep_module._own(study, trial)  # this process's, and no slot runs it any more
+    r = _recording(ws, write_spec)
+    sweep, study, tracker, trial, run_id = r.sweep, r.study, r.tracker, r.trial, r.run_id
+    other_trial, other_run = study.ask(), study.ask()
     for gone in (other_trial, other_run):
         gone.set_user_attr("worker", f"{socket.gethostname()}:999999999")  # its worker is gone
-    run_id = tracker.child_run(experiment, parent, "test", trial.number)
-    trial.set_user_attr(sweep_module.RUN_ATTR, run_id)
     _waits_of(sweep)
-    monkeypatch.setattr(study, "tell", _database_away)
-    monkeypatch.setattr(tracker, "end", _database_away)
-    monkeypatch.setattr(tracker, "log_metrics", _database_away)
+    _outage(monkeypatch, study, tracker)
     result = TrialResult(COMPLETE, scores={"identity.hit_rate": 0.75}, seconds={"time.total_s": 9.5})
     sweep._record(study, trial, tracker, run_id, result)
     kept = ws.root / "outputs" / "test" / "trial-000" / "result.json"
@@ -438,7 +447,7 @@ def test_a_result_the_database_missed_is_recorded_from_the_trials_folder(
     write_result(kept.parent.with_name("trial-002"), other_run._trial_id, "a deleted study's run", result)
 
     monkeypatch.undo()  # the databases are back
-    sweep._reclaim(study, tracker, experiment)
+    sweep._reclaim(study, tracker, r.experiment)
     assert search.state_of(study, trial) == "COMPLETE" and study.trials[0].values == [0.75]
     assert study.trials[0].user_attrs["seconds"] == {"time.total_s": 9.5}
     run = tracker.client.get_run(run_id)
@@ -452,26 +461,16 @@ def test_a_stopped_trials_kept_result_ends_its_run_as_killed(ws: Workspace, writ
     """Ctrl-C during an outage: the trial cut short is recorded from its folder later, and its MLflow run says
     KILLED (the user stopped it), as it would have had the database answered, not FAILED."""
     from harness import search
-    from harness import sweep as sweep_module
-    from harness.tracking import Tracker
     from harness.trial import FAILED, TrialResult
 
-    sweep, study = quiet_sweep(ws, write_spec(base_spec()))
-    sweep.progress = _Notes()
-    tracker = Tracker(ws.tracking)
-    experiment = tracker.experiment("test")
-    run_id = tracker.child_run(experiment, tracker.parent_run(experiment, "test"), "test", 0)
-    trial = study.ask()
-    sweep_module._own(study, trial)
-    trial.set_user_attr(sweep_module.RUN_ATTR, run_id)
-    _waits_of(sweep, stopping=True)
-    monkeypatch.setattr(study, "tell", _database_away)
-    monkeypatch.setattr(tracker, "end", _database_away)
-    sweep._record(study, trial, tracker, run_id, TrialResult(FAILED, reason="interrupted", stopped=True))
+    r = _recording(ws, write_spec)
+    _waits_of(r.sweep, stopping=True)
+    _outage(monkeypatch, r.study, r.tracker)
+    r.sweep._record(r.study, r.trial, r.tracker, r.run_id, TrialResult(FAILED, reason="interrupted", stopped=True))
     monkeypatch.undo()
-    sweep._reclaim(study, tracker, experiment)
-    assert search.state_of(study, trial) == "FAIL"
-    assert tracker.client.get_run(run_id).info.status == "KILLED"
+    r.sweep._reclaim(r.study, r.tracker, r.experiment)
+    assert search.state_of(r.study, r.trial) == "FAIL"
+    assert r.tracker.client.get_run(r.run_id).info.status == "KILLED"
 
 
 @pytest.mark.parametrize(("down_for", "ours_running"), [(3, False), (99, False), (99, True)])
