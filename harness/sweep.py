@@ -285,20 +285,35 @@ class Sweep:
         The lock makes counting and creating one step, so workers never overshoot `target`, and a
         trial's owner is recorded before any other worker can look at it. Seed replicates are claimed once
         no search trial is left to run or running: only then are the best configurations known.
+        A claim whose lock could not be released afterwards is still run: its writes are done, and a lock
+        whose connection broke is freed with it.
         """
-        with self.lock.held():
-            if time.monotonic() - self._reclaimed_at >= RECLAIM_EVERY_S:
-                self._reclaim(study, tracker, experiment)
-            finished, running = _search_counts(study)
-            if finished + running < target and not self._exhausted:
-                claim = self._claim_search(study)
-                if claim != EXHAUSTED:
-                    return claim
-                self._exhausted = True
-            if running:  # the search is not over: the best configurations are not known yet
-                self.progress.waiting(running)
-                return WAIT
-            return self._claim_replicate(study)
+        claim: Claim | str | None = None
+        try:
+            with self.lock.held():
+                claim = self._claim_locked(study, tracker, experiment, target)
+        except Exception as exc:
+            if not isinstance(claim, Claim):
+                raise
+            self.progress.note(
+                f"the study lock could not be released ({first_line(exc)}); trial {claim.trial.number} runs anyway"
+            )
+        return claim
+
+    def _claim_locked(self, study: Any, tracker: Tracker, experiment: str, target: int) -> Claim | str | None:
+        """_claim's work, the study's lock held."""
+        if time.monotonic() - self._reclaimed_at >= RECLAIM_EVERY_S:
+            self._reclaim(study, tracker, experiment)
+        finished, running = _search_counts(study)
+        if finished + running < target and not self._exhausted:
+            claim = self._claim_search(study)
+            if claim != EXHAUSTED:
+                return claim
+            self._exhausted = True
+        if running:  # the search is not over: the best configurations are not known yet
+            self.progress.waiting(running)
+            return WAIT
+        return self._claim_replicate(study)
 
     def _work_left(self, study: Any, target: int) -> bool:
         """Whether a claim may yet find a trial to run: search trials short of `target`, replicates wanted, or

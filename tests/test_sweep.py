@@ -473,6 +473,26 @@ def test_a_stopped_trials_kept_result_ends_its_run_as_killed(ws: Workspace, writ
     assert r.tracker.client.get_run(r.run_id).info.status == "KILLED"
 
 
+def test_a_claim_survives_a_lock_that_cannot_be_released(ws: Workspace, write_spec) -> None:
+    """The database drops as the study lock is released after a claim: the trial, created and owned under the
+    lock, is still this slot's to run (dropped, it would have sat RUNNING as this process's, run by nobody)."""
+    import contextlib
+
+    sweep, study = quiet_sweep(ws, write_spec(base_spec()))
+    sweep.progress = _Notes()
+    sweep._reclaimed_at = time.monotonic()  # no look for dead workers' trials: nothing is dead
+
+    @contextlib.contextmanager
+    def held():
+        yield
+        _database_away()
+
+    sweep.lock = SimpleNamespace(held=held)
+    claim = sweep._claim(study, None, "", target=1)
+    assert claim.trial.number == 0 and sweep._live == {0}
+    assert any("the study lock could not be released" in note for note in sweep.progress.notes)
+
+
 @pytest.mark.parametrize(("down_for", "ours_running"), [(3, False), (99, False), (99, True)])
 def test_claims_wait_out_a_database_restart(ws: Workspace, write_spec, down_for: int, ours_running: bool) -> None:
     """Claims that fail (the database is away) are no failed trials: they are retried with the waits a
