@@ -205,11 +205,10 @@ def pruner_sign(direction: str, metric: str) -> float:
     return -1.0 if (metric in metrics.LOWER_IS_BETTER) == (direction == "maximize") else 1.0
 
 
-def constrain(trial: Any, spec: SweepSpec, scores: dict[str, float]) -> None:
-    """Record each constraint's violation on the trial (<= 0: satisfied); Optuna's samplers and
+def constraints(spec: SweepSpec, scores: dict[str, float]) -> dict[str, float]:
+    """Each constraint's violation (<= 0: satisfied), to record on the trial: Optuna's samplers and
     best_trial(s) then prefer feasible trials."""
-    for text in spec.search.constraints:
-        trial.set_constraint(text, metrics.constraint_violation(text, scores))
+    return {text: metrics.constraint_violation(text, scores) for text in spec.search.constraints}
 
 
 def shown_metrics(spec: SweepSpec) -> list[str]:
@@ -268,6 +267,52 @@ def fail_running(study: Any, frozen: Any, attrs: dict[str, Any]) -> bool:
     except UpdateFinishedTrialError:
         return False
     return True
+
+
+REASON_ATTR = "fail_reason"  # why a trial failed (or was closed by another worker)
+RECORDED_FROM_ATTR = "recorded_from"  # on a trial added for a late result: the number of the trial it ran as
+
+
+def record_again(
+    study: Any,
+    trial: Any,
+    state: str,
+    values: list[float] | None,
+    user_attrs: dict[str, Any],
+    constraints: dict[str, float],
+) -> int | None:
+    """Add a finished trial holding the result of `trial`, which another worker closed as FAIL while it ran
+    (its worker lost the database for longer than the heartbeat grace, then came back with a result): the
+    same params, attributes and intermediate values, so the search learns from it. Returns its number;
+    a result already added is not added again (the recording is retried)."""
+    from optuna.trial import TrialState, create_trial
+
+    if (number := recorded_as(study, trial.number)) is not None:
+        return number
+    closed = study._storage.get_trial(trial._trial_id)
+    attrs = {k: v for k, v in closed.user_attrs.items() if k != REASON_ATTR} | user_attrs
+    new = create_trial(
+        state=TrialState[state],
+        values=values,
+        params=closed.params,
+        distributions=closed.distributions,
+        user_attrs=attrs | {RECORDED_FROM_ATTR: closed.number},
+        system_attrs=closed.system_attrs,  # a grid sampler's point, a multi-objective sampler's generation
+        intermediate_values=closed.intermediate_values,
+    )
+    for key, value in constraints.items():
+        if key not in new.constraints:
+            new.set_constraint(key, value)
+    study.add_trial(new)
+    return recorded_as(study, trial.number)
+
+
+def recorded_as(study: Any, number: int) -> int | None:
+    """The trial holding the late result of trial `number` (record_again), if there is one."""
+    for other in study.get_trials(deepcopy=False):
+        if other.user_attrs.get(RECORDED_FROM_ATTR) == number:
+            return other.number
+    return None
 
 
 def state_of(study: Any, trial: Any) -> str:

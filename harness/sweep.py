@@ -42,7 +42,8 @@ from harness.trial import run as trial_job
 
 DEFAULT_OUTPUT_DIR = Path("outputs")
 DEFAULT_REPORT_ROOT = Path("reports")
-WORKER_ATTR, PID_ATTR, RUN_ATTR, REASON_ATTR = "worker", "trial_pid", "mlflow_run_id", "fail_reason"
+WORKER_ATTR, PID_ATTR, RUN_ATTR = "worker", "trial_pid", "mlflow_run_id"
+REASON_ATTR = search.REASON_ATTR
 PIDNS_ATTR = "worker_pid_namespace"  # whose process ids WORKER_ATTR's are (containers may share a hostname)
 DUPLICATE_ATTR = "duplicate_of"  # a drawn point that repeated a finished trial: told FAIL, never run
 MAX_DUPLICATE_DRAWS = 10  # this many repeats in a row: the (discrete) space is used up
@@ -438,41 +439,58 @@ class Sweep:
         told = self._retrying(
             f"record trial {trial.number} in Optuna", lambda: self._tell(study, trial, result), give_up
         )
-        state = told[0] if told else None
+        state, number = told if told else (None, None)
         if run_id is None:
             return
-        self._retrying(f"record trial {trial.number} in MLflow", lambda: _end_run(tracker, run_id, result, state))
+        ran_as = number if number != trial.number else None
+        self._retrying(
+            f"record trial {trial.number} in MLflow", lambda: _end_run(tracker, run_id, result, state, ran_as)
+        )
 
-    def _tell(self, study: Any, trial: Any, result: TrialResult) -> tuple[str, bool]:
-        """Record the result on the Optuna trial; returns the trial's state, and whether this tell set it (False:
-        another worker had closed the trial)."""
+    def _tell(self, study: Any, trial: Any, result: TrialResult) -> tuple[str, int | None]:
+        """Record the result on the Optuna trial; returns the trial's state, and the number of the trial that
+        holds this result (None: another worker had closed the trial, and its outcome stands)."""
         from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
 
-        state, values = result.state, None
+        state, values, constraints = self._outcome(result)
+        attrs = {"scores": result.scores, "seconds": result.seconds} | (
+            {REASON_ATTR: result.reason} if result.reason else {}
+        )
         try:
-            trial.set_user_attr("scores", result.scores)
-            trial.set_user_attr("seconds", result.seconds)
-            if state == COMPLETE:
-                search.constrain(trial, self.spec, result.scores)
-                try:
-                    values = search.objective_values(self.spec, result.scores)
-                except KeyError as exc:
-                    state, result.reason = FAILED, str(exc.args[0])
-            if result.reason:
-                trial.set_user_attr(REASON_ATTR, result.reason)
+            for key, value in attrs.items():
+                trial.set_user_attr(key, value)
+            for key, violation in constraints.items():
+                trial.set_constraint(key, violation)
             optuna_state = {COMPLETE: TrialState.COMPLETE, PRUNED: TrialState.PRUNED}.get(state, TrialState.FAIL)
             study.tell(trial, values=values, state=optuna_state)
         except (UpdateFinishedTrialError, ValueError) as exc:  # closed by another worker (heartbeats did not reach it)
             closed = search.state_of(study, trial)
             if isinstance(exc, ValueError) and closed == "RUNNING":
                 raise  # not a closed trial: values Optuna refuses
-            self.progress.note(
+            why = (
                 f"trial {trial.number} was closed as {closed} by another worker while it ran "
-                "(its heartbeats did not reach the database); its result is kept in MLflow"
+                "(its heartbeats did not reach the database)"
             )
-            return {"COMPLETE": COMPLETE, "PRUNED": PRUNED}.get(closed, FAILED), False
-        return state, True
+            if closed == "FAIL" and state != FAILED:  # a result after all: the search must not lose it
+                number = search.record_again(study, trial, state, values, attrs, constraints)
+                self.progress.note(f"{why}; its result is recorded as trial {number}")
+                return state, number
+            self.progress.note(f"{why}; its result is kept in MLflow")
+            return {"COMPLETE": COMPLETE, "PRUNED": PRUNED}.get(closed, FAILED), None
+        return state, trial.number
+
+    def _outcome(self, result: TrialResult) -> tuple[str, list[float] | None, dict[str, float]]:
+        """The state, objective values and constraint violations to tell Optuna; a complete trial without
+        its objective metric fails, with the reason."""
+        if result.state != COMPLETE:
+            return result.state, None, {}
+        try:
+            values = search.objective_values(self.spec, result.scores)
+        except KeyError as exc:
+            result.reason = str(exc.args[0])
+            return FAILED, None, {}
+        return COMPLETE, values, search.constraints(self.spec, result.scores)
 
     def _keep(self, trial: Any, run_id: str | None, result: TrialResult) -> Path | None:
         """The result, written to the trial's folder before it is recorded (None if that failed)."""
@@ -608,7 +626,7 @@ class Sweep:
             if t.number not in known
         ]
         closed: set[int] = set()  # the trials we closed (a worker may have told its own meanwhile)
-        kept: dict[int, tuple[TrialResult, str]] = {}  # those closed with the result kept in their folder
+        kept: dict[int, tuple[TrialResult, str, int | None]] = {}  # those closed with the result kept in their folder
         for frozen, reason in dead:
             if told := self._record_kept(study, frozen):
                 closed.add(frozen.number)
@@ -632,10 +650,11 @@ class Sweep:
             status = "FAILED" if state == FAILED else "FINISHED"  # a told result stands; only its run was left open
             tracker.end(run.info.run_id, status, state=state, reason=None if status == "FINISHED" else reason)
 
-    def _record_kept(self, study: Any, frozen: Any) -> tuple[TrialResult, str] | None:
+    def _record_kept(self, study: Any, frozen: Any) -> tuple[TrialResult, str, int | None] | None:
         """Tell Optuna the result a dead or cut-off worker kept in the trial's folder (write_result), if any:
         the trial ran to its end, only its recording did not (the database was away, or the sweep died).
-        Returns the result and the state told, or None when nothing was told."""
+        Returns the result, the state told and the trial that holds it when not this one, or None when nothing
+        was told."""
         import optuna
 
         folder = trial_folder(self.output_dir, frozen.number)
@@ -643,16 +662,16 @@ class Sweep:
         if result is None:
             return None
         try:
-            state, told = self._tell(study, optuna.trial.Trial(study, frozen._trial_id), result)
+            state, number = self._tell(study, optuna.trial.Trial(study, frozen._trial_id), result)
         except Exception as exc:  # then it is failed as any dead worker's trial (which raises if the database is away)
             self.progress.note(
                 f"trial {frozen.number}: {folder / RESULT_FILE} could not be recorded ({first_line(exc)})"
             )
             return None
-        if not told:
+        if number is None:
             return None
         self.progress.note(f"trial {frozen.number}: recorded as {state} from {folder / RESULT_FILE}")
-        return result, state
+        return result, state, (number if number != frozen.number else None)
 
     def _target(self, study: Any) -> int:
         size = search.grid_size(self.spec)
@@ -775,10 +794,15 @@ def _is_orphan(frozen: Any, live: set[int], heartbeats: bool = True) -> bool:
     return int(pid) == os.getpid() and frozen.number not in live  # ours by a recycled PID, or by a slot
 
 
-def _end_run(tracker: Tracker, run_id: str, result: TrialResult, state: str | None) -> None:
-    """End a trial's MLflow run as its result says: `state` is the one Optuna was told (None: not told yet)."""
+def _end_run(
+    tracker: Tracker, run_id: str, result: TrialResult, state: str | None, recorded_as: int | None = None
+) -> None:
+    """End a trial's MLflow run as its result says: `state` is the one Optuna was told (None: not told yet);
+    `recorded_as`: the trial that holds the result when it is not the one the run was made for (record_again)."""
     state = state or result.state
     status = "KILLED" if result.stopped else "FAILED" if state == FAILED else "FINISHED"
+    if recorded_as is not None:
+        tracker.set_tags(run_id, {TRIAL_TAG: str(recorded_as)})
     tracker.log_metrics(run_id, {"time.total_s": result.seconds.get("time.total_s", 0.0)})
     tracker.end(run_id, status, state=state, reason=result.reason)
 

@@ -377,12 +377,12 @@ class _Notes(_Quiet):
         self.notes.append(text)
 
 
-def _recording(ws: Workspace, write_spec) -> SimpleNamespace:
+def _recording(ws: Workspace, write_spec, spec: dict | None = None) -> SimpleNamespace:
     """A sweep with one trial of this process's (no slot runs it any more) and the trial's MLflow run."""
     from harness import sweep as sweep_module
     from harness.tracking import Tracker
 
-    sweep, study = quiet_sweep(ws, write_spec(base_spec()))
+    sweep, study = quiet_sweep(ws, write_spec(spec or base_spec()))
     sweep.progress = _Notes()
     tracker = Tracker(ws.tracking)
     experiment = tracker.experiment("test")
@@ -471,6 +471,49 @@ def test_a_stopped_trials_kept_result_ends_its_run_as_killed(ws: Workspace, writ
     r.sweep._reclaim(r.study, r.tracker, r.experiment)
     assert search.state_of(r.study, r.trial) == "FAIL"
     assert r.tracker.client.get_run(r.run_id).info.status == "KILLED"
+
+
+def test_a_result_after_its_trial_was_closed_by_another_worker_is_recorded_as_a_trial(
+    ws: Workspace, write_spec
+) -> None:
+    """This worker lost the database for longer than the heartbeat grace while its trial trained, so another
+    worker closed the trial as FAIL; the result that comes back is recorded as a trial of its own (same params,
+    constraints, MLflow run), once however often the recording is retried, and the report links the two."""
+    from harness import search
+    from harness.report.data import load_study
+    from harness.trial import COMPLETE, FAILED, TrialResult
+
+    spec = base_spec()
+    spec["search"]["constraints"] = ["identity.hit_rate >= 0.5"]
+    r = _recording(ws, write_spec, spec)
+    params = search.suggest(r.trial, r.sweep.spec)
+    closing = "no heartbeat from its worker for over 20 s (closed by another-host:7)"
+    assert search.fail_running(r.study, r.study.trials[0], {search.REASON_ATTR: closing})
+    result = TrialResult(COMPLETE, scores={"identity.hit_rate": 0.75}, seconds={"time.total_s": 9.5})
+    r.sweep._record(r.study, r.trial, r.tracker, r.run_id, result)
+    assert r.sweep._tell(r.study, r.trial, result) == (COMPLETE, 1), "a retried recording adds nothing"
+
+    closed, late = r.study.trials
+    assert len(r.study.trials) == 2 and closed.state == TrialState.FAIL
+    assert (late.state, late.values, late.params) == (TrialState.COMPLETE, [0.75], params)
+    assert late.constraints == {"identity.hit_rate >= 0.5": -0.25}
+    assert late.user_attrs["recorded_from"] == 0 and late.user_attrs["mlflow_run_id"] == r.run_id
+    assert "fail_reason" not in late.user_attrs and late.user_attrs["seconds"] == {"time.total_s": 9.5}
+    run = r.tracker.client.get_run(r.run_id)
+    assert (run.info.status, run.data.tags["harness.state"], run.data.tags["harness.trial"]) == (
+        "FINISHED",
+        COMPLETE,
+        "1",
+    )
+    assert any("its result is recorded as trial 1" in note for note in r.sweep.progress.notes)
+    record = load_study("test", ws.storage, ws.tracking)
+    assert record.trials[0].reason == f"{closing}; its result came later and is trial 1"
+    assert (record.trials[0].run_id, record.trials[1].run_id) == (None, r.run_id)
+
+    failing = r.study.ask()  # a failed result is not worth a trial of its own: the closing stands
+    assert search.fail_running(r.study, r.study.trials[2], {search.REASON_ATTR: closing})
+    assert r.sweep._tell(r.study, failing, TrialResult(FAILED, reason="out of memory")) == (FAILED, None)
+    assert len(r.study.trials) == 3
 
 
 def test_a_claim_survives_a_lock_that_cannot_be_released(ws: Workspace, write_spec) -> None:

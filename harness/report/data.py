@@ -56,6 +56,7 @@ class TrialRecord:
     constraints: dict[str, float] = field(default_factory=dict)  # spec constraint -> violation (<= 0: met)
     replicate_of: int | None = None  # a seed replicate: the search trial whose configuration it re-trains
     seed: int | None = None  # a replicate's training seed
+    recorded_from: int | None = None  # a late result: the trial it ran as, closed by another worker meanwhile
 
     @property
     def feasible(self) -> bool:
@@ -134,6 +135,7 @@ def load_study(name: str, storage: str, tracking_uri: str) -> StudyRecord:
         trials=[_trial(t) for t in study.get_trials(deepcopy=False)],
         tracking_uri=tracking_uri,
     )
+    _link_late_results(record)
     record.importances, record.importance_note = _importances(study, record)
     runs = Runs.open(tracking_uri, name, record.notes)
     if runs is not None:
@@ -199,7 +201,18 @@ def _trial(frozen: Any) -> TrialRecord:
         constraints=dict(frozen.constraints),
         replicate_of=attrs.get("replicate_of"),
         seed=attrs.get("seed"),
+        recorded_from=attrs.get("recorded_from"),
     )
+
+
+def _link_late_results(record: StudyRecord) -> None:
+    """A trial closed by another worker whose result came later (search.record_again) points to the trial
+    holding it, which owns its MLflow run."""
+    for trial in record.trials:
+        if trial.recorded_from is not None and 0 <= trial.recorded_from < len(record.trials):
+            closed = record.trials[trial.recorded_from]  # trial numbers index a study's trials
+            closed.reason = f"{closed.reason or 'closed'}; its result came later and is trial {trial.number}"
+            closed.run_id = None
 
 
 def _importances(study: Any, record: StudyRecord) -> tuple[list[dict[str, float]] | None, str]:
