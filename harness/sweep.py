@@ -35,6 +35,7 @@ from harness.trial import (
     mlflow_params,
     read_result,
     resolve_config,
+    resumable_checkpoint,
     trial_folder,
     write_result,
 )
@@ -113,6 +114,8 @@ class Claim:
     trial: Any
     params: dict[str, Any]
     seed: int | None = None  # a replicate's training seed; None: the spec's
+    resume_from: Path | None = None  # a trial taken over from a dead or stopped sweep: its last checkpoint
+    run_id: str | None = None  # ... and its MLflow run, which goes on
 
 
 WAIT, EXHAUSTED = "wait", "exhausted"  # _claim answers WAIT, a Claim, or None (the study is full)
@@ -138,6 +141,7 @@ class Sweep:
         self._trouble_at = -math.inf  # monotonic time this process last failed to reach the database
         self._reports: ReportProcess | None = None  # set by run(): builds the report in a process of its own
         self._reclaimed_at = -RECLAIM_EVERY_S  # monotonic time of this process's last look for dead trials
+        self._resumable: dict[int, tuple[int, str]] = {}  # dead trials with a checkpoint: number -> (id, owner)
 
     def check_inputs(self) -> None:
         """Everything that can be wrong with the user's files fails here, before anything is written."""
@@ -305,6 +309,8 @@ class Sweep:
         """_claim's work, the study's lock held."""
         if time.monotonic() - self._reclaimed_at >= RECLAIM_EVERY_S:
             self._reclaim(study, tracker, experiment)
+        if resumed := self._claim_resumable(study):
+            return resumed
         finished, running = _search_counts(study)
         if finished + running < target and not self._exhausted:
             claim = self._claim_search(study)
@@ -345,6 +351,31 @@ class Sweep:
         )
         return EXHAUSTED
 
+    def _claim_resumable(self, study: Any) -> Claim | None:
+        """A trial that a dead or stopped sweep on this host left RUNNING with a checkpoint (_reclaim found it):
+        taken over, its training goes on from the checkpoint instead of starting again."""
+        import optuna
+        from optuna.trial import TrialState
+
+        while self._resumable:
+            trial_id, owner = self._resumable.pop(min(self._resumable))
+            frozen = study._storage.get_trial(trial_id)
+            if frozen.state != TrialState.RUNNING or frozen.user_attrs.get(WORKER_ATTR) != owner:
+                continue  # closed or taken over meanwhile
+            checkpoint = self._checkpoint(frozen.number, trial_id, frozen.user_attrs.get(RUN_ATTR))
+            if checkpoint is None:
+                continue  # gone meanwhile: the next look closes the trial as failed
+            trial = optuna.trial.Trial(study, trial_id)
+            _own(study, trial)
+            with self._state_lock:
+                self._live.add(frozen.number)
+            seed = frozen.user_attrs.get(search.SEED_ATTR)
+            return Claim(trial, dict(frozen.params), seed, checkpoint, frozen.user_attrs[RUN_ATTR])
+        return None
+
+    def _checkpoint(self, number: int, trial_id: int, run_id: str | None) -> Path | None:
+        return resumable_checkpoint(trial_folder(self.output_dir, number), trial_id, run_id)
+
     def _claim_replicate(self, study: Any) -> Claim | str | None:
         """After the search: the next seed replicate of a best configuration (search.replicates), if any."""
         missing = search.missing_replicates(study, self.spec)
@@ -377,8 +408,13 @@ class Sweep:
         # Beating until the trial is recorded: a database down for a while as it ends must not make it look abandoned
         with search.heartbeat(study, trial, on_error=beat_failed):
             try:
-                run_id = tracker.child_run(run.experiment, run.parent, self.spec.study, trial.number)
-                trial.set_user_attr(RUN_ATTR, run_id)
+                if claim.run_id is not None:  # taken over from a dead or stopped sweep: its run goes on
+                    run_id = claim.run_id
+                    tracker.reopen(run_id)
+                    self.progress.note(f"trial {trial.number}: its training resumes from {claim.resume_from}")
+                else:
+                    run_id = tracker.child_run(run.experiment, run.parent, self.spec.study, trial.number)
+                    trial.set_user_attr(RUN_ATTR, run_id)
                 tracker.log_params(run_id, mlflow_params(resolve_config(self.spec, params, claim.seed)))
                 if claim.seed is not None:
                     origin = trial.user_attrs.get(search.REPLICATE_ATTR)
@@ -388,7 +424,7 @@ class Sweep:
                 self.progress.trial_started(trial.number, params, device)
                 result = run.worker.run(
                     trial_job,
-                    self._request(trial, params, run_id, device, claim.seed),
+                    self._request(trial, params, run_id, device, claim.seed, claim.resume_from),
                     on_event=self.progress.event,
                     on_start=lambda pid: trial.set_user_attr(PID_ATTR, pid),
                 )
@@ -398,14 +434,31 @@ class Sweep:
                 result = TrialResult(FAILED, reason=reason)
             result.seconds["time.total_s"] = time.monotonic() - started
             result.stopped = self._stopping.is_set() and result.state == FAILED  # one that ended anyway keeps it
-            self._record(study, trial, tracker, run_id, result)
+            checkpoint = self._checkpoint(trial.number, trial._trial_id, run_id) if result.stopped else None
+            if checkpoint is not None:
+                self._leave_resumable(trial, tracker, run_id, checkpoint)
+            else:
+                self._record(study, trial, tracker, run_id, result)
         with self._state_lock:
             self._live.discard(trial.number)
         self.progress.trial_ended(trial.number, params, result, search.shown_metrics(self.spec))
         return result
 
+    def _leave_resumable(self, trial: Any, tracker: Tracker, run_id: str | None, checkpoint: Path) -> None:
+        """A trial stopped by Ctrl-C after a checkpoint stays RUNNING in Optuna, for the next sweep to take over
+        (_claim_resumable) once this process is gone; its run ends KILLED until then."""
+        self.progress.note(f"trial {trial.number}: stopped; the same command resumes it from {checkpoint}")
+        if run_id is not None:
+            self._retrying(f"mark trial {trial.number} stopped in MLflow", lambda: tracker.end(run_id, "KILLED"))
+
     def _request(
-        self, trial: Any, params: dict[str, Any], run_id: str, device: str | None, seed: int | None = None
+        self,
+        trial: Any,
+        params: dict[str, Any],
+        run_id: str,
+        device: str | None,
+        seed: int | None = None,
+        resume_from: Path | None = None,
     ) -> TrialRequest:
         return TrialRequest(
             spec=self.spec.model_dump(mode="json", by_alias=True),
@@ -422,6 +475,7 @@ class Sweep:
             device=device,
             threads=self.options.threads_per_trial(),
             seed=seed,
+            resume_from=str(resume_from) if resume_from else None,
         )
 
     def _record(
@@ -599,7 +653,8 @@ class Sweep:
 
     def _reclaim(self, study: Any, tracker: Tracker, experiment: str) -> None:
         """Close what dead workers left RUNNING, in Optuna and in MLflow (under the lock): with the result a trial
-        kept in its folder (write_result) when it ran to its end, else as failed.
+        kept in its folder (write_result) when it ran to its end, else as failed; a trial whose sweep on this
+        host is gone and that left a checkpoint stays RUNNING instead, for the next claim to resume.
 
         A worker on this host is checked by its PID; any worker, on any host, by Optuna's heartbeats, unless this
         process failed to reach the database within GRACE_S (every worker's heartbeats paused with it). A run
@@ -614,7 +669,8 @@ class Sweep:
             for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
             if _is_orphan(t, self._live, beats)
         ]
-        known = {d.number for d, _ in dead} | self._live  # ours may beat late, yet they run
+        gone = {d.number for d, _ in dead}  # their process is gone for sure: nothing writes their folders any more
+        known = gone | self._live  # ours may beat late, yet they run
         recovering = time.monotonic() - self._trouble_at < GRACE_S  # every worker's beats paused with the database
         dead += [
             (
@@ -628,9 +684,12 @@ class Sweep:
         closed: set[int] = set()  # the trials we closed (a worker may have told its own meanwhile)
         kept: dict[int, tuple[TrialResult, str, int | None]] = {}  # those closed with the result kept in their folder
         for frozen, reason in dead:
+            run_id = frozen.user_attrs.get(RUN_ATTR)
             if told := self._record_kept(study, frozen):
                 closed.add(frozen.number)
                 kept[frozen.number] = told
+            elif frozen.number in gone and self._checkpoint(frozen.number, frozen._trial_id, run_id):
+                self._resumable[frozen.number] = (frozen._trial_id, frozen.user_attrs.get(WORKER_ATTR, ""))
             elif search.fail_running(study, frozen, {REASON_ATTR: reason}):
                 closed.add(frozen.number)
                 self.progress.note(f"trial {frozen.number}: {reason}: marked FAIL")

@@ -121,6 +121,10 @@ class Tracker:
         query = f"tags.`{STUDY_TAG}` = '{study}' and tags.`{ROLE_TAG}` = 'sweep'"
         return list(self.client.search_runs([experiment_id], query, order_by=["attributes.start_time ASC"]))
 
+    def reopen(self, run_id: str) -> None:
+        """A trial's run goes on (its training resumes from a checkpoint)."""
+        self.client.update_run(run_id, status="RUNNING")
+
     def child_run(self, experiment_id: str, parent_id: str, study: str, number: int) -> str:
         tags = {STUDY_TAG: study, ROLE_TAG: "trial", TRIAL_TAG: str(number), PARENT_TAG: parent_id}
         return self.client.create_run(experiment_id, tags=tags, run_name=f"trial-{number:03d}").info.run_id

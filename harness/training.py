@@ -35,6 +35,7 @@ HARNESS_OWNED = {
 TRAIN_DEFAULTS: dict[str, Any] = {
     "logging_steps": 5,  # enough points for learning curves on 40-step toy trials
     "save_strategy": "no",  # the harness keeps the final model itself
+    "save_total_limit": 1,  # with save_strategy set, checkpoints serve resuming a trial: the newest is enough
     "disable_tqdm": True,  # progress is shown by the harness, not by each trainer
     "dataloader_num_workers": 0,  # a trial is already its own process
     "max_length": 512,  # long enough for chat answers, bounded for memory
@@ -195,6 +196,18 @@ def lora_config(r: int, alpha: int, dropout: float, target_modules: str | list[s
     return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, task_type="CAUSAL_LM")
 
 
+def last_checkpoint(folder: Path) -> Path | None:
+    """The newest complete checkpoint the Trainer saved under `folder` (train.save_strategy): a
+    `checkpoint-<step>` folder holding its trainer state, which the Trainer writes last (a process killed
+    while saving leaves a folder without it)."""
+    steps = {}
+    for path in Path(folder).glob("checkpoint-*"):
+        step = path.name.removeprefix("checkpoint-")
+        if step.isdigit() and (path / "trainer_state.json").is_file():
+            steps[int(step)] = path
+    return steps[max(steps)] if steps else None
+
+
 class TrialStopped(Exception):
     """Raised out of training when a callback decides the trial cannot go on."""
 
@@ -210,12 +223,15 @@ def train_dpo(
     on_eval: Callable[[int, dict[str, float]], bool] | None = None,
     on_step: Callable[[int, int], None] | None = None,
     ref_cache: RefCache | None = None,
+    resume_from: Path | None = None,
 ) -> Any:
     """Run TRL's DPOTrainer and return the trained model (a PeftModel when LoRA is used).
 
     on_log(step, metrics) streams TRL's logged metrics; on_eval(step, metrics) returns True to
     stop (pruning); on_step(step, max_steps) reports progress. A NaN loss raises TrialStopped.
     ref_cache: the study's reference log-probs; needs a config built with precompute_ref=True.
+    resume_from: a checkpoint of this same training (last_checkpoint): weights, optimizer, scheduler,
+    RNG states and data position are restored, and training goes on from its step.
     """
     from datasets import Dataset
     from trl import DPOTrainer
@@ -235,7 +251,7 @@ def train_dpo(
         callbacks=[_Relay(on_log, on_eval, on_step)],
         **extra,
     )
-    trainer.train()
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     _check_finite(trainer.model)
     return trainer.model
 

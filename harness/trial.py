@@ -36,6 +36,7 @@ class TrialRequest:
     device: str | None = None  # the GPU this trial may see (CUDA_VISIBLE_DEVICES); None: all, or the CPU
     threads: int | None = None  # torch CPU threads, when trials share the CPU
     seed: int | None = None  # training seed of a seed replicate; None: the spec's (data draws always use it)
+    resume_from: str | None = None  # a checkpoint of this trial's own training (resumable_checkpoint) to go on from
 
     @property
     def folder(self) -> Path:
@@ -89,6 +90,41 @@ def read_result(folder: Path, trial_id: int, run_id: str | None) -> TrialResult 
         return TrialResult(**kept) if owner == (trial_id, run_id) else None
     except TypeError:  # not a result this harness wrote
         return None
+
+
+TRAINER_DIR = "trainer"  # the Trainer's output_dir in a trial's folder: its checkpoints (train.save_strategy)
+OWNER_FILE = "owner.json"
+
+
+def checkpoints_folder(folder: Path, trial_id: int, run_id: str, fresh: bool) -> Path:
+    """The trial's checkpoint folder, marked as this Optuna trial's and MLflow run's. A fresh start clears the
+    checkpoints a deleted study's trial of the same number left there: they are not this training's."""
+    import json
+    import shutil
+
+    trainer = folder / TRAINER_DIR
+    if fresh:
+        for stale in trainer.glob("checkpoint-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+    trainer.mkdir(parents=True, exist_ok=True)
+    (trainer / OWNER_FILE).write_text(json.dumps({"optuna_trial_id": trial_id, "mlflow_run_id": run_id}))
+    return trainer
+
+
+def resumable_checkpoint(folder: Path, trial_id: int, run_id: str | None) -> Path | None:
+    """The newest complete checkpoint this Optuna trial's training saved in its folder, or None."""
+    import json
+
+    from harness.training import last_checkpoint
+
+    trainer = folder / TRAINER_DIR
+    try:
+        owner = json.loads((trainer / OWNER_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if owner != {"optuna_trial_id": trial_id, "mlflow_run_id": run_id}:
+        return None
+    return last_checkpoint(trainer)
 
 
 def resolve_config(spec: SweepSpec, params: dict[str, Any], seed: int | None = None) -> dict[str, Any]:
@@ -197,9 +233,13 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
         if pruning
         else training.eval_steps(config["train"], trial_data.train, trial_data.heldout)
     )
+    resume_from = Path(request.resume_from) if request.resume_from else None
+    if resume_from:
+        status(f"training, resumed from {resume_from.name}", phase="training")
+    trainer_dir = checkpoints_folder(request.folder, request.trial_id, request.run_id, fresh=resume_from is None)
     dpo = training.dpo_config(
         config["train"],
-        request.folder / "trainer",
+        trainer_dir,
         config["seed"],
         eval_every=every,
         mixed=precision.mixed,
@@ -222,6 +262,7 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
             on_eval=pruning.check if pruning else None,
             on_step=lambda step, total: events.put(("step", request.number, step, total)),
             ref_cache=ref_cache if cached else None,
+            resume_from=resume_from,
         )
     finally:  # the curves up to a failure are kept too
         tracker.flush()

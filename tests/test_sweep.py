@@ -239,6 +239,41 @@ def test_ctrl_c_stops_cleanly_then_resumes(ws: Workspace, write_spec) -> None:
 
 
 @pytest.mark.slow
+def test_a_trial_stopped_after_a_checkpoint_resumes_from_it(ws: Workspace, write_spec) -> None:
+    """With train.save_strategy: steps, Ctrl-C leaves the running trial RUNNING (its run KILLED), and the same
+    command takes it over: the training goes on from its last checkpoint instead of starting again (the steps
+    before it are logged once), in the same MLflow run, and the study ends with the one trial it asked for."""
+    spec = base_spec()
+    spec["search"]["trials"] = 1
+    spec["train"] |= {"max_steps": 40, "save_strategy": "steps", "save_steps": 4}
+    path = write_spec(spec)
+    trainer = ws.root / "outputs" / "test" / "trial-000" / "trainer"
+    process = subprocess.Popen(
+        ws.args(path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=_as_from_a_terminal
+    )
+    _wait_while_running(process, lambda: (trainer / "checkpoint-8" / "trainer_state.json").is_file())
+    os.kill(process.pid, signal.SIGINT)
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, out
+    assert "the same command resumes it from" in out
+    assert ws.study().trials[0].state == TrialState.RUNNING
+    _, children = ws.runs()
+    assert [c.info.status for c in children] == ["KILLED"]
+
+    done = ws.sweep(path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "its training resumes from" in done.stdout + done.stderr
+    assert [t.state for t in ws.study().trials] == [TrialState.COMPLETE]
+    _, after = ws.runs()
+    assert [(c.info.run_id, c.info.status) for c in after] == [(children[0].info.run_id, "FINISHED")]
+    losses = MlflowClient(ws.tracking).get_metric_history(children[0].info.run_id, "loss")
+    steps = [m.step for m in losses]
+    assert steps.count(2) == 1 and steps.count(8) == 1, "the steps up to the checkpoint were not trained again"
+    assert max(steps) == 40
+    assert [c.name for c in trainer.glob("checkpoint-*")] == ["checkpoint-40"], "the newest only (save_total_limit)"
+
+
+@pytest.mark.slow
 def test_a_failure_reason_with_markup_is_shown_verbatim(ws: Workspace, write_spec) -> None:
     """TRL rejects this optimizer name, quoting it: Rich markup and HTML in a reason are plain text."""
     bad = "[/bold][red]<b>adamw</b>"
@@ -514,6 +549,51 @@ def test_a_result_after_its_trial_was_closed_by_another_worker_is_recorded_as_a_
     assert search.fail_running(r.study, r.study.trials[2], {search.REASON_ATTR: closing})
     assert r.sweep._tell(r.study, failing, TrialResult(FAILED, reason="out of memory")) == (FAILED, None)
     assert len(r.study.trials) == 3
+
+
+def test_a_dead_sweeps_trial_with_a_checkpoint_is_taken_over_not_failed(ws: Workspace, write_spec, monkeypatch) -> None:
+    """A trial whose sweep on this host is gone (kill -9, a reboot) and whose training saved a checkpoint stays
+    RUNNING and is the next claim: re-owned, same params and MLflow run, resumed from its newest complete
+    checkpoint. Without one it fails as before; so does one whose worker is only silent (another host: it may
+    still be writing there), and one whose checkpoints a deleted study's trial left (another owner)."""
+    from harness import search
+    from harness import sweep as sweep_module
+    from harness.trial import checkpoints_folder, trial_folder
+
+    r = _recording(ws, write_spec)
+    sweep, study, tracker = r.sweep, r.study, r.tracker
+    out = ws.root / "outputs" / "test"
+    trials = [study.ask() for _ in range(4)]  # resumable, no checkpoint, silent elsewhere, foreign checkpoints
+    for i, trial in enumerate(trials):
+        search.suggest(trial, sweep.spec)
+        here = i != 2
+        worker = f"{socket.gethostname()}:999999999" if here else "another-host:4242"
+        trial.set_user_attr("worker", worker)
+        trial.set_user_attr("worker_pid_namespace", sweep_module._pid_namespace())
+        run_id = tracker.child_run(r.experiment, tracker.parent_run(r.experiment, "test"), "test", trial.number)
+        trial.set_user_attr(sweep_module.RUN_ATTR, run_id)
+        if i == 1:
+            continue
+        owner = (trial._trial_id + 100, run_id) if i == 3 else (trial._trial_id, run_id)
+        trainer = checkpoints_folder(trial_folder(out, trial.number), *owner, fresh=True)
+        for step, complete in ((4, True), (8, True), (12, False)):  # 12: killed while it was being saved
+            (trainer / f"checkpoint-{step}").mkdir()
+            if complete:
+                (trainer / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    monkeypatch.setattr(search, "stale_trials", lambda study: [study.trials[trials[2].number]])
+    r.trial.set_user_attr("worker", f"{socket.gethostname()}:999999999")  # _recording's own: failed, no checkpoint
+
+    claim = sweep._claim(study, tracker, r.experiment, target=10)
+    resumable, bare, silent, foreign = trials
+    assert claim.trial.number == resumable.number and claim.params == resumable.params
+    assert claim.resume_from == trial_folder(out, resumable.number) / "trainer" / "checkpoint-8"
+    assert claim.run_id == study.trials[resumable.number].user_attrs["mlflow_run_id"]
+    assert study.trials[resumable.number].state == TrialState.RUNNING
+    assert study.trials[resumable.number].user_attrs["worker"] == sweep_module._worker_id(), "re-owned"
+    assert [search.state_of(study, t) for t in (bare, silent, foreign)] == ["FAIL", "FAIL", "FAIL"]
+    assert tracker.client.get_run(claim.run_id).info.status == "RUNNING"
+    again = sweep._claim(study, tracker, r.experiment, target=10)
+    assert again.resume_from is None and again.trial.number == len(trials) + 1, "taken once: then a new draw"
 
 
 def test_a_claim_survives_a_lock_that_cannot_be_released(ws: Workspace, write_spec) -> None:

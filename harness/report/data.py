@@ -338,12 +338,14 @@ class Runs:
         return {(run.info.run_id, key): p for (run, key), p in zip(wanted, points, strict=True)}
 
     def _history(self, run: Any, key: str) -> list[tuple[int, float]]:
-        """A step metric's finite points (NaN and inf dropped: a diverged run keeps its finite start)."""
+        """A step metric's finite points (NaN and inf dropped: a diverged run keeps its finite start), one per
+        step: the last logged, since a training resumed from a checkpoint logs the steps after it again."""
         cache_key = (self.uri, run.info.run_id, key)
         if cache_key in _ENDED_HISTORIES:
             return _ENDED_HISTORIES[cache_key]
         history = self.client.get_metric_history(run.info.run_id, key)
-        points = sorted((m.step, m.value) for m in history if math.isfinite(m.value))  # NaN: a diverged run
+        latest = {m.step: m.value for m in sorted(history, key=lambda m: (m.step, m.timestamp))}
+        points = [(step, value) for step, value in latest.items() if math.isfinite(value)]  # NaN: a diverged run
         if run.info.status != "RUNNING":
             _ENDED_HISTORIES[cache_key] = points
         return points

@@ -52,7 +52,7 @@ def test_a_curve_mlflow_cannot_serve_is_left_out_and_said(make_trial, make_study
     def history(run_id: str, key: str) -> list:
         if run_id == "b":
             raise ConnectionError("database is locked\nmore detail")
-        return [SimpleNamespace(step=s, value=v) for s, v in ((2, 0.5), (1, 0.75))]
+        return [SimpleNamespace(step=s, value=v, timestamp=t) for s, v, t in ((2, 0.5, 2), (1, 0.75, 1))]
 
     study = make_study([make_trial(0, 0.9, run_id="a"), make_trial(1, 0.5, run_id="b")])
     client = SimpleNamespace(get_metric_history=history)
@@ -61,3 +61,20 @@ def test_a_curve_mlflow_cannot_serve_is_left_out_and_said(make_trial, make_study
     assert study.trials[1].curves == {}
     said = "1 learning curve(s) could not be read from MLflow (ConnectionError: database is locked); they are not drawn"
     assert said in study.notes
+
+
+def test_a_resumed_trainings_curve_keeps_the_last_point_of_each_step(make_trial, make_study) -> None:
+    """A training resumed from its checkpoint at step 4 logs steps 6 and 8 again (the first attempt had got to 8
+    before it stopped): the curve shows each step once, as last logged."""
+    from types import SimpleNamespace
+
+    from harness.report.data import Runs
+
+    logged = [(2, 0.9, 1), (4, 0.8, 2), (6, 0.7, 3), (8, 0.6, 4), (6, 0.65, 5), (8, 0.55, 6), (10, 0.5, 7)]
+    data = SimpleNamespace(tags={"harness.trial": "0"}, metrics={"loss": 0.5})
+    run = SimpleNamespace(info=SimpleNamespace(run_id="a", status="FINISHED"), data=data)
+    points = [SimpleNamespace(step=s, value=v, timestamp=t) for s, v, t in logged]
+    client = SimpleNamespace(get_metric_history=lambda run_id, key: points)
+    study = make_study([make_trial(0, 0.9, run_id="a")])
+    Runs("resumed-uri", client, None, {"a": run}).fill(study)
+    assert study.trials[0].curves["loss"] == [(2, 0.9), (4, 0.8), (6, 0.65), (8, 0.55), (10, 0.5)]
