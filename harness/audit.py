@@ -137,7 +137,8 @@ class SourceAudit:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data |= {"length_ratio": self.length_ratio, "length_bias": self.length_bias, "warnings": self.warnings()}
+        ratio = self.length_ratio if math.isfinite(self.length_ratio) else None  # strict JSON has no Infinity
+        data |= {"length_ratio": ratio, "length_bias": self.length_bias, "warnings": self.warnings()}
         return data
 
     def metrics(self) -> dict[str, float]:

@@ -71,8 +71,17 @@ def load_sources(spec: DataSpec, seed: int, spec_dir: Path | None = None) -> dic
         listing = ", ".join(f"{n}: {k}" for n, k in kinds.items())
         raise DataError(f"sources mix conversational and plain-text pairs ({listing}); use one kind")
     for name, source in loaded.items():
+        if not source.train:
+            raise DataError(
+                f"source '{name}': chosen == rejected in all {source.dropped_identical} of its pairs: nothing to learn"
+            )
         n_heldout = heldout_count(len(source.train), spec.eval_fraction, spec.eval_size)
         source.train, source.heldout = _split(source.train, n_heldout, f"{seed}:{name}")
+        if not source.train:
+            raise DataError(
+                f"source '{name}': its {n_heldout} pair(s) are all held out (data.eval_fraction / data.eval_size), "
+                "none is left to train on"
+            )
     return loaded
 
 
@@ -179,27 +188,54 @@ def _load(name: str, src: SourceSpec, spec_dir: Path | None) -> Source:
 
 def _read_file(path: Path) -> list[tuple[int, Any]]:
     """(line, row) pairs from JSON lines, or from a JSON array (LLaMA-Factory's files are arrays)."""
-    with path.open(encoding="utf-8") as f:
-        head = f.read(4096).lstrip()
-    return _read_array(path) if head.startswith("[") else _read_jsonl(path)
+    text = read_text(path)
+    return _read_array(path, text) if text.lstrip().startswith("[") else _read_jsonl(path, text)
 
 
-def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
+def read_text(path: Path) -> str:
+    """A data or spec file as text: UTF-8, a leading byte-order mark skipped (Windows tools write one);
+    DataError naming the line of a byte that is not UTF-8, or a path that is not a readable file."""
+    if path.is_dir():
+        raise DataError(f"{path}: a folder, not a file (name a .jsonl or .json file)")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save the file as UTF-8"
+        ) from None
+
+
+def _read_jsonl(path: Path, text: str) -> list[tuple[int, Any]]:
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append((line_no, json.loads(line)))
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{line_no}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    for line_no, line in enumerate(text.split("\n"), start=1):  # not splitlines(): JSON strings may hold U+2028
+        if not line.strip():
+            continue
+        try:
+            rows.append((line_no, json.loads(line)))
+        except json.JSONDecodeError as exc:
+            if _one_object(text):
+                raise DataError(
+                    f"{path}: one JSON object over several lines; a data file holds JSON lines (a pair per line) "
+                    "or a JSON array of pairs ([{...}, {...}])"
+                ) from None
+            raise DataError(f"{path}:{line_no}: not valid JSON ({exc.msg} at column {exc.colno})") from None
     return rows
 
 
-def _read_array(path: Path) -> list[tuple[int, Any]]:
+def _one_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except json.JSONDecodeError:
+        return False
+
+
+def _read_array(path: Path, text: str) -> list[tuple[int, Any]]:
     """A JSON array read element by element, so that each row keeps the line it starts on."""
-    text = path.read_text(encoding="utf-8")
     decoder, rows = json.JSONDecoder(), []
     pos, line, counted = text.index("[") + 1, 1, 0
     try:

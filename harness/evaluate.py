@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from harness.scoring import Context, Scorecard
-from harness.spec import EvalsSpec, SpecError
+from harness.spec import EvalsSpec, SpecError, read_yaml
 
 
 @dataclass
@@ -76,10 +76,7 @@ def resolve_target(target: str, evals_file: Path | None, base: str | None, cache
 
 def _evals(evals_file: Path | None, config: dict | None) -> tuple[EvalsSpec, Path | None]:
     if evals_file is not None:
-        try:
-            raw = yaml.safe_load(evals_file.read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise SpecError(str(evals_file), [("", None, f"cannot read: {exc}")]) from None
+        raw, _ = read_yaml(evals_file)
         section = raw.get("evals") if isinstance(raw, dict) else None
         if not isinstance(section, dict):
             raise SpecError(str(evals_file), [("evals", None, "expected an 'evals:' mapping (a sweep spec has one)")])

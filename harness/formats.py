@@ -12,6 +12,7 @@ Errors are RowError with no location; harness.data adds the file and line.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
@@ -122,7 +123,7 @@ def _field_kind(value: Any, key: str) -> str:
             if not (isinstance(msg, dict) and isinstance(msg.get("content"), str) and msg.get("role") in ROLES):
                 raise RowError(f"field '{key}', message {i}: expected {{'role': one of {list(ROLES)}, 'content': str}}")
         return "conversational"
-    raise RowError(f"field '{key}': expected a string or a non-empty list of messages, got {type(value).__name__}")
+    raise RowError(f"field '{key}': expected a string or a non-empty list of messages, got {_json_type(value)}")
 
 
 # ---------------------------------------------------------------- HH-RLHF transcripts
@@ -174,7 +175,7 @@ def _sharegpt(row: dict) -> dict:
     system = row.get("system")
     if system is not None:
         if not isinstance(system, str):
-            raise RowError(f"field 'system': expected a string, got {type(system).__name__}")
+            raise RowError(f"field 'system': expected a string, got {_json_type(system)}")
         if system and prompt[0]["role"] != "system":
             prompt.insert(0, {"role": "system", "content": system})
     if prompt[-1]["role"] not in ("user", "tool"):
@@ -207,8 +208,9 @@ def _sharegpt_answer(answer: Any, key: str) -> dict:
 def _alpaca(row: dict) -> dict:
     _need(row, ("instruction", "chosen", "rejected"), "alpaca")
     for key in ("instruction", "input", "chosen", "rejected", "system"):
-        if row.get(key) is not None and not isinstance(row[key], str):
-            raise RowError(f"field '{key}': expected a string, got {type(row[key]).__name__}")
+        optional = key in ("input", "system")
+        if not isinstance(row.get(key), str) and not (optional and row.get(key) is None):
+            raise RowError(f"field '{key}': expected a string, got {_json_type(row.get(key))}")
     prompt = [{"role": "system", "content": row["system"]}] if row.get("system") else []
     history = row.get("history") or []
     if not isinstance(history, list):
@@ -221,6 +223,12 @@ def _alpaca(row: dict) -> dict:
     prompt.append({"role": "user", "content": query})
     answer = lambda key: [{"role": "assistant", "content": row[key]}]  # noqa: E731
     return {"prompt": prompt, "chosen": answer("chosen"), "rejected": answer("rejected")}
+
+
+def _json_type(value: Any) -> str:
+    """A value's type as the JSON file spells it."""
+    names = {type(None): "null", bool: "true/false", str: "a string", list: "a list", dict: "an object"}
+    return names.get(type(value), f"a number ({value!r})" if isinstance(value, int | float) else type(value).__name__)
 
 
 def _need(row: dict, fields: tuple[str, ...], fmt: str) -> None:
@@ -285,7 +293,8 @@ def _in_word(text: str, k: int) -> bool:
 def _word_char(ch: str) -> bool:
     # Scripts written without spaces (CJK, kana, Thai) may be cut between any two characters.
     unspaced = "\u2e80" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff" or "\u0e00" <= ch <= "\u0e7f"
-    return (ch.isalnum() or ch in "'’_") and not unspaced
+    mark = unicodedata.category(ch).startswith("M")  # combining marks (Devanagari vowel signs, e + U+0301) belong to it
+    return (ch.isalnum() or mark or ch in "'’_") and not unspaced
 
 
 _CONVERTERS = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -22,6 +23,33 @@ from harness import metrics
 SAMPLERS = ("tpe", "random", "grid", "gp", "nsga2", "cmaes")
 PRUNERS = ("none", "median", "hyperband")
 PROBES = ("overfit", "shortcut")
+
+
+class SpecLoader(yaml.SafeLoader):
+    """YAML as spec writers write numbers: `5e-4` and `1e6` are floats, as in YAML 1.2 (PyYAML follows YAML 1.1,
+    which wants `5.0e-4`, and would hand TRL the string '5e-4')."""
+
+
+SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
+
+
+def read_yaml(path: Path) -> tuple[Any, dict[str, int]]:
+    """A YAML file's data and the line of each key path; SpecError for a file that is not UTF-8 YAML."""
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise SpecError(str(path), [("", line, "not UTF-8 text: save the file as UTF-8")]) from None
+    except OSError as exc:
+        raise SpecError(str(path), [("", None, f"cannot be read ({exc.strerror or exc})")]) from None
+    try:
+        return yaml.load(text, Loader=SpecLoader), _line_index(yaml.compose(text, Loader=SpecLoader))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        raise SpecError(str(path), [("", line, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
 
 
 class SpecError(Exception):
@@ -252,14 +280,7 @@ def load_spec(path: str | Path, check_files: bool = True) -> SweepSpec:
     source = str(path)
     if not path.is_file():
         raise SpecError(source, [("", None, "no such file")])
-    text = path.read_text()
-    try:
-        raw = yaml.safe_load(text)
-        lines = _line_index(yaml.compose(text))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else None
-        raise SpecError(source, [("", line, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    raw, lines = read_yaml(path)
     if not isinstance(raw, dict):
         raise SpecError(source, [("", 1, "a spec is a mapping with keys study, data, train, search, ...")])
     problems = _schema_problems(raw) + _semantic_problems(raw, path.parent if check_files else None)

@@ -66,11 +66,28 @@ def check_train_fields(train: dict[str, Any], names_only: bool = False) -> list[
             hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
             problems.append((key, f"not a DPOConfig field.{hint}"))
         elif not names_only:
+            one = key in ONE_OR_MANY and isinstance(value, str)  # DPOConfig makes a list of it
             try:
-                TypeAdapter(fields[key]).validate_python(value)
+                TypeAdapter(fields[key]).validate_python([value] if one else value)
             except ValidationError:
                 problems.append((key, f"expected {_type_name(fields[key])}, got {value!r}"))
+                continue
+            if (bound := BOUNDS.get(key)) and isinstance(value, int | float) and not bound[0](value):
+                problems.append((key, f"must be {bound[1]} (got {value})"))
     return problems
+
+
+ONE_OR_MANY = {"loss_type"}  # list fields for which DPOConfig also takes a single name
+# Values the Trainer would only refuse mid-trial, or never (a negative weight decay trains on, wrongly).
+BOUNDS: dict[str, tuple[Callable[[float], bool], str]] = {
+    **dict.fromkeys(
+        ["per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "max_length"],
+        (lambda v: v > 0, "> 0"),
+    ),
+    "num_train_epochs": (lambda v: v > 0, "> 0"),
+    "max_steps": (lambda v: v > 0 or v == -1, "> 0 (or -1: num_train_epochs decides)"),
+    **dict.fromkeys(["weight_decay", "warmup_steps", "max_grad_norm"], (lambda v: v >= 0, ">= 0")),
+}
 
 
 def _type_name(tp: Any) -> str:

@@ -77,6 +77,16 @@ def test_words_at_chance_are_not_flagged_even_when_one_side_is_longer() -> None:
     assert found.length_bias == "longer" and found.length_ratio == pytest.approx(2.0)
 
 
+def test_empty_rejected_answers_give_strict_json(tmp_path: Path, run) -> None:
+    """Every rejected answer empty: the length ratio is infinite, which strict JSON parsers refuse; it is null."""
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(_conv(f"Q{i}?", f"answer {i}", "")) + "\n" for i in range(8)))
+    result = run("data", "audit", str(path), "--model", "none", "--json")
+    assert result.exit_code == 0, result.output
+    (source,) = json.loads(result.output, parse_constant=lambda name: pytest.fail(f"{name} in the JSON"))["sources"]
+    assert source["length_ratio"] is None and source["length_bias"] == "longer"
+
+
 def test_counts_identical_duplicate_and_truncated_pairs(tmp_path: Path, run, toy_model_path: Path) -> None:
     rows = [_conv("Say hi.", "Hi there, friend.", "Go away.")] * 3 + [_conv("Q?", "Same.", "Same.")]
     rows += [_conv("Count to three.", "One two three." * 20, "No.")]

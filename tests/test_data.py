@@ -81,6 +81,64 @@ def test_malformed_row_names_file_line_and_field(tmp_path: Path, row, fragment: 
     assert fragment in str(info.value)
 
 
+def test_a_byte_order_mark_is_skipped(tmp_path: Path) -> None:
+    """Windows tools (Excel, PowerShell, Notepad) write UTF-8 with a byte-order mark; JSON lines and arrays alike."""
+    row = {"prompt": "Q?", "chosen": " good", "rejected": " bad"}
+    lines, array = tmp_path / "bom.jsonl", tmp_path / "bom.json"
+    lines.write_bytes(b"\xef\xbb\xbf" + json.dumps(row).encode() + b"\r\n")
+    array.write_bytes(b"\xef\xbb\xbf" + json.dumps([row, row]).encode())
+    assert load(lines)["src"].train == [row]
+    assert load(array)["src"].train == [row, row]
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (
+            b'{"prompt": "ok", "chosen": " a", "rejected": " b"}\n{"prompt": "Caf\xe9"}\n',
+            ":2: not UTF-8 text (byte 0xe9)",
+        ),
+        ('{"prompt": "Q"}'.encode("utf-16"), ":1: not UTF-8 text (byte 0xff)"),
+        (
+            b'{\n  "data": [{"prompt": "Q", "chosen": " a", "rejected": " b"}]\n}\n',
+            "one JSON object over several lines",
+        ),
+        (None, "a folder, not a file"),
+    ],
+    ids=["latin-1", "utf-16", "one object", "a folder"],
+)
+def test_a_file_that_is_not_utf8_json_lines_is_refused_with_its_line(
+    tmp_path: Path, content: bytes | None, fragment: str
+) -> None:
+    path = tmp_path / "pairs.jsonl"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    with pytest.raises(DataError, match=None) as info:
+        load(path)
+    assert str(info.value).startswith(str(path)) and fragment in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("rows", "fragment"),
+    [
+        ([{"prompt": "Q", "chosen": " same", "rejected": " same"}] * 3, "chosen == rejected in all 3 of its pairs"),
+        (
+            [{"prompt": "Q", "chosen": " a", "rejected": " b"}, {"prompt": "R", "chosen": " c", "rejected": " d"}],
+            "its 2 pair(s) are all held out",
+        ),
+    ],
+    ids=["identical", "all held out"],
+)
+def test_a_source_with_nothing_to_train_on_is_refused_before_any_trial(
+    tmp_path: Path, rows: list, fragment: str
+) -> None:
+    with pytest.raises(DataError) as info:
+        load(write_jsonl(tmp_path / "pairs.jsonl", rows), eval_fraction=0.6)
+    assert "source 'src'" in str(info.value) and fragment in str(info.value)
+
+
 def test_heldout_split_is_stable_and_disjoint() -> None:
     spec = DataSpec(sources={"identity": {"path": "toy:identity"}}, eval_fraction=0.1)
     first, second = load_sources(spec, seed=0)["identity"], load_sources(spec, seed=0)["identity"]

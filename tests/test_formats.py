@@ -102,6 +102,8 @@ def test_hh_pairs_differing_in_an_earlier_turn_keep_every_differing_turn() -> No
         ("Answer: yes", "Answer: yes, sure", "Answer:", " yes"),  # one answer extends the other
         ("Say it: don't", "Say it: do not", "Say it:", " don't"),  # an apostrophe is part of the word
         ("问：你好吗？答：很好", "问：你好吗？答：不好", "问：你好吗？答：", "很好"),  # no spaces to wait for
+        ("उत्तर है राम", "उत्तर है रीमा", "उत्तर है", " राम"),  # a vowel sign is part of its word
+        ("le cafe\u0301", "le cafe\u0300", "le", " cafe\u0301"),  # so is a combining accent
     ],
 )
 def test_implicit_text_prompt_ends_at_a_word_boundary(chosen: str, rejected: str, prompt: str, answers: str) -> None:
@@ -213,6 +215,8 @@ HUMAN = {"from": "human", "value": "Q"}
         ({"conversations": [HUMAN], "chosen": {"from": "human", "value": "A"}, "rejected": "B"}, "an answer is from"),
         ({"conversations": [HUMAN, {"from": "gpt", "value": "A"}], "chosen": "A", "rejected": "B"}, "the last turn"),
         ({"instruction": "Q", "chosen": "A", "rejected": 2}, "field 'rejected': expected a string"),
+        ({"instruction": "Q", "chosen": None, "rejected": "B"}, "field 'chosen': expected a string, got null"),
+        ({"instruction": None, "input": "", "chosen": "A", "rejected": "B"}, "field 'instruction': .* got null"),
         ({"instruction": "Q", "chosen": "A", "rejected": "B", "history": [["only one"]]}, "field 'history', item 0"),
         ({"chosen": "Hi there", "rejected": "Hello"}, "share no prompt"),  # only a shared 'H'
         ({"chosen": "\n\nHuman: Hi\n\nAssistant: A", "rejected": "\n\nHuman: Yo\n\nAssistant: A"}, "share no prompt"),

@@ -56,6 +56,10 @@ BAD_CASES = {
         "model.ref_cache",
         "train.sync_ref_model updates the reference",
     ),
+    "a batch of nothing": ({"train__per_device_train_batch_size": 0}, "train.per_device_train_batch_size", "> 0"),
+    "negative max_length": ({"train__max_length": -3}, "train.max_length", "must be > 0 (got -3)"),
+    "negative weight decay": ({"train__weight_decay": -1}, "train.weight_decay", ">= 0"),
+    "no steps": ({"train__max_steps": 0}, "train.max_steps", "-1: num_train_epochs decides"),
     "missing data file": (
         {"data__sources": {"identity": {"path": "nowhere.jsonl"}}, "data__mix": None},
         "data.sources.identity.path",
@@ -133,6 +137,32 @@ def test_all_errors_reported_at_once_with_lines(write_spec) -> None:
     assert lines == {key: text_lines.index(line) + 1 for key, line in written.items()}
     text = str(info.value)
     assert f"{path}:" in text and "3 errors" in text
+
+
+def test_numbers_are_read_as_yaml_1_2_writes_them(write_spec) -> None:
+    """`5e-4` is a float to anyone writing a spec (YAML 1.2), a string to PyYAML's YAML 1.1: it must reach TRL as a
+    number, in train and in a searched space alike; a single loss name is taken as DPOConfig takes it."""
+    path = write_spec(base_spec())
+    text = path.read_text().replace("learning_rate: 0.0005", "learning_rate: 5e-4\n  loss_type: sigmoid")
+    text = text.replace("beta:\n      float:\n      - 0.05\n      - 0.5", "beta:\n      float: [5e-2, 5E-1]")
+    assert "5e-4" in text and "5E-1" in text
+    path.write_text(text)
+    spec = load_spec(path)
+    assert spec.train["learning_rate"] == 5e-4 and isinstance(spec.train["learning_rate"], float)
+    assert spec.search.space["beta"].float_ == (0.05, 0.5) and spec.train["loss_type"] == "sigmoid"
+
+
+@pytest.mark.parametrize(
+    ("content", "line", "fragment"),
+    [(b"study: caf\xe9\n", 1, "not UTF-8 text"), (b"\xef\xbb\xbfstudy: [\n", 2, "not valid YAML")],
+    ids=["latin-1", "a byte-order mark is skipped"],
+)
+def test_a_spec_that_is_not_utf8_yaml_names_its_line(tmp_path: Path, content: bytes, line: int, fragment: str) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_bytes(content)
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert info.value.problems[0][1] == line and fragment in str(info.value)
 
 
 def test_yaml_syntax_error_has_line(tmp_path: Path) -> None:
