@@ -56,7 +56,7 @@ def source_problem(path: str, spec_dir: Path | None) -> str | None:
         if name not in TOY_SOURCES:
             return f"unknown built-in source '{path}'. Available: {', '.join('toy:' + n for n in TOY_SOURCES)}"
         return None
-    if not path.endswith((".jsonl", ".json")):
+    if not path.lower().endswith((".jsonl", ".json")):
         return f"expected toy:<name>, a .jsonl file or a .json array, got {path!r}"
     if resolve_path(path, spec_dir) is None:
         return f"no such file: {path}"
@@ -79,8 +79,8 @@ def load_sources(spec: DataSpec, seed: int, spec_dir: Path | None = None) -> dic
         source.train, source.heldout = _split(source.train, n_heldout, f"{seed}:{name}")
         if not source.train:
             raise DataError(
-                f"source '{name}': its {n_heldout} pair(s) are all held out (data.eval_fraction / data.eval_size), "
-                "none is left to train on"
+                f"source '{name}': all {len(source.heldout)} of its pairs are held out "
+                "(data.eval_fraction / data.eval_size), none is left to train on"
             )
     return loaded
 
@@ -141,10 +141,19 @@ def heldout_count(n: int, fraction: float, cap: int) -> int:
 
 
 def _split(rows: list[dict], n_heldout: int, seed: str) -> tuple[list[dict], list[dict]]:
+    """The first n_heldout rows of a seeded shuffle are held out, and every copy of a held-out pair with them:
+    a pair on both sides would count as held out what was trained on (real sets repeat pairs)."""
     order = list(range(len(rows)))
     random.Random(seed).shuffle(order)
-    heldout = [rows[i] for i in order[:n_heldout]]
-    train = [rows[i] for i in sorted(order[n_heldout:])]
+    keys = [json.dumps(row, sort_keys=True) for row in rows]
+    side: dict[str, bool] = {}  # pair -> held out
+    for i in order:
+        if keys[i] not in side:
+            side[keys[i]] = n_heldout > 0
+            n_heldout -= side[keys[i]]
+    held = [side[key] for key in keys]
+    heldout = [rows[i] for i in order if held[i]]
+    train = [row for row, h in zip(rows, held, strict=True) if not h]
     return train, heldout
 
 

@@ -126,7 +126,7 @@ def test_a_file_that_is_not_utf8_json_lines_is_refused_with_its_line(
         ([{"prompt": "Q", "chosen": " same", "rejected": " same"}] * 3, "chosen == rejected in all 3 of its pairs"),
         (
             [{"prompt": "Q", "chosen": " a", "rejected": " b"}, {"prompt": "R", "chosen": " c", "rejected": " d"}],
-            "its 2 pair(s) are all held out",
+            "all 2 of its pairs are held out",
         ),
     ],
     ids=["identical", "all held out"],
@@ -137,6 +137,16 @@ def test_a_source_with_nothing_to_train_on_is_refused_before_any_trial(
     with pytest.raises(DataError) as info:
         load(write_jsonl(tmp_path / "pairs.jsonl", rows), eval_fraction=0.6)
     assert "source 'src'" in str(info.value) and fragment in str(info.value)
+
+
+def test_copies_of_a_pair_are_held_out_together(tmp_path: Path) -> None:
+    """Real sets repeat pairs (HH-RLHF does): a pair trained on must not also count as held out."""
+    rows = [{"prompt": f"Q{i % 7}?", "chosen": f" good {i % 7}", "rejected": " bad"} for i in range(40)]
+    source = load(write_jsonl(tmp_path / "repeats.jsonl", rows), eval_fraction=0.1)["src"]
+    trained = {json.dumps(p, sort_keys=True) for p in source.train}
+    held = {json.dumps(p, sort_keys=True) for p in source.heldout}
+    assert held and trained and not trained & held
+    assert len(source.train) + len(source.heldout) == 40
 
 
 def test_heldout_split_is_stable_and_disjoint() -> None:
