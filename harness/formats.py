@@ -79,6 +79,8 @@ def detect(row: dict) -> str:
         return "hh"
     if "prompt" in row and not (isinstance(row["prompt"], str) and isinstance(chosen, list)):
         return "standard" if isinstance(chosen, str) else "conversational"
+    if isinstance(row.get("prompt"), str) and _answers_only(chosen):
+        return "conversational"  # a text question beside answer turns: the question is the user's turn
     # No prompt, or a text prompt beside whole conversations (HuggingFaceH4/ultrafeedback_binarized):
     # as TRL does, the prompt is what the two conversations share.
     return "implicit"
@@ -94,6 +96,8 @@ def kind(pair: dict) -> str:
 
 def _explicit(row: dict, fmt: str) -> dict:
     _need(row, ("prompt", "chosen", "rejected"), fmt)
+    if fmt == "conversational" and isinstance(row["prompt"], str) and _answers_only(row["chosen"]):
+        row = row | {"prompt": [{"role": "user", "content": row["prompt"]}]}
     kinds = {key: _field_kind(row[key], key) for key in ("prompt", "chosen", "rejected")}
     if len(set(kinds.values())) > 1:
         listing = ", ".join(f"{k} is {v}" for k, v in kinds.items())
@@ -113,6 +117,12 @@ def _implicit(row: dict) -> dict:
     if kinds["chosen"] == "plain-text":
         return split_text(row["chosen"], row["rejected"])
     return split_turns(row["chosen"], row["rejected"])
+
+
+def _answers_only(value: Any) -> bool:
+    """A message list that starts with the assistant's turn: an answer without its question."""
+    first = value[0] if isinstance(value, list) and value else None
+    return isinstance(first, dict) and first.get("role") == "assistant"
 
 
 def _field_kind(value: Any, key: str) -> str:

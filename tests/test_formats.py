@@ -113,6 +113,17 @@ def test_implicit_text_prompt_ends_at_a_word_boundary(chosen: str, rejected: str
     assert pair["prompt"] + pair["rejected"] == rejected
 
 
+def test_a_text_prompt_beside_answer_turns_is_the_users_turn() -> None:
+    """{"prompt": "q?", "chosen": [assistant turn], ...}: the answers hold no question, so the text prompt is it."""
+    answer = lambda text: [{"role": "assistant", "content": text}]  # noqa: E731
+    row = {"prompt": "What is 2+2?", "chosen": answer("4"), "rejected": answer("5")}
+    pair, fmt = formats.convert(row)
+    assert fmt == "conversational"
+    assert pair["prompt"] == [{"role": "user", "content": "What is 2+2?"}]
+    assert (pair["chosen"], pair["rejected"]) == (answer("4"), answer("5"))
+    assert formats.convert(row, "conversational")[0] == pair
+
+
 def test_text_prompt_beside_whole_conversations_is_split_from_them() -> None:
     """HuggingFaceH4/ultrafeedback_binarized rows: a text prompt, conversations as answers, 'messages' too."""
     user = {"role": "user", "content": "Write a haiku about rain."}
