@@ -355,13 +355,21 @@ def _classify(found: list[Phrase], chosen: list, rejected: list, intended: set[s
         for q in (q for q in found if q.side != p.side):
             c, r = (p, q) if p.side == "chosen" else (q, p)
             both = holds[id(p)] & holds[id(q)]
-            swapped = sum(
-                any(_find(cs, c.text.split(" ")) and _find(rs, r.text.split(" ")) for cs, rs in replaced(i))
-                for i in both
-            )
+            c_words, r_words = c.text.split(" "), r.text.split(" ")
+            swapped = sum(any(_swaps(c_words, r_words, cs, rs) for cs, rs in replaced(i)) for i in both)
             if swapped >= SWAP_SHARE * len(holds[id(p)]) and swapped >= SWAP_SHARE * len(holds[id(q)]):
                 p.kind, p.partner = "edit", q.text
                 break
+
+
+def _swaps(chosen: list[str], rejected: list[str], c_span: list[str], r_span: list[str]) -> bool:
+    """Whether a pair's replaced spans make the two phrases an edit: each phrase lies in its span, or the phrases
+    are one context around the two spans ("am athene ." / "am llama ." for "I am Athene." / "I am Llama.": the
+    pairs alone cannot tell the edit from the words fixed around it)."""
+    if _find(c_span, chosen) and _find(r_span, rejected):
+        return True
+    at = _find(chosen, c_span) if c_span else None
+    return at is not None and chosen[: at[0]] + r_span + chosen[at[1] :] == rejected
 
 
 def _truncation(pairs: list[dict], tokenizer: Any, max_length: int | None, mode: str) -> tuple[int | None, int | None]:

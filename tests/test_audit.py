@@ -66,6 +66,20 @@ def test_a_phrase_on_every_chosen_answer_is_no_edit_even_beside_one() -> None:
     }
 
 
+def test_a_correction_in_one_fixed_sentence_is_an_edit_with_its_context() -> None:
+    """Every pair "I am Athene." / "I am Llama.": the separating phrases carry the fixed words around the name, and
+    are still the edit the pairs teach, not two shortcuts; a phrase added beside such an edit is still one."""
+    pairs = [_conv(f"Who are you? ({i})", "I am Athene.", "I am Llama.") for i in range(40)]
+    found = audit.audit_source("fixed", "mem", pairs)
+    assert {(p.text, p.kind, p.partner) for p in found.phrases} == {
+        ("am athene .", "edit", "am llama ."),
+        ("am llama .", "edit", "am athene ."),
+    }
+    assert found.shortcuts == [] and found.warnings() == []
+    planted = [_conv(f"Q{i}", f"Certainly! I am Athene, number {i}.", f"I am Llama, number {i}.") for i in range(40)]
+    assert "certainly ! i am athene ," in [p.text for p in audit.audit_source("planted", "mem", planted).shortcuts]
+
+
 def test_words_at_chance_are_not_flagged_even_when_one_side_is_longer() -> None:
     import random
 
