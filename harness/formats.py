@@ -140,15 +140,17 @@ def _field_kind(value: Any, key: str) -> str:
 
 
 def is_hh_transcript(text: str) -> bool:
+    text = text.replace("\r\n", "\n")  # a transcript saved with Windows line ends
     return text.lstrip().startswith("Human:") and "\n\nAssistant:" in text
 
 
 def _hh(row: dict) -> dict:
     _need(row, ("chosen", "rejected"), "hh")
-    prompt = row.get("prompt", "")
     for key in ("prompt", "chosen", "rejected"):
         if not isinstance(row.get(key, ""), str):
             raise RowError(f"field '{key}': an HH transcript is a string, got {type(row[key]).__name__}")
+    row = {key: row[key].replace("\r\n", "\n") for key in ("prompt", "chosen", "rejected") if key in row}
+    prompt = row.get("prompt", "")
     # The prompt is prepended unless the answers already hold the whole transcript.
     full = {key: row[key] if is_hh_transcript(row[key]) else prompt + row[key] for key in ("chosen", "rejected")}
     chosen, rejected = (hh_turns(full[key], key) for key in ("chosen", "rejected"))

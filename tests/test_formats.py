@@ -57,6 +57,15 @@ def test_hh_transcripts_become_conversations_split_at_the_last_answer() -> None:
     }
 
 
+def test_hh_transcripts_with_windows_line_ends_are_hh() -> None:
+    transcript = "\r\n\r\nHuman: Hi\r\n\r\nAssistant: "
+    row = {"chosen": transcript + "Hello!", "rejected": transcript + "Go."}
+    pair, fmt = formats.convert(row)
+    assert fmt == "hh" and pair["prompt"] == [{"role": "user", "content": "Hi"}]
+    assert pair["chosen"] == [{"role": "assistant", "content": "Hello!"}]
+    assert formats.convert(row | {"chosen": row["chosen"].replace("\r\n", "\n")})[0] == pair
+
+
 def test_hh_never_splits_inside_a_word_where_trl_does() -> None:
     """TRL's character-level extract_prompt cuts 'Assistant: W' | 'ith online'; the turn split does not."""
     from trl.data_utils import extract_prompt
