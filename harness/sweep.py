@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import search
+from harness.data import DataError
 from harness.progress import first_line
 from harness.report.live import BuildFailed, LiveReport, ReportProcess, ReportTarget
 from harness.spec import SweepSpec, load_spec
@@ -187,7 +188,10 @@ class Sweep:
                 self.progress.stop()
                 tracker.end(parent, "FAILED", reason="the base model could not be scored")
                 return SweepOutcome(spec.study, planned, _finished(study), 0, baseline_failed=True)
-            self._audit(tracker, parent)
+            if unusable := self._audit(tracker, parent):
+                self.progress.stop()
+                tracker.end(parent, "FAILED", reason=unusable)
+                raise DataError(f"{self.spec_path}: {unusable}")
             report = LiveReport(functools.partial(self._report, refresh=True))
             try:
                 self._run_slots(Slots(study, tracker, experiment, parent, target, worker, report))
@@ -628,17 +632,25 @@ class Sweep:
                 tracker.log_dict(parent, suite.model_dump(mode="json"), "base/identity_suite.json")
         return True
 
-    def _audit(self, tracker: Tracker, parent: str) -> None:
-        """Audit the spec's data once per study, on the parent run (the report shows it); never fatal."""
+    def _audit(self, tracker: Tracker, parent: str) -> str | None:
+        """Audit the spec's data once per study, on the parent run (the report shows it). Fatal only for a source
+        none of whose pairs TRL would train on (returned: why); not recorded then, so a resume audits again."""
         from harness.audit import AUDIT_ARTIFACT, audit_target
 
         if any(a.path == AUDIT_ARTIFACT for a in tracker.client.list_artifacts(parent)):
-            return
+            return None
         try:
             found = audit_target(str(self.spec_path), cache_dir=_cache_dir(self.options.output_dir))
         except Exception as exc:
             self.progress.note(f"the data audit could not run: {type(exc).__name__}: {exc}")
-            return
+            return None
+        for s in found.sources:
+            if s.dropped and s.dropped == s.pairs - s.identical:
+                return (
+                    f"source '{s.name}': TRL would drop all {s.dropped} of its pairs, each prompt alone filling "
+                    f"max_length {s.max_length}: raise train.max_length or shorten the prompts "
+                    f"(harness data audit {self.spec_path} shows them); no trial was run"
+                )
         tracker.log_dict(parent, found.to_json(), AUDIT_ARTIFACT)
         tracker.log_metrics(parent, found.metrics())
         verbose = self.options.verbose  # one line a source unless -v; `harness data audit` shows the table

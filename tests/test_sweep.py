@@ -207,6 +207,25 @@ def test_bad_data_file_exits_2_and_writes_nothing(ws: Workspace, write_spec, tmp
     assert not list(ws.root.glob("*.db")) and not (ws.root / "outputs").exists()
 
 
+@pytest.mark.slow
+def test_a_source_trl_would_drop_whole_stops_the_sweep_before_any_trial(
+    ws: Workspace, write_spec, tmp_path: Path
+) -> None:
+    """Every prompt of a source fills max_length: TRL would train on none of its pairs (each trial used to fail on
+    an empty sampler); the audit after the base model says so, exit 2, no trial, the sweep's run FAILED."""
+    long = tmp_path / "long.jsonl"
+    story = " ".join(f"word{i}" for i in range(600))
+    long.write_text("".join(json.dumps({"prompt": f"{i}: {story}", "chosen": " yes", "rejected": " no"}) + "\n"
+                            for i in range(12)))  # fmt: skip
+    spec = base_spec(data__sources={"long": {"path": str(long)}}, data__mix=None)
+    done = ws.sweep(write_spec(spec))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "source 'long': TRL would drop all 12 of its pairs" in done.stderr and "max_length 512" in done.stderr
+    assert ws.study().trials == []
+    parents, children = ws.runs()
+    assert [p.info.status for p in parents] == ["FAILED"] and children == []
+
+
 def _as_from_a_terminal() -> None:
     """SIGINT at its default, as an interactive shell starts a command: a suite run as a background job
     of a script (`cmd &`) inherits SIGINT ignored, and Python then leaves Ctrl-C ignored in the sweep."""
