@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,16 +142,18 @@ def heldout_count(n: int, fraction: float, cap: int) -> int:
 
 
 def _split(rows: list[dict], n_heldout: int, seed: str) -> tuple[list[dict], list[dict]]:
-    """The first n_heldout rows of a seeded shuffle are held out, and every copy of a held-out pair with them:
-    a pair on both sides would count as held out what was trained on (real sets repeat pairs)."""
+    """n_heldout rows held out, drawn in a seeded order, a pair with all its copies or not at all: a pair on both
+    sides would count as held out what was trained on (real sets repeat pairs). Without copies, the first
+    n_heldout of the order."""
     order = list(range(len(rows)))
     random.Random(seed).shuffle(order)
     keys = [json.dumps(row, sort_keys=True) for row in rows]
+    copies = Counter(keys)
     side: dict[str, bool] = {}  # pair -> held out
     for i in order:
         if keys[i] not in side:
-            side[keys[i]] = n_heldout > 0
-            n_heldout -= side[keys[i]]
+            side[keys[i]] = copies[keys[i]] <= n_heldout
+            n_heldout -= copies[keys[i]] if side[keys[i]] else 0
     held = [side[key] for key in keys]
     heldout = [rows[i] for i in order if held[i]]
     train = [row for row, h in zip(rows, held, strict=True) if not h]

@@ -109,9 +109,9 @@ def parse_constraint(text: str) -> tuple[str, str, float]:
 
 
 def constraint_violation(text: str, scores: dict[str, float]) -> float:
-    """Optuna's convention: <= 0 means satisfied; a missing score counts as violated."""
+    """Optuna's convention: <= 0 means satisfied; a missing or NaN score counts as violated (Optuna refuses NaN)."""
     name, op, bound = parse_constraint(text)
     value = scores.get(name)
-    if value is None:
+    if value is None or value != value:
         return 1.0
     return bound - value if op == ">=" else value - bound

@@ -34,6 +34,10 @@ def open_study(spec: SweepSpec, storage_url: str) -> Any:
         load_if_exists=True,
     )
     found = [d.name.lower() for d in study.directions]
+    changed = found != directions or study.user_attrs.get(SPEC_HASH_ATTR, spec.spec_hash()) != spec.spec_hash()
+    if changed and not study.get_trials(deepcopy=False):  # nothing ran: nothing a changed spec could conflict with
+        optuna.delete_study(study_name=spec.study, storage=open_storage(storage_url))
+        return open_study(spec, storage_url)
     if found != directions:
         raise SpecError(
             spec.study,

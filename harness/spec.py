@@ -10,7 +10,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -25,16 +24,6 @@ PRUNERS = ("none", "median", "hyperband")
 PROBES = ("overfit", "shortcut")
 
 
-class SpecLoader(yaml.SafeLoader):
-    """YAML as spec writers write numbers: `5e-4` and `1e6` are floats, as in YAML 1.2 (PyYAML follows YAML 1.1,
-    which wants `5.0e-4`, and would hand TRL the string '5e-4')."""
-
-
-SpecLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
-)
-
-
 def read_yaml(path: Path) -> tuple[Any, dict[str, int]]:
     """A YAML file's data and the line of each key path; SpecError for a file that is not UTF-8 YAML."""
     try:
@@ -45,7 +34,7 @@ def read_yaml(path: Path) -> tuple[Any, dict[str, int]]:
     except OSError as exc:
         raise SpecError(str(path), [("", None, f"cannot be read ({exc.strerror or exc})")]) from None
     try:
-        return yaml.load(text, Loader=SpecLoader), _line_index(yaml.compose(text, Loader=SpecLoader))
+        return yaml.safe_load(text), _line_index(yaml.compose(text))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
@@ -283,10 +272,25 @@ def load_spec(path: str | Path, check_files: bool = True) -> SweepSpec:
     raw, lines = read_yaml(path)
     if not isinstance(raw, dict):
         raise SpecError(source, [("", 1, "a spec is a mapping with keys study, data, train, search, ...")])
+    _numbers_as_numbers(raw)
     problems = _schema_problems(raw) + _semantic_problems(raw, path.parent if check_files else None)
     if problems:
         raise SpecError(source, [(key, _line_of(lines, key), msg) for key, msg in problems])
     return SweepSpec.model_validate(raw)
+
+
+def _numbers_as_numbers(raw: dict) -> None:
+    """`5e-4` where TRL wants a number is a number: YAML 1.1 (PyYAML) reads exponents without a dot as strings,
+    and `train` and searched choices are passed on as written. Typed fields (ranges, mix weights) convert already;
+    a string field (model.revision: 8620e35, a git hash) stays a string."""
+    from harness.training import as_numbers
+
+    if isinstance(raw.get("train"), dict):
+        raw["train"] = as_numbers(raw["train"])
+    space = raw.get("search", {}).get("space") if isinstance(raw.get("search"), dict) else None
+    for key, dim in (space or {}).items() if isinstance(space, dict) else []:
+        if "." not in str(key) and isinstance(dim, dict) and isinstance(dim.get("choice"), list):
+            dim["choice"] = [as_numbers({key: value})[key] for value in dim["choice"]]
 
 
 def _schema_problems(raw: dict) -> list[tuple[str, str]]:

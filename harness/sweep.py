@@ -173,7 +173,7 @@ class Sweep:
         tracker = Tracker(self.options.tracking_uri)
         experiment = tracker.experiment(spec.study)
         with self.lock.held():  # workers starting together find (or create) and describe one parent run
-            parent = tracker.parent_run(experiment, spec.study)
+            parent = self._parent(tracker, experiment)
             self._describe_parent(tracker, parent)
             self._reclaim(study, tracker, experiment)
         target = self._target(study)  # search trials; seed replicates follow them
@@ -376,6 +376,13 @@ class Sweep:
             seed = frozen.user_attrs.get(search.SEED_ATTR)
             return Claim(trial, dict(frozen.params), seed, checkpoint, frozen.user_attrs[RUN_ATTR])
         return None
+
+    def _can_resume(self, frozen: Any) -> bool:
+        """A checkpoint of the trial's training is there, and no result it kept (a trial that ran to its end but
+        could not be recorded is not trained again)."""
+        folder, run_id = trial_folder(self.output_dir, frozen.number), frozen.user_attrs.get(RUN_ATTR)
+        kept = read_result(folder, frozen._trial_id, run_id)
+        return kept is None and self._checkpoint(frozen.number, frozen._trial_id, run_id) is not None
 
     def _checkpoint(self, number: int, trial_id: int, run_id: str | None) -> Path | None:
         return resumable_checkpoint(trial_folder(self.output_dir, number), trial_id, run_id)
@@ -696,11 +703,10 @@ class Sweep:
         closed: set[int] = set()  # the trials we closed (a worker may have told its own meanwhile)
         kept: dict[int, tuple[TrialResult, str, int | None]] = {}  # those closed with the result kept in their folder
         for frozen, reason in dead:
-            run_id = frozen.user_attrs.get(RUN_ATTR)
             if told := self._record_kept(study, frozen):
                 closed.add(frozen.number)
                 kept[frozen.number] = told
-            elif frozen.number in gone and self._checkpoint(frozen.number, frozen._trial_id, run_id):
+            elif frozen.number in gone and self._can_resume(frozen):
                 self._resumable[frozen.number] = (frozen._trial_id, frozen.user_attrs.get(WORKER_ATTR, ""))
             elif search.fail_running(study, frozen, {REASON_ATTR: reason}):
                 closed.add(frozen.number)
@@ -752,6 +758,15 @@ class Sweep:
         return self.spec.search.trials
 
     # ------------------------------------------------------------ the parent run
+
+    def _parent(self, tracker: Tracker, experiment: str) -> str:
+        """The study's sweep run. One made for another spec belongs to a study that ran no trial and was started
+        anew with this spec (search.open_study): it is set aside with the base model's card it holds."""
+        parent = tracker.parent_run(experiment, self.spec.study)
+        if tracker.client.get_run(parent).data.params.get("spec_hash", self.spec.spec_hash()) != self.spec.spec_hash():
+            tracker.set_aside(parent)
+            parent = tracker.parent_run(experiment, self.spec.study)
+        return parent
 
     def _describe_parent(self, tracker: Tracker, parent: str) -> None:
         from harness.spec import summary

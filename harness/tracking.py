@@ -117,6 +117,11 @@ class Tracker:
         self.client.update_run(run_id, status="RUNNING")
         return run_id
 
+    def set_aside(self, run_id: str) -> None:
+        """A sweep run made for an earlier spec of a study that ran no trial: kept, no longer the study's."""
+        self.set_tags(run_id, {ROLE_TAG: "sweep (earlier spec)"})
+        self.client.set_terminated(run_id, status="FAILED")
+
     def _parent_runs(self, experiment_id: str, study: str) -> list[Any]:
         query = f"tags.`{STUDY_TAG}` = '{study}' and tags.`{ROLE_TAG}` = 'sweep'"
         return list(self.client.search_runs([experiment_id], query, order_by=["attributes.start_time ASC"]))

@@ -7,6 +7,7 @@ the training precision. The DPO loss itself is TRL's; nothing here re-implements
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import math
@@ -75,6 +76,24 @@ def check_train_fields(train: dict[str, Any], names_only: bool = False) -> list[
             if (bound := BOUNDS.get(key)) and isinstance(value, int | float) and not bound[0](value):
                 problems.append((key, f"must be {bound[1]} (got {value})"))
     return problems
+
+
+def as_numbers(train: dict[str, Any]) -> dict[str, Any]:
+    """`train` with numbers written as strings ('5e-4': YAML 1.1 has no exponent without a dot) made numbers
+    where DPOConfig's field is numeric; everything else as it was."""
+    from pydantic import TypeAdapter, ValidationError
+
+    fields, out = _dpo_fields(), dict(train)
+    for key, value in train.items():
+        if isinstance(value, str) and key in fields and _numeric(fields[key]):
+            with contextlib.suppress(ValidationError):  # what cannot be read as a number, check_train_fields reports
+                out[key] = TypeAdapter(fields[key]).validate_python(value)
+    return out
+
+
+def _numeric(tp: Any) -> bool:
+    args = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
+    return all(a in (int, float) for a in args)
 
 
 ONE_OR_MANY = {"loss_type"}  # list fields for which DPOConfig also takes a single name

@@ -140,13 +140,15 @@ def test_a_source_with_nothing_to_train_on_is_refused_before_any_trial(
 
 
 def test_copies_of_a_pair_are_held_out_together(tmp_path: Path) -> None:
-    """Real sets repeat pairs (HH-RLHF does): a pair trained on must not also count as held out."""
-    rows = [{"prompt": f"Q{i % 7}?", "chosen": f" good {i % 7}", "rejected": " bad"} for i in range(40)]
-    source = load(write_jsonl(tmp_path / "repeats.jsonl", rows), eval_fraction=0.1)["src"]
+    """Real sets repeat pairs (HH-RLHF does): a pair trained on must not also count as held out, and copies do not
+    swell the held-out share (ceil(0.2 * 45) = 9 rows at most)."""
+    rows = [{"prompt": f"Q{i}?", "chosen": f" good {i}", "rejected": " bad"} for i in range(30)]
+    rows += rows[:5] * 3  # five pairs four times each
+    source = load(write_jsonl(tmp_path / "repeats.jsonl", rows), eval_fraction=0.2)["src"]
     trained = {json.dumps(p, sort_keys=True) for p in source.train}
     held = {json.dumps(p, sort_keys=True) for p in source.heldout}
     assert held and trained and not trained & held
-    assert len(source.train) + len(source.heldout) == 40
+    assert 0 < len(source.heldout) <= 9 and len(source.train) + len(source.heldout) == 45
 
 
 def test_heldout_split_is_stable_and_disjoint() -> None:

@@ -53,6 +53,26 @@ def test_a_resumed_sweep_continues_the_sequence(sampler: str, tmp_path: Path) ->
     assert len(set(points)) == len(points)
 
 
+def test_a_changed_spec_is_refused_once_a_trial_ran_and_taken_before(tmp_path: Path) -> None:
+    """A study that ran no trial (stopped by the base model or the data audit) takes the fixed spec, directions
+    included; one with a trial refuses any change but the trial count."""
+    from harness.spec import SpecError
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    first = spec_for("random")
+    search.open_study(first, storage)
+    changed = first.model_copy(update={"train": first.train | {"max_length": 1024}})
+    objectives = [first.search.objectives[0].model_copy(update={"direction": "minimize"})]
+    minimize = first.model_copy(update={"search": first.search.model_copy(update={"objectives": objectives})})
+    assert search.open_study(changed, storage).user_attrs[search.SPEC_HASH_ATTR] == changed.spec_hash()
+    study = search.open_study(minimize, storage)
+    assert [d.name for d in study.directions] == ["MINIMIZE"]
+    run_trials(minimize, storage, 1)
+    with pytest.raises(SpecError, match="was run from a different spec"):
+        search.open_study(changed.model_copy(update={"search": minimize.search}), storage)
+    assert len(search.open_study(minimize.with_trials(9), storage).trials) == 1
+
+
 def test_the_sequence_depends_on_the_seed(tmp_path: Path) -> None:
     spec = spec_for("random")
     run_trials(spec, f"sqlite:///{tmp_path / 'a.db'}", 2)

@@ -225,6 +225,15 @@ def test_a_source_trl_would_drop_whole_stops_the_sweep_before_any_trial(
     parents, children = ws.runs()
     assert [p.info.status for p in parents] == ["FAILED"] and children == []
 
+    fixed = base_spec(data__sources={"identity": {"path": "toy:identity"}}, data__mix=None, search__trials=1)
+    done = ws.sweep(write_spec(fixed))  # the study ran no trial: the fixed spec is taken, not refused
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [t.state for t in ws.study().trials] == [TrialState.COMPLETE]
+    client = MlflowClient(ws.tracking)
+    runs = client.search_runs([client.get_experiment_by_name("test").experiment_id])
+    roles = sorted((r.data.tags["harness.role"], r.info.status) for r in runs)
+    assert roles == [("sweep", "FINISHED"), ("sweep (earlier spec)", "FAILED"), ("trial", "FINISHED")]
+
 
 def _as_from_a_terminal() -> None:
     """SIGINT at its default, as an interactive shell starts a command: a suite run as a background job

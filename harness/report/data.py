@@ -346,7 +346,7 @@ class Runs:
         history = self.client.get_metric_history(run.info.run_id, key)
         latest = {m.step: m.value for m in sorted(history, key=lambda m: (m.step, m.timestamp))}
         points = [(step, value) for step, value in latest.items() if math.isfinite(value)]  # NaN: a diverged run
-        if run.info.status != "RUNNING":
+        if run.info.status in ("FINISHED", "FAILED"):  # a KILLED run may go on (a trial resumed from a checkpoint)
             _ENDED_HISTORIES[cache_key] = points
         return points
 
