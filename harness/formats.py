@@ -79,7 +79,7 @@ def detect(row: dict) -> str:
         return "hh"
     if "prompt" in row and not (isinstance(row["prompt"], str) and isinstance(chosen, list)):
         return "standard" if isinstance(chosen, str) else "conversational"
-    if isinstance(row.get("prompt"), str) and _answers_only(chosen):
+    if isinstance(row.get("prompt"), str) and _answers_only(chosen) and _answers_only(row.get("rejected")):
         return "conversational"  # a text question beside answer turns: the question is the user's turn
     # No prompt, or a text prompt beside whole conversations (HuggingFaceH4/ultrafeedback_binarized):
     # as TRL does, the prompt is what the two conversations share.
@@ -96,7 +96,12 @@ def kind(pair: dict) -> str:
 
 def _explicit(row: dict, fmt: str) -> dict:
     _need(row, ("prompt", "chosen", "rejected"), fmt)
-    if fmt == "conversational" and isinstance(row["prompt"], str) and _answers_only(row["chosen"]):
+    if (
+        fmt == "conversational"
+        and isinstance(row["prompt"], str)
+        and _answers_only(row["chosen"])
+        and _answers_only(row["rejected"])
+    ):
         row = row | {"prompt": [{"role": "user", "content": row["prompt"]}]}
     kinds = {key: _field_kind(row[key], key) for key in ("prompt", "chosen", "rejected")}
     if len(set(kinds.values())) > 1:
@@ -298,15 +303,17 @@ def _shared(a: Sequence, b: Sequence) -> int:
 
 
 def _in_word(text: str, k: int) -> bool:
-    """Would a cut before text[k] fall inside a word?"""
-    return k < len(text) and _word_char(text[k - 1]) and _word_char(text[k])
+    """Would a cut before text[k] fall inside a word, or before a combining mark (a Devanagari or Thai vowel sign,
+    e + U+0301), which belongs to the character before it in every script?"""
+    if k >= len(text):
+        return False
+    return unicodedata.category(text[k]).startswith("M") or (_word_char(text[k - 1]) and _word_char(text[k]))
 
 
 def _word_char(ch: str) -> bool:
     # Scripts written without spaces (CJK, kana, Thai) may be cut between any two characters.
     unspaced = "\u2e80" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff" or "\u0e00" <= ch <= "\u0e7f"
-    mark = unicodedata.category(ch).startswith("M")  # combining marks (Devanagari vowel signs, e + U+0301) belong to it
-    return (ch.isalnum() or mark or ch in "'’_") and not unspaced
+    return (ch.isalnum() or unicodedata.category(ch).startswith("M") or ch in "'’_") and not unspaced
 
 
 _CONVERTERS = {

@@ -35,6 +35,7 @@ from harness.trial import (
     TrialResult,
     mlflow_params,
     read_result,
+    remove_checkpoints,
     resolve_config,
     resumable_checkpoint,
     trial_folder,
@@ -450,6 +451,8 @@ class Sweep:
                 self._leave_resumable(trial, tracker, run_id, checkpoint)
             else:
                 self._record(study, trial, tracker, run_id, result)
+                if "save_total_limit" not in self.spec.train:  # a spec that sets it keeps its checkpoints
+                    remove_checkpoints(trial_folder(self.output_dir, trial.number))
         with self._state_lock:
             self._live.discard(trial.number)
         self.progress.trial_ended(trial.number, params, result, search.shown_metrics(self.spec))

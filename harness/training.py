@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import functools
+import json
 import math
 import typing
 from collections.abc import Callable
@@ -234,14 +235,22 @@ def lora_config(r: int, alpha: int, dropout: float, target_modules: str | list[s
 
 def last_checkpoint(folder: Path) -> Path | None:
     """The newest complete checkpoint the Trainer saved under `folder` (train.save_strategy): a
-    `checkpoint-<step>` folder holding its trainer state, which the Trainer writes last (a process killed
-    while saving leaves a folder without it)."""
+    `checkpoint-<step>` folder whose trainer state, which the Trainer writes last, reads whole (a process
+    killed while saving leaves a folder without it, or with an empty one after a power loss)."""
     steps = {}
     for path in Path(folder).glob("checkpoint-*"):
         step = path.name.removeprefix("checkpoint-")
-        if step.isdigit() and (path / "trainer_state.json").is_file():
+        if step.isdigit() and _trainer_state_step(path) == int(step):
             steps[int(step)] = path
     return steps[max(steps)] if steps else None
+
+
+def _trainer_state_step(checkpoint: Path) -> int | None:
+    try:
+        state = json.loads((checkpoint / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return state.get("global_step") if isinstance(state, dict) else None
 
 
 class TrialStopped(Exception):

@@ -100,15 +100,21 @@ def checkpoints_folder(folder: Path, trial_id: int, run_id: str, fresh: bool) ->
     """The trial's checkpoint folder, marked as this Optuna trial's and MLflow run's. A fresh start clears the
     checkpoints a deleted study's trial of the same number left there: they are not this training's."""
     import json
-    import shutil
 
     trainer = folder / TRAINER_DIR
     if fresh:
-        for stale in trainer.glob("checkpoint-*"):
-            shutil.rmtree(stale, ignore_errors=True)
+        remove_checkpoints(folder)
     trainer.mkdir(parents=True, exist_ok=True)
     (trainer / OWNER_FILE).write_text(json.dumps({"optuna_trial_id": trial_id, "mlflow_run_id": run_id}))
     return trainer
+
+
+def remove_checkpoints(folder: Path) -> None:
+    """Drop a recorded trial's checkpoints: they served resuming it, and its model/ is kept."""
+    import shutil
+
+    for checkpoint in (folder / TRAINER_DIR).glob("checkpoint-*"):
+        shutil.rmtree(checkpoint, ignore_errors=True)
 
 
 def resumable_checkpoint(folder: Path, trial_id: int, run_id: str | None) -> Path | None:

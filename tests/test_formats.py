@@ -113,6 +113,7 @@ def test_hh_pairs_differing_in_an_earlier_turn_keep_every_differing_turn() -> No
         ("问：你好吗？答：很好", "问：你好吗？答：不好", "问：你好吗？答：", "很好"),  # no spaces to wait for
         ("उत्तर है राम", "उत्तर है रीमा", "उत्तर है", " राम"),  # a vowel sign is part of its word
         ("le cafe\u0301", "le cafe\u0300", "le", " cafe\u0301"),  # so is a combining accent
+        ("ถาม: กิน", "ถาม: กับ", "ถาม:", " กิน"),  # Thai may be cut between letters, never before a vowel sign
     ],
 )
 def test_implicit_text_prompt_ends_at_a_word_boundary(chosen: str, rejected: str, prompt: str, answers: str) -> None:

@@ -298,7 +298,8 @@ def test_a_trial_stopped_after_a_checkpoint_resumes_from_it(ws: Workspace, write
     steps = [m.step for m in losses]
     assert steps.count(2) == 1 and steps.count(8) == 1, "the steps up to the checkpoint were not trained again"
     assert max(steps) == 40
-    assert [c.name for c in trainer.glob("checkpoint-*")] == ["checkpoint-40"], "the newest only (save_total_limit)"
+    assert list(trainer.glob("checkpoint-*")) == [], "they served resuming: dropped once the trial is recorded"
+    assert (trainer.parent / "model").is_dir()
 
 
 @pytest.mark.slow
@@ -604,10 +605,10 @@ def test_a_dead_sweeps_trial_with_a_checkpoint_is_taken_over_not_failed(ws: Work
             continue
         owner = (trial._trial_id + 100, run_id) if i == 3 else (trial._trial_id, run_id)
         trainer = checkpoints_folder(trial_folder(out, trial.number), *owner, fresh=True)
-        for step, complete in ((4, True), (8, True), (12, False)):  # 12: killed while it was being saved
-            (trainer / f"checkpoint-{step}").mkdir()
-            if complete:
-                (trainer / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+        for step, state in ((4, '{"global_step": 4}'), (8, '{"global_step": 8}'), (12, None), (16, "")):
+            (trainer / f"checkpoint-{step}").mkdir()  # 12: killed while being saved; 16: a power loss emptied it
+            if state is not None:
+                (trainer / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
     monkeypatch.setattr(search, "stale_trials", lambda study: [study.trials[trials[2].number]])
     r.trial.set_user_attr("worker", f"{socket.gethostname()}:999999999")  # _recording's own: failed, no checkpoint
 
@@ -620,6 +621,7 @@ def test_a_dead_sweeps_trial_with_a_checkpoint_is_taken_over_not_failed(ws: Work
     assert study.trials[resumable.number].user_attrs["worker"] == sweep_module._worker_id(), "re-owned"
     assert [search.state_of(study, t) for t in (bare, silent, foreign)] == ["FAIL", "FAIL", "FAIL"]
     assert tracker.client.get_run(claim.run_id).info.status == "RUNNING"
+    sweep._reclaimed_at -= sweep_module.RECLAIM_EVERY_S  # the next claim looks for dead trials again
     again = sweep._claim(study, tracker, r.experiment, target=10)
     assert again.resume_from is None and again.trial.number == len(trials) + 1, "taken once: then a new draw"
 
