@@ -654,8 +654,9 @@ class Sweep:
         except Exception as exc:
             self.progress.note(f"the data audit could not run: {type(exc).__name__}: {exc}")
             return None
+        searched = "max_length" in self.spec.search.space  # trials drawing a larger one may still train
         for s in found.sources:
-            if s.dropped and s.dropped == s.pairs - s.identical:
+            if s.dropped and s.dropped == s.pairs - s.identical and not searched:
                 return (
                     f"source '{s.name}': TRL would drop all {s.dropped} of its pairs, each prompt alone filling "
                     f"max_length {s.max_length}: raise train.max_length or shorten the prompts "
