@@ -48,6 +48,7 @@ DEFAULT_REPORT_ROOT = Path("reports")
 WORKER_ATTR, PID_ATTR, RUN_ATTR = "worker", "trial_pid", "mlflow_run_id"
 REASON_ATTR = search.REASON_ATTR
 PIDNS_ATTR = "worker_pid_namespace"  # whose process ids WORKER_ATTR's are (containers may share a hostname)
+BOOT_ATTR = "worker_boot_id"  # the boot of WORKER_ATTR's machine: after a reboot, no process of it runs
 DUPLICATE_ATTR = "duplicate_of"  # a drawn point that repeated a finished trial: told FAIL, never run
 MAX_DUPLICATE_DRAWS = 10  # this many repeats in a row: the (discrete) space is used up
 RECORD_ATTEMPTS = 7  # waits of 1, 2, ... 32 s: a finished trial's result rides out a database restart
@@ -679,9 +680,10 @@ class Sweep:
         kept in its folder (write_result) when it ran to its end, else as failed; a trial whose sweep on this
         host is gone and that left a checkpoint stays RUNNING instead, for the next claim to resume.
 
-        A worker on this host is checked by its PID; any worker, on any host, by Optuna's heartbeats, unless this
-        process failed to reach the database within GRACE_S (every worker's heartbeats paused with it). A run
-        whose trial was told but never ended (its worker died in between) is closed with the told state.
+        A worker on this host is checked by its PID and the machine's boot; any worker, on any host, by Optuna's
+        heartbeats, unless this process failed to reach the database within GRACE_S (every worker's heartbeats
+        paused with it). A run whose trial was told but never ended (its worker died in between) is closed with
+        the told state.
         """
         from optuna.trial import TrialState
 
@@ -849,6 +851,7 @@ def _own(study: Any, trial: Any) -> None:
     heartbeat that can go stale; one with none was left by a worker that died in between)."""
     search.beat(study, trial)
     trial.set_user_attr(PIDNS_ATTR, _pid_namespace())
+    trial.set_user_attr(BOOT_ATTR, _boot_id())
     trial.set_user_attr(WORKER_ATTR, _worker_id())
 
 
@@ -862,6 +865,15 @@ def _pid_namespace() -> str:
         return ""
 
 
+@functools.cache
+def _boot_id() -> str:
+    """This boot of the machine ('' where the OS does not say): Linux draws a new one at each start."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
 def _is_orphan(frozen: Any, live: set[int], heartbeats: bool = True) -> bool:
     """A trial whose sweep process is gone, checked by its PID where this process sees the same ones (same
     hostname and PID namespace); other hosts' and other containers' trials are left to heartbeats. Without
@@ -871,6 +883,9 @@ def _is_orphan(frozen: Any, live: set[int], heartbeats: bool = True) -> bool:
     creating it and recording its owner (one step under the same lock), so nobody is running it.
     """
     host, _, pid = str(frozen.user_attrs.get(WORKER_ATTR, "")).rpartition(":")
+    boot = frozen.user_attrs.get(BOOT_ATTR)
+    if host == socket.gethostname() and boot and _boot_id() and boot != _boot_id():
+        return True  # this machine has restarted since (its PIDs may be reused now): that process is gone
     namespace = frozen.user_attrs.get(PIDNS_ATTR, _pid_namespace())  # none recorded: an older harness's trial
     here = host == socket.gethostname() and (namespace == _pid_namespace() or not heartbeats)
     if not here or not pid.isdigit():  # another machine, or a container beside this one

@@ -151,6 +151,7 @@ def test_a_sweep_prints_one_audit_line_per_source_unless_verbose(
     from types import SimpleNamespace
     from unittest import mock
 
+    from harness.spec import load_spec
     from harness.sweep import Sweep
 
     sources = {"shortcut": {"path": "toy:shortcut"}, "identity": {"path": "toy:identity"}}
@@ -158,12 +159,13 @@ def test_a_sweep_prints_one_audit_line_per_source_unless_verbose(
     notes: list[str] = []
     sweep = SimpleNamespace(
         spec_path=spec,
+        spec=load_spec(spec),
         options=SimpleNamespace(verbose=verbose, output_dir=tmp_path),
         progress=SimpleNamespace(note=notes.append),
     )
     tracker = mock.Mock()
     tracker.client.list_artifacts.return_value = []
-    Sweep._audit(sweep, tracker, "parent")
+    assert Sweep._audit(sweep, tracker, "parent") is None, "findings are notes, not a reason to stop"
     shortcut = [n for n in notes if "source 'shortcut'" in n]
     assert not any("source 'identity'" in n for n in notes), "a clean source says nothing"
     if verbose:

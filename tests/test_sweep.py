@@ -704,7 +704,7 @@ def test_a_workers_pid_is_looked_up_only_where_it_means_that_process() -> None:
     harness that recorded no namespace, a PID on this hostname is all there is to go on."""
     from optuna.trial import create_trial
 
-    from harness.sweep import _is_orphan, _pid_namespace
+    from harness.sweep import _boot_id, _is_orphan, _pid_namespace
 
     def owned(**attrs: str):
         return create_trial(value=0.0, user_attrs={"worker": f"{socket.gethostname()}:999999999", **attrs})
@@ -713,6 +713,9 @@ def test_a_workers_pid_is_looked_up_only_where_it_means_that_process() -> None:
     assert not _is_orphan(owned(worker_pid_namespace="pid:[1]"), set())
     assert _is_orphan(owned(worker_pid_namespace="pid:[1]"), set(), heartbeats=False)
     assert _is_orphan(owned(), set())
+    mine = f"{socket.gethostname()}:{os.getpid()}"  # a live PID, recorded before this machine restarted
+    assert _is_orphan(owned(worker=mine, worker_boot_id="an earlier boot", worker_pid_namespace="pid:[1]"), set())
+    assert not _is_orphan(owned(worker=mine, worker_boot_id=_boot_id(), worker_pid_namespace="pid:[1]"), set())
 
 
 @pytest.mark.parametrize("space", [{"beta": {"choice": [0.1, 0.2]}}, {"beta": {"choice": [0.1]}}])
