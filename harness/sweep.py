@@ -25,7 +25,7 @@ from harness.progress import first_line
 from harness.report.live import BuildFailed, LiveReport, ReportProcess, ReportTarget
 from harness.spec import SweepSpec, load_spec
 from harness.stores import DEFAULT_STORAGE, GRACE_S, StudyLock, check_storage
-from harness.tracking import TRIAL_TAG, Tracker, default_uri
+from harness.tracking import RESUMED_TAG, TRIAL_TAG, Tracker, default_uri
 from harness.trial import (
     COMPLETE,
     FAILED,
@@ -315,7 +315,7 @@ class Sweep:
         """_claim's work, the study's lock held."""
         if time.monotonic() - self._reclaimed_at >= RECLAIM_EVERY_S:
             self._reclaim(study, tracker, experiment)
-        if resumed := self._claim_resumable(study):
+        if resumed := self._claim_resumable(study, target):
             return resumed
         finished, running = _search_counts(study)
         if finished + running < target and not self._exhausted:
@@ -357,9 +357,10 @@ class Sweep:
         )
         return EXHAUSTED
 
-    def _claim_resumable(self, study: Any) -> Claim | None:
+    def _claim_resumable(self, study: Any, target: int) -> Claim | None:
         """A trial that a dead or stopped sweep on this host left RUNNING with a checkpoint (_reclaim found it):
-        taken over, its training goes on from the checkpoint instead of starting again."""
+        taken over, its training goes on from the checkpoint instead of starting again; failed instead when the
+        study already holds its `target` search trials (--trials lowered)."""
         import optuna
         from optuna.trial import TrialState
 
@@ -371,6 +372,11 @@ class Sweep:
             checkpoint = self._checkpoint(frozen.number, trial_id, frozen.user_attrs.get(RUN_ATTR))
             if checkpoint is None:
                 continue  # gone meanwhile: the next look closes the trial as failed
+            if not search.is_replicate(frozen) and _finished(study, searched=True) >= target:
+                reason = f"its sweep stopped; not resumed: the study holds its {target} trials"
+                if search.fail_running(study, frozen, {REASON_ATTR: reason}):
+                    self.progress.note(f"trial {frozen.number}: {reason}: marked FAIL")
+                continue
             trial = optuna.trial.Trial(study, trial_id)
             _own(study, trial)
             with self._state_lock:
@@ -423,7 +429,7 @@ class Sweep:
             try:
                 if claim.run_id is not None:  # taken over from a dead or stopped sweep: its run goes on
                     run_id = claim.run_id
-                    tracker.reopen(run_id)
+                    tracker.reopen(run_id, {RESUMED_TAG: claim.resume_from.name})
                     self.progress.note(f"trial {trial.number}: its training resumes from {claim.resume_from}")
                 else:
                     run_id = tracker.child_run(run.experiment, run.parent, self.spec.study, trial.number)
@@ -450,6 +456,7 @@ class Sweep:
             checkpoint = self._checkpoint(trial.number, trial._trial_id, run_id) if result.stopped else None
             if checkpoint is not None:
                 self._leave_resumable(trial, tracker, run_id, checkpoint)
+                result.reason = f"stopped; the same command resumes it from {checkpoint.name}"
             else:
                 self._record(study, trial, tracker, run_id, result)
                 if "save_total_limit" not in self.spec.train:  # a spec that sets it keeps its checkpoints
@@ -462,7 +469,6 @@ class Sweep:
     def _leave_resumable(self, trial: Any, tracker: Tracker, run_id: str | None, checkpoint: Path) -> None:
         """A trial stopped by Ctrl-C after a checkpoint stays RUNNING in Optuna, for the next sweep to take over
         (_claim_resumable) once this process is gone; its run ends KILLED until then."""
-        self.progress.note(f"trial {trial.number}: stopped; the same command resumes it from {checkpoint}")
         if run_id is not None:
             self._retrying(f"mark trial {trial.number} stopped in MLflow", lambda: tracker.end(run_id, "KILLED"))
 

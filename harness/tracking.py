@@ -22,6 +22,7 @@ ROLE_TAG = "harness.role"  # "sweep" for the parent run, "trial" for a child run
 TRIAL_TAG = "harness.trial"
 PARENT_TAG = "mlflow.parentRunId"
 REASON_TAG = "harness.failure_reason"
+RESUMED_TAG = "harness.resumed_from"  # the checkpoint a trial's training last went on from
 STATE_TAG = "harness.state"  # COMPLETE, PRUNED, FAIL: Optuna's state, which MLflow has no word for
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow's own default: `mlflow ui` in the project finds it
@@ -114,7 +115,7 @@ class Tracker:
             if runs[0].info.run_id != mine:
                 self.client.delete_run(mine)
         run_id = runs[0].info.run_id
-        self.client.update_run(run_id, status="RUNNING")
+        self.reopen(run_id)
         return run_id
 
     def set_aside(self, run_id: str) -> None:
@@ -126,9 +127,14 @@ class Tracker:
         query = f"tags.`{STUDY_TAG}` = '{study}' and tags.`{ROLE_TAG}` = 'sweep'"
         return list(self.client.search_runs([experiment_id], query, order_by=["attributes.start_time ASC"]))
 
-    def reopen(self, run_id: str) -> None:
-        """A trial's run goes on (its training resumes from a checkpoint)."""
+    def reopen(self, run_id: str, tags: dict[str, Any] | None = None) -> None:
+        """A run goes on (a resumed sweep, a trial resumed from a checkpoint): RUNNING again, without the reason
+        it stopped for."""
         self.client.update_run(run_id, status="RUNNING")
+        if REASON_TAG in self.client.get_run(run_id).data.tags:
+            self.client.delete_tag(run_id, REASON_TAG)
+        if tags:
+            self.set_tags(run_id, tags)
 
     def child_run(self, experiment_id: str, parent_id: str, study: str, number: int) -> str:
         tags = {STUDY_TAG: study, ROLE_TAG: "trial", TRIAL_TAG: str(number), PARENT_TAG: parent_id}

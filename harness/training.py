@@ -253,6 +253,16 @@ def _trainer_state_step(checkpoint: Path) -> int | None:
     return state.get("global_step") if isinstance(state, dict) else None
 
 
+# The Trainer's end-of-training summary covers one train() call: after a resume, only the steps since the checkpoint
+# (train_loss is their loss summed over every step), so it would misstate the trial.
+TRAINER_SUMMARY = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "total_flos", "train_loss")
+
+
+def attempt_logs(logs: dict[str, float]) -> dict[str, float]:
+    """A resumed training's logs without the Trainer's summary of this attempt alone."""
+    return {k: v for k, v in logs.items() if k not in TRAINER_SUMMARY}
+
+
 class TrialStopped(Exception):
     """Raised out of training when a callback decides the trial cannot go on."""
 

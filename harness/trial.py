@@ -264,7 +264,9 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
             trial_data.heldout,
             dpo,
             training.lora_config(**lora) if lora else None,
-            on_log=lambda step, logs: tracker.log_metrics(request.run_id, logs, step, wait=False),
+            on_log=lambda step, logs: tracker.log_metrics(
+                request.run_id, training.attempt_logs(logs) if resume_from else logs, step, wait=False
+            ),
             on_eval=pruning.check if pruning else None,
             on_step=lambda step, total: events.put(("step", request.number, step, total)),
             ref_cache=ref_cache if cached else None,

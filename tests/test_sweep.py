@@ -299,6 +299,9 @@ def test_a_trial_stopped_after_a_checkpoint_resumes_from_it(ws: Workspace, write
     assert steps.count(2) == 1 and steps.count(8) == 1, "the steps up to the checkpoint were not trained again"
     assert max(steps) == 40
     assert list(trainer.glob("checkpoint-*")) == [], "they served resuming: dropped once the trial is recorded"
+    run = MlflowClient(ws.tracking).get_run(children[0].info.run_id)
+    assert run.data.tags["harness.resumed_from"].startswith("checkpoint-")
+    assert "train_runtime" not in run.data.metrics, "the Trainer's summary of the resumed part alone is left out"
     assert (trainer.parent / "model").is_dir()
 
 
@@ -580,11 +583,15 @@ def test_a_result_after_its_trial_was_closed_by_another_worker_is_recorded_as_a_
     assert len(r.study.trials) == 3
 
 
-def test_a_dead_sweeps_trial_with_a_checkpoint_is_taken_over_not_failed(ws: Workspace, write_spec, monkeypatch) -> None:
+@pytest.mark.parametrize("room", [True, False], ids=["room", "--trials lowered"])
+def test_a_dead_sweeps_trial_with_a_checkpoint_is_taken_over_not_failed(
+    ws: Workspace, write_spec, monkeypatch, room: bool
+) -> None:
     """A trial whose sweep on this host is gone (kill -9, a reboot) and whose training saved a checkpoint stays
     RUNNING and is the next claim: re-owned, same params and MLflow run, resumed from its newest complete
     checkpoint. Without one it fails as before; so does one whose worker is only silent (another host: it may
-    still be writing there), and one whose checkpoints a deleted study's trial left (another owner)."""
+    still be writing there), one whose checkpoints a deleted study's trial left (another owner), and one the
+    study no longer has room for (--trials lowered)."""
     from harness import search
     from harness import sweep as sweep_module
     from harness.trial import checkpoints_folder, trial_folder
@@ -612,8 +619,13 @@ def test_a_dead_sweeps_trial_with_a_checkpoint_is_taken_over_not_failed(ws: Work
     monkeypatch.setattr(search, "stale_trials", lambda study: [study.trials[trials[2].number]])
     r.trial.set_user_attr("worker", f"{socket.gethostname()}:999999999")  # _recording's own: failed, no checkpoint
 
-    claim = sweep._claim(study, tracker, r.experiment, target=10)
     resumable, bare, silent, foreign = trials
+    if not room:
+        assert sweep._claim(study, tracker, r.experiment, target=0) is None, "the study is full"
+        closed = study.trials[resumable.number]
+        assert closed.state == TrialState.FAIL and "not resumed" in closed.user_attrs["fail_reason"]
+        return
+    claim = sweep._claim(study, tracker, r.experiment, target=10)
     assert claim.trial.number == resumable.number and claim.params == resumable.params
     assert claim.resume_from == trial_folder(out, resumable.number) / "trainer" / "checkpoint-8"
     assert claim.run_id == study.trials[resumable.number].user_attrs["mlflow_run_id"]
