@@ -27,12 +27,14 @@ PROBES = ("overfit", "shortcut")
 def read_yaml(path: Path) -> tuple[Any, dict[str, int]]:
     """A YAML file's data and the line of each key path; SpecError for a file that is not UTF-8 YAML."""
     try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        raise SpecError(str(path), [("", line, "not UTF-8 text: save the file as UTF-8")]) from None
+        data = path.read_bytes()
     except OSError as exc:
         raise SpecError(str(path), [("", None, f"cannot be read ({exc.strerror or exc})")]) from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise SpecError(str(path), [("", line, "not UTF-8 text: save the file as UTF-8")]) from None
     try:
         return yaml.safe_load(text), _line_index(yaml.compose(text))
     except yaml.YAMLError as exc:

@@ -115,7 +115,7 @@ def test_a_file_that_is_not_utf8_json_lines_is_refused_with_its_line(
         path.mkdir()
     else:
         path.write_bytes(content)
-    with pytest.raises(DataError, match=None) as info:
+    with pytest.raises(DataError) as info:
         load(path)
     assert str(info.value).startswith(str(path)) and fragment in str(info.value)
 
