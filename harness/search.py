@@ -407,6 +407,31 @@ def search_trials(study: Any, states: tuple[Any, ...]) -> list[Any]:
     return [t for t in study.get_trials(deepcopy=False, states=states) if not is_replicate(t)]
 
 
+def search_counts(study: Any) -> tuple[int, int]:
+    """Finished and running search trials, from one read: a trial other workers tell meanwhile (they need no
+    lock for that) would be counted in neither by two reads, and a claim would overshoot."""
+    from optuna.trial import TrialState
+
+    trials = search_trials(study, (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
+    running = sum(t.state == TrialState.RUNNING for t in trials)
+    return len(trials) - running, running
+
+
+def finished_count(study: Any, searched: bool = False) -> int:
+    """Finished trials; `searched`: those the search drew, seed replicates left out."""
+    from optuna.trial import TrialState
+
+    states = (TrialState.COMPLETE, TrialState.PRUNED)
+    return len(search_trials(study, states) if searched else study.get_trials(deepcopy=False, states=states))
+
+
+def running_count(study: Any) -> int:
+    """Trials running right now, this worker's and others' (a multi-worker study must not overshoot)."""
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+
 def replicate_seeds(spec: SweepSpec) -> list[int]:
     """The new seeds of each replicated configuration: spec seed + 1, + 2, ..."""
     reps = spec.search.replicates

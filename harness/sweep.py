@@ -2,17 +2,15 @@
 
 Data flows one way: spec -> study -> trials (each in its own process) -> Optuna values and
 MLflow runs. A sweep holds `search.trials` finished trials; running the same command again
-resumes it: trials a dead sweep left RUNNING are closed as failed and the missing ones run.
+resumes it: trials a dead sweep left RUNNING are closed or taken over (recovery) and the missing ones
+run. Results are told to Optuna and MLflow by recording.Recorder.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
 import functools
-import math
 import os
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,40 +20,29 @@ from typing import Any
 from harness import search
 from harness.data import DataError
 from harness.progress import first_line
+from harness.recording import RECORD_ATTEMPTS, RUN_ATTR, Recorder, backoff_s
+from harness.recovery import PID_ATTR, Recovery, own
 from harness.report.live import BuildFailed, LiveReport, ReportProcess, ReportTarget
 from harness.spec import SweepSpec, load_spec
-from harness.stores import DEFAULT_STORAGE, GRACE_S, StudyLock, check_storage
-from harness.tracking import RESUMED_TAG, TRIAL_TAG, Tracker, default_uri
+from harness.stores import DEFAULT_STORAGE, StudyLock, check_storage
+from harness.tracking import RESUMED_TAG, Tracker, default_uri
 from harness.trial import (
     COMPLETE,
     FAILED,
-    PRUNED,
-    RESULT_FILE,
     TrialRequest,
     TrialResult,
     mlflow_params,
-    read_result,
     remove_checkpoints,
     resolve_config,
-    resumable_checkpoint,
     trial_folder,
-    write_result,
 )
 from harness.trial import run as trial_job
 
 DEFAULT_OUTPUT_DIR = Path("outputs")
 DEFAULT_REPORT_ROOT = Path("reports")
-WORKER_ATTR, PID_ATTR, RUN_ATTR = "worker", "trial_pid", "mlflow_run_id"
-REASON_ATTR = search.REASON_ATTR
-PIDNS_ATTR = "worker_pid_namespace"  # whose process ids WORKER_ATTR's are (containers may share a hostname)
-BOOT_ATTR = "worker_boot_id"  # the boot of WORKER_ATTR's machine: after a reboot, no process of it runs
 DUPLICATE_ATTR = "duplicate_of"  # a drawn point that repeated a finished trial: told FAIL, never run
 MAX_DUPLICATE_DRAWS = 10  # this many repeats in a row: the (discrete) space is used up
-RECORD_ATTEMPTS = 7  # waits of 1, 2, ... 32 s: a finished trial's result rides out a database restart
 WAIT_POLL_S = 2.0  # how often a worker with nothing to claim looks again at other workers' trials
-# How often a claim also looks for dead workers' trials: every claim did, and with 8 slots that look was
-# half of the study lock's hold (the slots' claims queue on it). Heartbeats only go stale after GRACE_S.
-RECLAIM_EVERY_S = 5.0
 
 
 @dataclass
@@ -141,10 +128,9 @@ class Sweep:
         self._live: set[int] = set()  # trials this process is running now
         self._in_a_row, self._exhausted = 0, False
         self._unreachable: str | None = None  # set when claims failed RECORD_ATTEMPTS times in a row
-        self._trouble_at = -math.inf  # monotonic time this process last failed to reach the database
         self._reports: ReportProcess | None = None  # set by run(): builds the report in a process of its own
-        self._reclaimed_at = -RECLAIM_EVERY_S  # monotonic time of this process's last look for dead trials
-        self._resumable: dict[int, tuple[int, str]] = {}  # dead trials with a checkpoint: number -> (id, owner)
+        self.recorder = Recorder(self.spec, self.output_dir, progress, self._stopping)
+        self.recovery = Recovery(self.spec, self.output_dir, self.recorder, self._live)
 
     def check_inputs(self) -> None:
         """Everything that can be wrong with the user's files fails here, before anything is written."""
@@ -177,19 +163,19 @@ class Sweep:
         with self.lock.held():  # workers starting together find (or create) and describe one parent run
             parent = self._parent(tracker, experiment)
             self._describe_parent(tracker, parent)
-            self._reclaim(study, tracker, experiment)
+            self.recovery.reclaim(study, tracker, experiment)
         target = self._target(study)  # search trials; seed replicates follow them
         planned = (
             target + spec.search.replicates.top_k * len(search.replicate_seeds(spec))
             if spec.search.replicates
             else target
         )
-        self.progress.start(spec, planned, _finished(study))
+        self.progress.start(spec, planned, search.finished_count(study))
         try:
             if not self._baseline(worker, tracker, parent):
                 self.progress.stop()
                 tracker.end(parent, "FAILED", reason="the base model could not be scored")
-                return SweepOutcome(spec.study, planned, _finished(study), 0, baseline_failed=True)
+                return SweepOutcome(spec.study, planned, search.finished_count(study), 0, baseline_failed=True)
             if unusable := self._audit(tracker, parent):
                 self.progress.stop()
                 tracker.end(parent, "FAILED", reason=unusable)
@@ -209,8 +195,8 @@ class Sweep:
         self.progress.stop()
         if self._unreachable:  # no count, report or parent-run status can be had without the database
             return SweepOutcome(spec.study, planned, None, self._in_a_row, unreachable=self._unreachable)
-        finished = _finished(study)
-        searched = _finished(study, searched=True) if self._exhausted else target
+        finished = search.finished_count(study)
+        searched = search.finished_count(study, searched=True) if self._exhausted else target
         target = searched + len(search.wanted_replicates(study, spec))
         outcome = SweepOutcome(spec.study, target, finished, self._in_a_row, report=self._report())
         if outcome.report:
@@ -223,8 +209,8 @@ class Sweep:
         database may be what the user gave up waiting for)."""
         reason = "interrupted (Ctrl-C); run the same command to resume"
         end = lambda: tracker.end(parent, "KILLED", reason=reason)  # noqa: E731
-        self._retrying("mark the sweep's run interrupted in MLflow", end, "; the next sweep takes it up")
-        outcome.finished = self._retrying("count the finished trials", lambda: _finished(study), "")
+        self.recorder.retrying("mark the sweep's run interrupted in MLflow", end, "; the next sweep takes it up")
+        outcome.finished = self.recorder.retrying("count the finished trials", lambda: search.finished_count(study), "")
         outcome.report = self._report()  # the page shows the interrupted trials as recorded
 
     # ------------------------------------------------------------ slots: trials at the same time
@@ -265,12 +251,12 @@ class Sweep:
             try:
                 claim = self._claim(run.study, run.tracker, run.experiment, run.target)
             except Exception as exc:  # waited out as a result's recording is: a database restart stops nothing
-                self._trouble()
+                self.recorder.trouble()
                 refused += 1
                 if refused >= RECORD_ATTEMPTS and not self._live:  # a minute, and no trial of ours still runs
                     self._unreachable = first_line(exc)
                     return
-                wait = _backoff_s(refused - 1)
+                wait = backoff_s(refused - 1)
                 self.progress.note(f"could not claim a trial ({first_line(exc)}); retrying in {wait} s")
                 self._stopping.wait(wait)
                 continue
@@ -313,11 +299,11 @@ class Sweep:
 
     def _claim_locked(self, study: Any, tracker: Tracker, experiment: str, target: int) -> Claim | str | None:
         """_claim's work, the study's lock held."""
-        if time.monotonic() - self._reclaimed_at >= RECLAIM_EVERY_S:
-            self._reclaim(study, tracker, experiment)
+        if self.recovery.due():
+            self.recovery.reclaim(study, tracker, experiment)
         if resumed := self._claim_resumable(study, target):
             return resumed
-        finished, running = _search_counts(study)
+        finished, running = search.search_counts(study)
         if finished + running < target and not self._exhausted:
             claim = self._claim_search(study)
             if claim != EXHAUSTED:
@@ -331,7 +317,8 @@ class Sweep:
     def _work_left(self, study: Any, target: int) -> bool:
         """Whether a claim may yet find a trial to run: search trials short of `target`, replicates wanted, or
         trials running elsewhere (whose end may call for replicates). A quick look, without the lock."""
-        if _running(study) or (_finished(study, searched=True) < target and not self._exhausted):
+        short = search.finished_count(study, searched=True) < target and not self._exhausted
+        if search.running_count(study) or short:
             return True
         return bool(search.missing_replicates(study, self.spec))
 
@@ -341,72 +328,50 @@ class Sweep:
 
         for _ in range(MAX_DUPLICATE_DRAWS):
             trial = study.ask()
-            _own(study, trial)
+            own(study, trial)
             params = search.suggest(trial, self.spec)
             twin = search.duplicate_of(study, trial)
             if twin is None:
                 with self._state_lock:
                     self._live.add(trial.number)
                 return Claim(trial, params)
-            trial.set_user_attr(REASON_ATTR, f"same parameters as trial {twin}: not run again")
+            trial.set_user_attr(search.REASON_ATTR, f"same parameters as trial {twin}: not run again")
             trial.set_user_attr(DUPLICATE_ATTR, twin)
             study.tell(trial, state=TrialState.FAIL)
         self.progress.note(
             f"{MAX_DUPLICATE_DRAWS} draws in a row repeated finished trials: the search space looks exhausted "
-            f"at {_finished(study, searched=True)} trials"
+            f"at {search.finished_count(study, searched=True)} trials"
         )
         return EXHAUSTED
 
     def _claim_resumable(self, study: Any, target: int) -> Claim | None:
-        """A trial that a dead or stopped sweep on this host left RUNNING with a checkpoint (_reclaim found it):
-        taken over, its training goes on from the checkpoint instead of starting again; failed instead when the
-        study already holds its `target` search trials (--trials lowered)."""
+        """A trial that a dead or stopped sweep on this host left with a checkpoint (recovery found it), taken
+        over: re-owned, its MLflow run goes on and its training resumes from the checkpoint."""
         import optuna
-        from optuna.trial import TrialState
 
-        while self._resumable:
-            trial_id, owner = self._resumable.pop(min(self._resumable))
-            frozen = study._storage.get_trial(trial_id)
-            if frozen.state != TrialState.RUNNING or frozen.user_attrs.get(WORKER_ATTR) != owner:
-                continue  # closed or taken over meanwhile
-            checkpoint = self._checkpoint(frozen.number, trial_id, frozen.user_attrs.get(RUN_ATTR))
-            if checkpoint is None:
-                continue  # gone meanwhile: the next look closes the trial as failed
-            if not search.is_replicate(frozen) and _finished(study, searched=True) >= target:
-                reason = f"its sweep stopped; not resumed: the study holds its {target} trials"
-                if search.fail_running(study, frozen, {REASON_ATTR: reason}):
-                    self.progress.note(f"trial {frozen.number}: {reason}: marked FAIL")
-                continue
-            trial = optuna.trial.Trial(study, trial_id)
-            _own(study, trial)
-            with self._state_lock:
-                self._live.add(frozen.number)
-            seed = frozen.user_attrs.get(search.SEED_ATTR)
-            return Claim(trial, dict(frozen.params), seed, checkpoint, frozen.user_attrs[RUN_ATTR])
-        return None
-
-    def _can_resume(self, frozen: Any) -> bool:
-        """A checkpoint of the trial's training is there, and no result it kept (a trial that ran to its end but
-        could not be recorded is not trained again)."""
-        folder, run_id = trial_folder(self.output_dir, frozen.number), frozen.user_attrs.get(RUN_ATTR)
-        kept = read_result(folder, frozen._trial_id, run_id)
-        return kept is None and self._checkpoint(frozen.number, frozen._trial_id, run_id) is not None
-
-    def _checkpoint(self, number: int, trial_id: int, run_id: str | None) -> Path | None:
-        return resumable_checkpoint(trial_folder(self.output_dir, number), trial_id, run_id)
+        found = self.recovery.next_resumable(study, target)
+        if found is None:
+            return None
+        frozen, checkpoint = found
+        trial = optuna.trial.Trial(study, frozen._trial_id)
+        own(study, trial)
+        with self._state_lock:
+            self._live.add(frozen.number)
+        seed = frozen.user_attrs.get(search.SEED_ATTR)
+        return Claim(trial, dict(frozen.params), seed, checkpoint, frozen.user_attrs[RUN_ATTR])
 
     def _claim_replicate(self, study: Any) -> Claim | str | None:
         """After the search: the next seed replicate of a best configuration (search.replicates), if any."""
         missing = search.missing_replicates(study, self.spec)
         if not missing:
-            running = _running(study)
+            running = search.running_count(study)
             if running:
                 self.progress.waiting(running)
                 return WAIT
             return None
         origin, seed = missing[0]
         trial, seed = search.ask_replicate(study, origin, seed)
-        _own(study, trial)
+        own(study, trial)
         params = search.suggest(trial, self.spec)
         with self._state_lock:
             self._live.add(trial.number)
@@ -421,7 +386,7 @@ class Sweep:
         started = time.monotonic()
 
         def beat_failed(exc: Exception) -> None:
-            self._trouble()
+            self.recorder.trouble()
             self.progress.note(f"trial {trial.number}: a heartbeat could not be recorded ({first_line(exc)}); retrying")
 
         # Beating until the trial is recorded: a database down for a while as it ends must not make it look abandoned
@@ -453,24 +418,20 @@ class Sweep:
                 result = TrialResult(FAILED, reason=reason)
             result.seconds["time.total_s"] = time.monotonic() - started
             result.stopped = self._stopping.is_set() and result.state == FAILED  # one that ended anyway keeps it
-            checkpoint = self._checkpoint(trial.number, trial._trial_id, run_id) if result.stopped else None
+            checkpoint = self.recovery.checkpoint(trial.number, trial._trial_id, run_id) if result.stopped else None
             if checkpoint is not None:
-                self._leave_resumable(trial, tracker, run_id, checkpoint)
+                if run_id is not None:  # stays RUNNING in Optuna, for the next sweep to take over; KILLED until then
+                    end = lambda: tracker.end(run_id, "KILLED")  # noqa: E731
+                    self.recorder.retrying(f"mark trial {trial.number} stopped in MLflow", end)
                 result.reason = f"stopped; the same command resumes it from {checkpoint.name}"
             else:
-                self._record(study, trial, tracker, run_id, result)
+                self.recorder.record(study, trial, tracker, run_id, result)
                 if "save_total_limit" not in self.spec.train:  # a spec that sets it keeps its checkpoints
                     remove_checkpoints(trial_folder(self.output_dir, trial.number))
         with self._state_lock:
             self._live.discard(trial.number)
         self.progress.trial_ended(trial.number, params, result, search.shown_metrics(self.spec))
         return result
-
-    def _leave_resumable(self, trial: Any, tracker: Tracker, run_id: str | None, checkpoint: Path) -> None:
-        """A trial stopped by Ctrl-C after a checkpoint stays RUNNING in Optuna, for the next sweep to take over
-        (_claim_resumable) once this process is gone; its run ends KILLED until then."""
-        if run_id is not None:
-            self._retrying(f"mark trial {trial.number} stopped in MLflow", lambda: tracker.end(run_id, "KILLED"))
 
     def _request(
         self,
@@ -498,104 +459,6 @@ class Sweep:
             seed=seed,
             resume_from=str(resume_from) if resume_from else None,
         )
-
-    def _record(
-        self,
-        study: Any,
-        trial: Any,
-        tracker: Tracker,
-        run_id: str | None,
-        result: TrialResult,
-    ) -> None:
-        """Tell Optuna and MLflow the same outcome; retried, so a database hiccup loses nothing, and one that
-        outlasts the retries neither: the result, kept on disk first, is recorded by a later look (_reclaim)."""
-        kept = self._keep(trial, run_id, result)
-        give_up = f"; its result is kept in {kept}, and this sweep or the next records it from there" if kept else None
-        told = self._retrying(
-            f"record trial {trial.number} in Optuna", lambda: self._tell(study, trial, result), give_up
-        )
-        state, number = told if told else (None, None)
-        if run_id is None:
-            return
-        ran_as = number if number != trial.number else None
-        self._retrying(
-            f"record trial {trial.number} in MLflow", lambda: _end_run(tracker, run_id, result, state, ran_as)
-        )
-
-    def _tell(self, study: Any, trial: Any, result: TrialResult) -> tuple[str, int | None]:
-        """Record the result on the Optuna trial; returns the trial's state, and the number of the trial that
-        holds this result (None: another worker had closed the trial, and its outcome stands)."""
-        from optuna.exceptions import UpdateFinishedTrialError
-        from optuna.trial import TrialState
-
-        state, values, constraints = self._outcome(result)
-        attrs = {"scores": result.scores, "seconds": result.seconds} | (
-            {REASON_ATTR: result.reason} if result.reason else {}
-        )
-        try:
-            for key, value in attrs.items():
-                trial.set_user_attr(key, value)
-            for key, violation in constraints.items():
-                trial.set_constraint(key, violation)
-            optuna_state = {COMPLETE: TrialState.COMPLETE, PRUNED: TrialState.PRUNED}.get(state, TrialState.FAIL)
-            study.tell(trial, values=values, state=optuna_state)
-        except (UpdateFinishedTrialError, ValueError) as exc:  # closed by another worker (heartbeats did not reach it)
-            closed = search.state_of(study, trial)
-            if isinstance(exc, ValueError) and closed == "RUNNING":
-                raise  # not a closed trial: values Optuna refuses
-            why = (
-                f"trial {trial.number} was closed as {closed} by another worker while it ran "
-                "(its heartbeats did not reach the database)"
-            )
-            if closed == "FAIL" and state != FAILED:  # a result after all: the search must not lose it
-                number = search.record_again(study, trial, state, values, attrs, constraints)
-                self.progress.note(f"{why}; its result is recorded as trial {number}")
-                return state, number
-            self.progress.note(f"{why}; its result is kept in MLflow")
-            return {"COMPLETE": COMPLETE, "PRUNED": PRUNED}.get(closed, FAILED), None
-        return state, trial.number
-
-    def _outcome(self, result: TrialResult) -> tuple[str, list[float] | None, dict[str, float]]:
-        """The state, objective values and constraint violations to tell Optuna; a complete trial without
-        its objective metric fails, with the reason."""
-        if result.state != COMPLETE:
-            return result.state, None, {}
-        try:
-            values = search.objective_values(self.spec, result.scores)
-        except KeyError as exc:
-            result.reason = str(exc.args[0])
-            return FAILED, None, {}
-        return COMPLETE, values, search.constraints(self.spec, result.scores)
-
-    def _keep(self, trial: Any, run_id: str | None, result: TrialResult) -> Path | None:
-        """The result, written to the trial's folder before it is recorded (None if that failed)."""
-        try:
-            return write_result(trial_folder(self.output_dir, trial.number), trial._trial_id, run_id, result)
-        except Exception as exc:
-            self.progress.note(f"trial {trial.number}: its result could not be kept on disk ({first_line(exc)})")
-            return None
-
-    def _retrying(self, what: str, action: Any, give_up: str | None = None) -> Any:
-        """Run `action`, retrying with backoff; a persistent failure is reported (ending with `give_up`), never
-        raised. A sweep being stopped tries twice: the user is waiting, and the next sweep closes what is open."""
-        for attempt in range(RECORD_ATTEMPTS):
-            try:
-                return action()
-            except Exception as exc:
-                self._trouble()
-                if attempt == RECORD_ATTEMPTS - 1 or (attempt and self._stopping.is_set()):
-                    if give_up is None:
-                        give_up = ". The next sweep on this study closes it (heartbeat or process check)"
-                    self.progress.note(f"could not {what}: {first_line(exc)}{give_up}.")
-                    return None
-                self.progress.note(f"could not {what} ({first_line(exc)}); retrying")
-                self._stopping.wait(_backoff_s(attempt))
-        return None
-
-    def _trouble(self) -> None:
-        """Note that the database did not answer: for GRACE_S after that, silent heartbeats may be the outage's,
-        not dead workers' (theirs resume within HEARTBEAT_S once it is back), so _reclaim leaves them be."""
-        self._trouble_at = time.monotonic()
 
     # ------------------------------------------------------------ the report
 
@@ -679,89 +542,6 @@ class Sweep:
         if not verbose and any(any(lines) for lines in findings.values()):
             self.progress.note(f"data audit in full: harness data audit {self.spec_path} (or -v)")
 
-    # ------------------------------------------------------------ resume
-
-    def _reclaim(self, study: Any, tracker: Tracker, experiment: str) -> None:
-        """Close what dead workers left RUNNING, in Optuna and in MLflow (under the lock): with the result a trial
-        kept in its folder (write_result) when it ran to its end, else as failed; a trial whose sweep on this
-        host is gone and that left a checkpoint stays RUNNING instead, for the next claim to resume.
-
-        A worker on this host is checked by its PID and the machine's boot; any worker, on any host, by Optuna's
-        heartbeats, unless this process failed to reach the database within GRACE_S (every worker's heartbeats
-        paused with it). A run whose trial was told but never ended (its worker died in between) is closed with
-        the told state.
-        """
-        from optuna.trial import TrialState
-
-        self._reclaimed_at = time.monotonic()
-        beats = search.heartbeats_on(study)
-        dead = [
-            (t, f"its sweep process ({t.user_attrs.get(WORKER_ATTR, 'unknown')}) died while it ran (closed on resume)")
-            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if _is_orphan(t, self._live, beats)
-        ]
-        gone = {d.number for d, _ in dead}  # their process is gone for sure: nothing writes their folders any more
-        known = gone | self._live  # ours may beat late, yet they run
-        recovering = time.monotonic() - self._trouble_at < GRACE_S  # every worker's beats paused with the database
-        dead += [
-            (
-                t,
-                f"no heartbeat from its worker ({t.user_attrs.get(WORKER_ATTR, 'unknown')}) for over {GRACE_S} s: "
-                f"the worker died or lost the database (closed by {_worker_id()})",
-            )  # fmt: skip
-            for t in ([] if recovering else search.stale_trials(study))
-            if t.number not in known
-        ]
-        closed: set[int] = set()  # the trials we closed (a worker may have told its own meanwhile)
-        kept: dict[int, tuple[TrialResult, str, int | None]] = {}  # those closed with the result kept in their folder
-        for frozen, reason in dead:
-            if told := self._record_kept(study, frozen):
-                closed.add(frozen.number)
-                kept[frozen.number] = told
-            elif frozen.number in gone and self._can_resume(frozen):
-                self._resumable[frozen.number] = (frozen._trial_id, frozen.user_attrs.get(WORKER_ATTR, ""))
-            elif search.fail_running(study, frozen, {REASON_ATTR: reason}):
-                closed.add(frozen.number)
-                self.progress.note(f"trial {frozen.number}: {reason}: marked FAIL")
-        # A run's trial says whether it is live: a RUNNING trial's run belongs to a live worker, and so does
-        # a trial just told: its worker (a slot here, or another host) ends the run right after telling Optuna.
-        trials = {str(t.number): t for t in study.get_trials(deepcopy=False)}
-        for run in tracker.runs(experiment, self.spec.study, status="RUNNING"):
-            trial = trials.get(run.data.tags.get(TRIAL_TAG, ""))
-            alive = trial is not None and trial.number not in closed
-            if alive and (trial.state == TrialState.RUNNING or _being_recorded(trial, self._live, beats)):
-                continue
-            if trial is not None and trial.number in kept:  # as its own worker would have ended it
-                _end_run(tracker, run.info.run_id, *kept[trial.number])
-                continue
-            state = trial.state.name if trial and trial.state.is_finished() else FAILED
-            reason = (trial.user_attrs.get(REASON_ATTR) if trial else None) or "the sweep process died"
-            status = "FAILED" if state == FAILED else "FINISHED"  # a told result stands; only its run was left open
-            tracker.end(run.info.run_id, status, state=state, reason=None if status == "FINISHED" else reason)
-
-    def _record_kept(self, study: Any, frozen: Any) -> tuple[TrialResult, str, int | None] | None:
-        """Tell Optuna the result a dead or cut-off worker kept in the trial's folder (write_result), if any:
-        the trial ran to its end, only its recording did not (the database was away, or the sweep died).
-        Returns the result, the state told and the trial that holds it when not this one, or None when nothing
-        was told."""
-        import optuna
-
-        folder = trial_folder(self.output_dir, frozen.number)
-        result = read_result(folder, frozen._trial_id, frozen.user_attrs.get(RUN_ATTR))
-        if result is None:
-            return None
-        try:
-            state, number = self._tell(study, optuna.trial.Trial(study, frozen._trial_id), result)
-        except Exception as exc:  # then it is failed as any dead worker's trial (which raises if the database is away)
-            self.progress.note(
-                f"trial {frozen.number}: {folder / RESULT_FILE} could not be recorded ({first_line(exc)})"
-            )
-            return None
-        if number is None:
-            return None
-        self.progress.note(f"trial {frozen.number}: recorded as {state} from {folder / RESULT_FILE}")
-        return result, state, (number if number != frozen.number else None)
-
     def _target(self, study: Any) -> int:
         size = search.grid_size(self.spec)
         if size is not None and size < self.spec.search.trials:
@@ -816,118 +596,6 @@ class Sweep:
         else:
             reason = f"stopped after {outcome.failed_in_a_row} failed trials in a row"
             tracker.end(parent, "FAILED", reason=reason)
-
-
-def _backoff_s(attempt: int) -> int:
-    """The wait after failed attempt `attempt` (from 0) to reach the database: 1, 2, 4 ... 32 s, then 32 s."""
-    return 2 ** min(attempt, RECORD_ATTEMPTS - 2)
-
-
-def _search_counts(study: Any) -> tuple[int, int]:
-    """Finished and running search trials, from one read: a trial other workers tell meanwhile (they need no
-    lock for that) would be counted in neither by two reads, and the claim would overshoot."""
-    from optuna.trial import TrialState
-
-    trials = search.search_trials(study, (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
-    running = sum(t.state == TrialState.RUNNING for t in trials)
-    return len(trials) - running, running
-
-
-def _finished(study: Any, searched: bool = False) -> int:
-    """Finished trials; `searched`: those the search drew, seed replicates left out."""
-    from optuna.trial import TrialState
-
-    states = (TrialState.COMPLETE, TrialState.PRUNED)
-    return len(search.search_trials(study, states) if searched else study.get_trials(deepcopy=False, states=states))
-
-
-def _running(study: Any) -> int:
-    """Trials other workers are running right now (a multi-worker study must not overshoot)."""
-    from optuna.trial import TrialState
-
-    return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-
-
-def _worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _own(study: Any, trial: Any) -> None:
-    """Mark a new trial as this worker's: its first heartbeat, then its owner (an owned trial always has a
-    heartbeat that can go stale; one with none was left by a worker that died in between)."""
-    search.beat(study, trial)
-    trial.set_user_attr(PIDNS_ATTR, _pid_namespace())
-    trial.set_user_attr(BOOT_ATTR, _boot_id())
-    trial.set_user_attr(WORKER_ATTR, _worker_id())
-
-
-@functools.cache
-def _pid_namespace() -> str:
-    """The process ids this process sees ('' where the OS has no such namespaces): containers on the host's
-    network share its hostname but not its process ids, so a PID says nothing across them."""
-    try:
-        return os.readlink("/proc/self/ns/pid")
-    except OSError:
-        return ""
-
-
-@functools.cache
-def _boot_id() -> str:
-    """This boot of the machine ('' where the OS does not say): Linux draws a new one at each start."""
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
-def _is_orphan(frozen: Any, live: set[int], heartbeats: bool = True) -> bool:
-    """A trial whose sweep process is gone, checked by its PID where this process sees the same ones (same
-    hostname and PID namespace); other hosts' and other containers' trials are left to heartbeats. Without
-    heartbeats (a journal file) a PID on this hostname is all there is to go on.
-
-    Called under the study's lock: a trial without an owner was left by a worker that died between
-    creating it and recording its owner (one step under the same lock), so nobody is running it.
-    """
-    host, _, pid = str(frozen.user_attrs.get(WORKER_ATTR, "")).rpartition(":")
-    boot = frozen.user_attrs.get(BOOT_ATTR)
-    if host == socket.gethostname() and boot and _boot_id() and boot != _boot_id():
-        return True  # this machine has restarted since (its PIDs may be reused now): that process is gone
-    namespace = frozen.user_attrs.get(PIDNS_ATTR, _pid_namespace())  # none recorded: an older harness's trial
-    here = host == socket.gethostname() and (namespace == _pid_namespace() or not heartbeats)
-    if not here or not pid.isdigit():  # another machine, or a container beside this one
-        return not frozen.user_attrs.get(WORKER_ATTR)
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return int(pid) == os.getpid() and frozen.number not in live  # ours by a recycled PID, or by a slot
-
-
-def _end_run(
-    tracker: Tracker, run_id: str, result: TrialResult, state: str | None, recorded_as: int | None = None
-) -> None:
-    """End a trial's MLflow run as its result says: `state` is the one Optuna was told (None: not told yet);
-    `recorded_as`: the trial that holds the result when it is not the one the run was made for (record_again)."""
-    state = state or result.state
-    status = "KILLED" if result.stopped else "FAILED" if state == FAILED else "FINISHED"
-    if recorded_as is not None:
-        tracker.set_tags(run_id, {TRIAL_TAG: str(recorded_as)})
-    tracker.log_metrics(run_id, {"time.total_s": result.seconds.get("time.total_s", 0.0)})
-    tracker.end(run_id, status, state=state, reason=result.reason)
-
-
-def _being_recorded(frozen: Any, live: set[int], heartbeats: bool = True) -> bool:
-    """A finished trial whose worker may still be ending its MLflow run: one of this process's slots, or a
-    worker elsewhere within the heartbeat grace of telling Optuna (its run is closed on a later look if not).
-    The teller's clock may be another machine's: a skew either way closes the run early, with the told state."""
-    if frozen.number in live:
-        return True
-    if _is_orphan(frozen, live, heartbeats):  # its worker on this host is gone: nobody will end the run
-        return False
-    told = frozen.datetime_complete
-    return told is not None and abs(datetime.datetime.now() - told) < datetime.timedelta(seconds=GRACE_S)
 
 
 def _cache_dir(output_dir: Path) -> Path:

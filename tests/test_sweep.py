@@ -348,12 +348,13 @@ class _Quiet:
 
 
 def quiet_sweep(ws: Workspace, spec_path: Path):
-    """A Sweep that shows nothing, and its study: for tests that claim, reclaim or record by hand (no training)."""
+    """A Sweep that shows nothing (its notes are kept in sweep.progress.notes), and its study: for tests that
+    claim, reclaim or record by hand (no training)."""
     from harness import search
     from harness.sweep import Sweep, SweepOptions
 
     options = SweepOptions(storage=ws.storage, tracking_uri=ws.tracking, output_dir=ws.root / "outputs")
-    sweep = Sweep(spec_path, options, _Quiet())
+    sweep = Sweep(spec_path, options, _Notes())
     return sweep, search.open_study(sweep.spec, ws.storage)
 
 
@@ -394,7 +395,7 @@ def test_a_run_its_worker_is_still_ending_is_left_to_it(ws: Workspace, write_spe
     """A worker tells Optuna first, then ends the MLflow run; a look in between (another slot's claim, or
     another host's) must not close that run as failed. Left open past the grace (at once if its worker on this host
     is gone), it is closed as told."""
-    from harness import sweep as sweep_module
+    from harness import recovery
     from harness.tracking import Tracker
 
     sweep, study = quiet_sweep(ws, write_spec(base_spec()))
@@ -405,7 +406,7 @@ def test_a_run_its_worker_is_still_ending_is_left_to_it(ws: Workspace, write_spe
     told.set_user_attr("worker", "another-host:4242")  # ending its run right now, as far as anyone here knows
     for trial in (dead, left):
         trial.set_user_attr("worker", f"{socket.gethostname()}:999999999")  # a PID no process has
-        trial.set_user_attr("worker_pid_namespace", sweep_module._pid_namespace())
+        trial.set_user_attr("worker_pid_namespace", recovery.pid_namespace())
     runs = {t.number: tracker.child_run(experiment, parent, "test", t.number) for t in (told, dead, left)}
     study.tell(told, 0.5)
     study.tell(left, 0.7)  # then its sweep died before ending the run
@@ -414,12 +415,12 @@ def test_a_run_its_worker_is_still_ending_is_left_to_it(ws: Workspace, write_spe
         run = tracker.client.get_run(runs[number])
         return run.info.status, run.data.tags.get("harness.state")
 
-    sweep._reclaim(study, tracker, experiment)
+    sweep.recovery.reclaim(study, tracker, experiment)
     assert status(told.number) == ("RUNNING", None), "its worker ends it right after telling Optuna"
     assert status(dead.number) == ("FAILED", "FAIL")
     assert status(left.number) == ("FINISHED", "COMPLETE"), "its worker on this host is gone: no grace"
-    monkeypatch.setattr(sweep_module, "GRACE_S", 0)  # the worker died between telling and ending
-    sweep._reclaim(study, tracker, experiment)
+    monkeypatch.setattr(recovery, "GRACE_S", 0)  # the worker died between telling and ending
+    sweep.recovery.reclaim(study, tracker, experiment)
     assert status(told.number) == ("FINISHED", "COMPLETE"), "a told result stands"
 
 
@@ -432,7 +433,7 @@ def _database_away(*args, **kwargs):
 def _waits_of(sweep, stopping: bool = False) -> list[float]:
     """The sweep's waits between retries, recorded instead of waited."""
     waits: list[float] = []
-    sweep._stopping = SimpleNamespace(is_set=lambda: stopping, wait=waits.append)
+    sweep._stopping.is_set, sweep._stopping.wait = (lambda: stopping), waits.append  # one Event for all its parts
     return waits
 
 
@@ -448,17 +449,17 @@ class _Notes(_Quiet):
 
 def _recording(ws: Workspace, write_spec, spec: dict | None = None) -> SimpleNamespace:
     """A sweep with one trial of this process's (no slot runs it any more) and the trial's MLflow run."""
-    from harness import sweep as sweep_module
+    from harness import recovery
+    from harness.recording import RUN_ATTR
     from harness.tracking import Tracker
 
     sweep, study = quiet_sweep(ws, write_spec(spec or base_spec()))
-    sweep.progress = _Notes()
     tracker = Tracker(ws.tracking)
     experiment = tracker.experiment("test")
     trial = study.ask()
-    sweep_module._own(study, trial)
+    recovery.own(study, trial)
     run_id = tracker.child_run(experiment, tracker.parent_run(experiment, "test"), "test", trial.number)
-    trial.set_user_attr(sweep_module.RUN_ATTR, run_id)
+    trial.set_user_attr(RUN_ATTR, run_id)
     return SimpleNamespace(sweep=sweep, study=study, tracker=tracker, experiment=experiment, trial=trial, run_id=run_id)
 
 
@@ -484,7 +485,7 @@ def test_a_finished_trials_result_rides_out_a_database_restart(ws: Workspace, wr
         return tell(*args, **kwargs) if next(down, None) is None else _database_away()
 
     monkeypatch.setattr(study, "tell", restarting)
-    sweep._record(study, trial, tracker, run_id, TrialResult(COMPLETE, scores={"identity.hit_rate": 0.75}))
+    sweep.recorder.record(study, trial, tracker, run_id, TrialResult(COMPLETE, scores={"identity.hit_rate": 0.75}))
     assert waits == [1, 2, 4, 8, 16]
     assert search.state_of(study, trial) == "COMPLETE" and study.trials[0].values == [0.75]
     assert tracker.client.get_run(run_id).info.status == "FINISHED"
@@ -507,7 +508,7 @@ def test_a_result_the_database_missed_is_recorded_from_the_trials_folder(
     _waits_of(sweep)
     _outage(monkeypatch, study, tracker)
     result = TrialResult(COMPLETE, scores={"identity.hit_rate": 0.75}, seconds={"time.total_s": 9.5})
-    sweep._record(study, trial, tracker, run_id, result)
+    sweep.recorder.record(study, trial, tracker, run_id, result)
     kept = ws.root / "outputs" / "test" / "trial-000" / "result.json"
     assert search.state_of(study, trial) == "RUNNING"
     assert tracker.client.get_run(run_id).info.status == "RUNNING"
@@ -516,7 +517,7 @@ def test_a_result_the_database_missed_is_recorded_from_the_trials_folder(
     write_result(kept.parent.with_name("trial-002"), other_run._trial_id, "a deleted study's run", result)
 
     monkeypatch.undo()  # the databases are back
-    sweep._reclaim(study, tracker, r.experiment)
+    sweep.recovery.reclaim(study, tracker, r.experiment)
     assert search.state_of(study, trial) == "COMPLETE" and study.trials[0].values == [0.75]
     assert study.trials[0].user_attrs["seconds"] == {"time.total_s": 9.5}
     run = tracker.client.get_run(run_id)
@@ -535,9 +536,10 @@ def test_a_stopped_trials_kept_result_ends_its_run_as_killed(ws: Workspace, writ
     r = _recording(ws, write_spec)
     _waits_of(r.sweep, stopping=True)
     _outage(monkeypatch, r.study, r.tracker)
-    r.sweep._record(r.study, r.trial, r.tracker, r.run_id, TrialResult(FAILED, reason="interrupted", stopped=True))
+    stopped = TrialResult(FAILED, reason="interrupted", stopped=True)
+    r.sweep.recorder.record(r.study, r.trial, r.tracker, r.run_id, stopped)
     monkeypatch.undo()
-    r.sweep._reclaim(r.study, r.tracker, r.experiment)
+    r.sweep.recovery.reclaim(r.study, r.tracker, r.experiment)
     assert search.state_of(r.study, r.trial) == "FAIL"
     assert r.tracker.client.get_run(r.run_id).info.status == "KILLED"
 
@@ -559,8 +561,8 @@ def test_a_result_after_its_trial_was_closed_by_another_worker_is_recorded_as_a_
     closing = "no heartbeat from its worker for over 20 s (closed by another-host:7)"
     assert search.fail_running(r.study, r.study.trials[0], {search.REASON_ATTR: closing})
     result = TrialResult(COMPLETE, scores={"identity.hit_rate": 0.75}, seconds={"time.total_s": 9.5})
-    r.sweep._record(r.study, r.trial, r.tracker, r.run_id, result)
-    assert r.sweep._tell(r.study, r.trial, result) == (COMPLETE, 1), "a retried recording adds nothing"
+    r.sweep.recorder.record(r.study, r.trial, r.tracker, r.run_id, result)
+    assert r.sweep.recorder.tell(r.study, r.trial, result) == (COMPLETE, 1), "a retried recording adds nothing"
 
     closed, late = r.study.trials
     assert len(r.study.trials) == 2 and closed.state == TrialState.FAIL
@@ -581,7 +583,7 @@ def test_a_result_after_its_trial_was_closed_by_another_worker_is_recorded_as_a_
 
     failing = r.study.ask()  # a failed result is not worth a trial of its own: the closing stands
     assert search.fail_running(r.study, r.study.trials[2], {search.REASON_ATTR: closing})
-    assert r.sweep._tell(r.study, failing, TrialResult(FAILED, reason="out of memory")) == (FAILED, None)
+    assert r.sweep.recorder.tell(r.study, failing, TrialResult(FAILED, reason="out of memory")) == (FAILED, None)
     assert len(r.study.trials) == 3
 
 
@@ -594,8 +596,8 @@ def test_a_dead_sweeps_trial_with_a_checkpoint_is_taken_over_not_failed(
     checkpoint. Without one it fails as before; so does one whose worker is only silent (another host: it may
     still be writing there), one whose checkpoints a deleted study's trial left (another owner), and one the
     study no longer has room for (--trials lowered)."""
-    from harness import search
-    from harness import sweep as sweep_module
+    from harness import recovery, search
+    from harness.recording import RUN_ATTR
     from harness.trial import checkpoints_folder, trial_folder
 
     r = _recording(ws, write_spec)
@@ -607,9 +609,9 @@ def test_a_dead_sweeps_trial_with_a_checkpoint_is_taken_over_not_failed(
         here = i != 2
         worker = f"{socket.gethostname()}:999999999" if here else "another-host:4242"
         trial.set_user_attr("worker", worker)
-        trial.set_user_attr("worker_pid_namespace", sweep_module._pid_namespace())
+        trial.set_user_attr("worker_pid_namespace", recovery.pid_namespace())
         run_id = tracker.child_run(r.experiment, tracker.parent_run(r.experiment, "test"), "test", trial.number)
-        trial.set_user_attr(sweep_module.RUN_ATTR, run_id)
+        trial.set_user_attr(RUN_ATTR, run_id)
         if i == 1:
             continue
         owner = (trial._trial_id + 100, run_id) if i == 3 else (trial._trial_id, run_id)
@@ -632,10 +634,10 @@ def test_a_dead_sweeps_trial_with_a_checkpoint_is_taken_over_not_failed(
     assert claim.resume_from == trial_folder(out, resumable.number) / "trainer" / "checkpoint-8"
     assert claim.run_id == study.trials[resumable.number].user_attrs["mlflow_run_id"]
     assert study.trials[resumable.number].state == TrialState.RUNNING
-    assert study.trials[resumable.number].user_attrs["worker"] == sweep_module._worker_id(), "re-owned"
+    assert study.trials[resumable.number].user_attrs["worker"] == recovery.worker_id(), "re-owned"
     assert [search.state_of(study, t) for t in (bare, silent, foreign)] == ["FAIL", "FAIL", "FAIL"]
     assert tracker.client.get_run(claim.run_id).info.status == "RUNNING"
-    sweep._reclaimed_at -= sweep_module.RECLAIM_EVERY_S  # the next claim looks for dead trials again
+    sweep.recovery.reclaimed_at -= recovery.RECLAIM_EVERY_S  # the next claim looks for dead trials again
     again = sweep._claim(study, tracker, r.experiment, target=10)
     assert again.resume_from is None and again.trial.number == len(trials) + 1, "taken once: then a new draw"
 
@@ -646,8 +648,7 @@ def test_a_claim_survives_a_lock_that_cannot_be_released(ws: Workspace, write_sp
     import contextlib
 
     sweep, study = quiet_sweep(ws, write_spec(base_spec()))
-    sweep.progress = _Notes()
-    sweep._reclaimed_at = time.monotonic()  # no look for dead workers' trials: nothing is dead
+    sweep.recovery.reclaimed_at = time.monotonic()  # no look for dead workers' trials: nothing is dead
 
     @contextlib.contextmanager
     def held():
@@ -667,7 +668,7 @@ def test_claims_wait_out_a_database_restart(ws: Workspace, write_spec, down_for:
     running (its result is to be recorded), does the slot give up, saying why."""
     sweep, _ = quiet_sweep(ws, write_spec(base_spec()))
     waits = _waits_of(sweep)
-    sweep._live = {7} if ours_running else set()
+    sweep._live.update({7} if ours_running else set())
     refusals = iter(range(down_for))
 
     def claim(*args):
@@ -687,9 +688,8 @@ def test_claims_wait_out_a_database_restart(ws: Workspace, write_spec, down_for:
 
 def test_a_sweep_being_stopped_tries_twice(ws: Workspace, write_spec) -> None:
     sweep, _ = quiet_sweep(ws, write_spec(base_spec()))
-    sweep.progress = _Notes()
     waits = _waits_of(sweep, stopping=True)
-    assert sweep._retrying("record trial 3 in Optuna", _database_away) is None
+    assert sweep.recorder.retrying("record trial 3 in Optuna", _database_away) is None
     assert waits == [1]
     assert sweep.progress.notes[-1].startswith("could not record trial 3 in Optuna: OperationalError")
 
@@ -704,11 +704,11 @@ def test_silent_heartbeats_are_not_closed_right_after_an_outage(ws: Workspace, w
     trial = study.ask()
     trial.set_user_attr("worker", "another-host:4242")
     monkeypatch.setattr(search, "stale_trials", lambda study: study.get_trials(states=(TrialState.RUNNING,)))
-    sweep._trouble()
-    sweep._reclaim(study, _Quiet(), "no experiment")
+    sweep.recorder.trouble()
+    sweep.recovery.reclaim(study, _Quiet(), "no experiment")
     assert search.state_of(study, trial) == "RUNNING"
-    sweep._trouble_at -= GRACE_S
-    sweep._reclaim(study, _Quiet(), "no experiment")
+    sweep.recorder._trouble_at -= GRACE_S
+    sweep.recovery.reclaim(study, _Quiet(), "no experiment")
     assert search.state_of(study, trial) == "FAIL"
 
 
@@ -718,18 +718,18 @@ def test_a_workers_pid_is_looked_up_only_where_it_means_that_process() -> None:
     harness that recorded no namespace, a PID on this hostname is all there is to go on."""
     from optuna.trial import create_trial
 
-    from harness.sweep import _boot_id, _is_orphan, _pid_namespace
+    from harness.recovery import boot_id, is_orphan, pid_namespace
 
     def owned(**attrs: str):
         return create_trial(value=0.0, user_attrs={"worker": f"{socket.gethostname()}:999999999", **attrs})
 
-    assert _is_orphan(owned(worker_pid_namespace=_pid_namespace()), set()), "no such process here: gone"
-    assert not _is_orphan(owned(worker_pid_namespace="pid:[1]"), set())
-    assert _is_orphan(owned(worker_pid_namespace="pid:[1]"), set(), heartbeats=False)
-    assert _is_orphan(owned(), set())
+    assert is_orphan(owned(worker_pid_namespace=pid_namespace()), set()), "no such process here: gone"
+    assert not is_orphan(owned(worker_pid_namespace="pid:[1]"), set())
+    assert is_orphan(owned(worker_pid_namespace="pid:[1]"), set(), heartbeats=False)
+    assert is_orphan(owned(), set())
     mine = f"{socket.gethostname()}:{os.getpid()}"  # a live PID, recorded before this machine restarted
-    assert _is_orphan(owned(worker=mine, worker_boot_id="an earlier boot", worker_pid_namespace="pid:[1]"), set())
-    assert not _is_orphan(owned(worker=mine, worker_boot_id=_boot_id(), worker_pid_namespace="pid:[1]"), set())
+    assert is_orphan(owned(worker=mine, worker_boot_id="an earlier boot", worker_pid_namespace="pid:[1]"), set())
+    assert not is_orphan(owned(worker=mine, worker_boot_id=boot_id(), worker_pid_namespace="pid:[1]"), set())
 
 
 @pytest.mark.parametrize("space", [{"beta": {"choice": [0.1, 0.2]}}, {"beta": {"choice": [0.1]}}])
