@@ -204,22 +204,29 @@ def _read_file(path: Path) -> list[tuple[int, Any]]:
     return _read_array(path, text) if text.lstrip().startswith("[") else _read_jsonl(path, text)
 
 
-def read_text(path: Path) -> str:
-    """A data or spec file as text: UTF-8, a leading byte-order mark skipped (Windows tools write one);
-    DataError naming the line of a byte that is not UTF-8, or a path that is not a readable file."""
+class UnreadableFile(DataError):
+    """A path that is not a readable UTF-8 text file; `line`: where the first byte that is not UTF-8 is."""
+
+    def __init__(self, path: Path, problem: str, line: int | None = None):
+        self.problem, self.line = problem, line
+        super().__init__(f"{path}:{line}: {problem}" if line else f"{path}: {problem}")
+
+
+def read_text(path: Path, kind: str = ".jsonl or .json") -> str:
+    """A data or spec file (`kind`) as text: UTF-8, a leading byte-order mark skipped (Windows tools write one);
+    UnreadableFile naming the line of a byte that is not UTF-8, or a path that is not a readable file."""
     if path.is_dir():
-        raise DataError(f"{path}: a folder, not a file (name a .jsonl or .json file)")
+        raise UnreadableFile(path, f"a folder, not a file (name a {kind} file)")
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+        raise UnreadableFile(path, f"cannot be read ({exc.strerror or exc})") from None
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise DataError(
-            f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save the file as UTF-8"
-        ) from None
+        problem = f"not UTF-8 text (byte 0x{data[exc.start]:02x}); save the file as UTF-8"
+        raise UnreadableFile(path, problem, line) from None
 
 
 def _read_jsonl(path: Path, text: str) -> list[tuple[int, Any]]:

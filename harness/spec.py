@@ -26,15 +26,12 @@ PROBES = ("overfit", "shortcut")
 
 def read_yaml(path: Path) -> tuple[Any, dict[str, int]]:
     """A YAML file's data and the line of each key path; SpecError for a file that is not UTF-8 YAML."""
+    from harness.data import UnreadableFile, read_text  # data builds on the spec
+
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise SpecError(str(path), [("", None, f"cannot be read ({exc.strerror or exc})")]) from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise SpecError(str(path), [("", line, "not UTF-8 text: save the file as UTF-8")]) from None
+        text = read_text(path, kind="YAML")
+    except UnreadableFile as exc:
+        raise SpecError(str(path), [("", exc.line, exc.problem)]) from None
     try:
         return yaml.safe_load(text), _line_index(yaml.compose(text))
     except yaml.YAMLError as exc:
@@ -269,6 +266,11 @@ def load_spec(path: str | Path, check_files: bool = True) -> SweepSpec:
     """Read, validate and return a spec; raise SpecError listing every problem."""
     path = Path(path)
     source = str(path)
+    if path.is_dir():
+        specs = ", ".join(sorted(p.name for p in path.glob("*.y*ml")))
+        raise SpecError(
+            source, [("", None, "a folder, not a file" + (f": name one of its specs ({specs})" if specs else ""))]
+        )
     if not path.is_file():
         raise SpecError(source, [("", None, "no such file")])
     raw, lines = read_yaml(path)
@@ -395,18 +397,47 @@ def _train_problems(train: dict, space: dict) -> list[tuple[str, str]]:
     beta = train.get("beta")
     if isinstance(beta, int | float) and beta <= 0:
         problems.append(("train.beta", f"β must be > 0 (got {beta})"))
-    lr = train.get("learning_rate")
-    if isinstance(lr, int | float) and lr <= 0:
-        problems.append(("train.learning_rate", f"must be > 0 (got {lr})"))
     searched_train = {k: v for k, v in space.items() if "." not in k}
     for key, msg in check_train_fields({k: None for k in searched_train}, names_only=True):
         problems.append((f"search.space.{key}", msg))
+    problems += _searched_value_problems(searched_train)
     beta_dim = space.get("beta")
     # A log range starting at 0 is already reported by the range itself: one problem, one message.
     low = _lowest(beta_dim) if isinstance(beta_dim, dict) and not beta_dim.get("log") else None
     if low is not None and low <= 0:
         problems.append(("search.space.beta", f"β must be > 0, but the space reaches {low}"))
     return problems
+
+
+def _searched_value_problems(searched_train: dict) -> list[tuple[str, str]]:
+    """The values a searched DPOConfig field can take, checked as `train` values are: each choice, a range's two
+    ends (the bounds are thresholds, so the ends decide), and a float range for an integer field."""
+    from harness.training import check_train_fields, integer_field
+
+    problems: list[tuple[str, str]] = []
+    for key, dim in searched_train.items():
+        if not _valid_dimension(dim) or check_train_fields({key: None}, names_only=True):
+            continue  # the schema's problem (one problem, one message), or not a field (said above)
+        values = next((dim[k] for k in ("choice", "float", "int") if isinstance(dim.get(k), list)), [])
+        if "float" in dim and integer_field(key):
+            problems.append(
+                (
+                    f"search.space.{key}",
+                    f"takes whole numbers: search it with int: [low, high], not float: {dim['float']}",
+                )
+            )
+            continue
+        for value in values:
+            problems += [(f"search.space.{key}", msg) for _, msg in check_train_fields({key: value})]
+    return list(dict.fromkeys(problems))
+
+
+def _valid_dimension(dim: Any) -> bool:
+    try:
+        Dimension.model_validate(dim)
+    except ValidationError:
+        return False
+    return True
 
 
 def _space_problems(space: dict, sources: dict, model: dict, sampler: Any) -> list[tuple[str, str]]:

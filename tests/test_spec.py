@@ -109,6 +109,25 @@ def test_beta_range_must_be_positive(write_spec) -> None:
     assert "β must be > 0" in found["search.space.beta"]
 
 
+def test_searched_values_are_checked_as_train_values(write_spec) -> None:
+    """What a trial would only refuse mid-sweep (or train on wrongly) is refused in the spec, searched or not: each
+    choice, a range's ends, and a float range where DPOConfig counts in whole numbers."""
+    space = {
+        "per_device_train_batch_size": {"choice": [0, 4]},
+        "gradient_accumulation_steps": {"float": [1, 4]},
+        "max_length": {"int": [-5, 64]},
+        "learning_rate": {"choice": ["fast", 1e-5]},
+        "weight_decay": {"float": [0.0, 0.1]},
+        "max_steps": {"int": [-1, 10]},
+    }
+    found = space_problems(space, write_spec)
+    assert found["search.space.per_device_train_batch_size"] == "must be > 0 (got 0)"
+    assert found["search.space.gradient_accumulation_steps"].startswith("takes whole numbers: search it with int:")
+    assert found["search.space.max_length"] == "must be > 0 (got -5)"
+    assert found["search.space.learning_rate"] == "expected float, got 'fast'"
+    assert "search.space.weight_decay" not in found and "search.space.max_steps" not in found
+
+
 def test_one_problem_gives_one_message(write_spec) -> None:
     found = space_problems({"beta": {"float": [0.0, 0.5], "log": True}}, write_spec)
     assert found["search.space.beta"] == "log range needs low > 0, got [0.0, 0.5]"
@@ -160,7 +179,9 @@ def test_a_spec_that_is_not_utf8_names_its_line(tmp_path: Path) -> None:
     path.write_bytes(b"study: test\nseed: 0 # caf\xe9\n")
     with pytest.raises(SpecError) as info:
         load_spec(path)
-    assert info.value.problems[0][1] == 2 and "not UTF-8 text" in str(info.value)
+    assert info.value.problems[0][1] == 2 and "not UTF-8 text (byte 0xe9)" in str(info.value)
+    with pytest.raises(SpecError, match="a folder, not a file: name one of its specs \\(spec.yaml\\)"):
+        load_spec(tmp_path)
 
 
 def test_yaml_syntax_error_has_line(tmp_path: Path) -> None:
