@@ -189,7 +189,11 @@ def validate(spec: Annotated[Path, typer.Argument(help="Sweep spec (YAML).")]) -
     except _input_errors() as exc:
         raise _bad_input(exc) from None
     console.print(f"[green]{spec}: valid[/]")
-    shown = summary(loaded) | {"sources": {name: _describe_source(s) for name, s in sources.items()}}
+    described = {name: _describe_source(s) for name, s in sources.items()}
+    for name, source in loaded.data.sources.items():  # hub datasets are read by the sweep (they need network)
+        if name not in described:
+            described[name] = f"hub dataset {source.hf} (split {source.split}): read when the sweep runs"
+    shown = summary(loaded) | {"sources": described}
     for key, value in shown.items():
         if isinstance(value, dict):
             console.print(f"  {key}:")

@@ -92,6 +92,13 @@ def as_numbers(train: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def integer_field(key: str) -> bool:
+    """Whether DPOConfig's field `key` takes whole numbers only (a batch size, a step count)."""
+    tp = _dpo_fields().get(key)
+    args = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
+    return tp is not None and all(a is int for a in args)
+
+
 def _numeric(tp: Any) -> bool:
     args = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
     return all(a in (int, float) for a in args)
@@ -104,7 +111,7 @@ BOUNDS: dict[str, tuple[Callable[[float], bool], str]] = {
         ["per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "max_length"],
         (lambda v: v > 0, "> 0"),
     ),
-    "num_train_epochs": (lambda v: v > 0, "> 0"),
+    **dict.fromkeys(["num_train_epochs", "learning_rate"], (lambda v: v > 0, "> 0")),
     "max_steps": (lambda v: v > 0 or v == -1, "> 0 (or -1: num_train_epochs decides)"),
     **dict.fromkeys(["weight_decay", "warmup_steps", "max_grad_norm"], (lambda v: v >= 0, ">= 0")),
 }
