@@ -593,9 +593,9 @@ def test_a_dead_sweeps_trial_with_a_checkpoint_is_taken_over_not_failed(
 ) -> None:
     """A trial whose sweep on this host is gone (kill -9, a reboot) and whose training saved a checkpoint stays
     RUNNING and is the next claim: re-owned, same params and MLflow run, resumed from its newest complete
-    checkpoint. Without one it fails as before; so does one whose worker is only silent (another host: it may
-    still be writing there), one whose checkpoints a deleted study's trial left (another owner), and one the
-    study no longer has room for (--trials lowered)."""
+    checkpoint; so is one whose worker on another host went silent, its checkpoint in a shared folder. Without
+    one it fails as before; so does one whose checkpoints a deleted study's trial left (another owner), and one
+    the study no longer has room for (--trials lowered)."""
     from harness import recovery, search
     from harness.recording import RUN_ATTR
     from harness.trial import checkpoints_folder, trial_folder
@@ -635,11 +635,70 @@ def test_a_dead_sweeps_trial_with_a_checkpoint_is_taken_over_not_failed(
     assert claim.run_id == study.trials[resumable.number].user_attrs["mlflow_run_id"]
     assert study.trials[resumable.number].state == TrialState.RUNNING
     assert study.trials[resumable.number].user_attrs["worker"] == recovery.worker_id(), "re-owned"
-    assert [search.state_of(study, t) for t in (bare, silent, foreign)] == ["FAIL", "FAIL", "FAIL"]
+    assert [search.state_of(study, t) for t in (bare, foreign)] == ["FAIL", "FAIL"]
     assert tracker.client.get_run(claim.run_id).info.status == "RUNNING"
+    taken = sweep._claim(study, tracker, r.experiment, target=10)
+    assert taken.trial.number == silent.number and taken.resume_from.parent.parent == trial_folder(out, silent.number)
+    assert study.trials[silent.number].user_attrs["worker"] == recovery.worker_id()
     sweep.recovery.reclaimed_at -= recovery.RECLAIM_EVERY_S  # the next claim looks for dead trials again
     again = sweep._claim(study, tracker, r.experiment, target=10)
     assert again.resume_from is None and again.trial.number == len(trials) + 1, "taken once: then a new draw"
+
+
+class _TakenOver:
+    """A trial process (pid 4242) whose trial another worker takes over as it runs; it waits to be killed."""
+
+    def __init__(self, trial, wait_s: float) -> None:
+        self.trial, self.wait_s, self.killed = trial, wait_s, []
+
+    def run(self, job, request, on_event, on_start):
+        from harness.trial import FAILED, TrialResult
+
+        on_start(4242)
+        self.trial.set_user_attr("worker", "another-host:7")  # that worker's claim
+        deadline = time.monotonic() + self.wait_s
+        while not self.killed and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return TrialResult(FAILED, reason="trial process killed by SIGKILL")
+
+    def kill(self, pid: int) -> None:
+        self.killed.append(pid)
+
+
+@pytest.mark.parametrize("seen", ["at a heartbeat", "as it ends"])
+def test_a_trial_taken_over_is_stopped_and_left_to_its_new_owner(
+    ws: Workspace, write_spec, monkeypatch, seen: str
+) -> None:
+    """A worker cut off from the database past the heartbeat grace comes back to find its trial taken over by
+    another worker (from the checkpoint in a shared folder): it kills its trial process at its next heartbeat and
+    records nothing (not in Optuna, not in MLflow, no failure counted); the checkpoints stay, for the new owner."""
+    from harness import search
+    from harness.tracking import Tracker
+    from harness.trial import checkpoints_folder, trial_folder
+
+    monkeypatch.setattr(search, "HEARTBEAT_S", 0.05 if seen == "at a heartbeat" else 60)
+    sweep, study = quiet_sweep(ws, write_spec(base_spec()))
+    tracker = Tracker(ws.tracking)
+    experiment = tracker.experiment("test")
+    sweep.recovery.reclaimed_at = time.monotonic()  # nothing is dead
+    claim = sweep._claim(study, tracker, experiment, target=1)
+    worker = _TakenOver(claim.trial, wait_s=10 if seen == "at a heartbeat" else 0)
+    parent = tracker.parent_run(experiment, "test")
+    run = SimpleNamespace(study=study, tracker=tracker, experiment=experiment, parent=parent, worker=worker)
+    folder = trial_folder(ws.root / "outputs" / "test", claim.trial.number)
+    run_id = None
+
+    def started(*args) -> None:
+        nonlocal run_id
+        run_id = study.trials[0].user_attrs["mlflow_run_id"]
+        (checkpoints_folder(folder, claim.trial._trial_id, run_id, fresh=True) / "checkpoint-4").mkdir()
+
+    sweep.progress.trial_started = started
+    assert sweep._one_trial(run, claim, device=None) is None
+    assert worker.killed == ([4242] if seen == "at a heartbeat" else [])
+    assert search.state_of(study, claim.trial) == "RUNNING" and sweep._live == set()
+    assert tracker.client.get_run(run_id).info.status == "RUNNING", "the run goes on under its new owner"
+    assert (folder / "trainer" / "checkpoint-4").is_dir() and not (folder / "result.json").exists()
 
 
 def test_a_claim_survives_a_lock_that_cannot_be_released(ws: Workspace, write_spec) -> None:
