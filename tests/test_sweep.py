@@ -307,6 +307,64 @@ def test_a_trial_stopped_after_a_checkpoint_resumes_from_it(ws: Workspace, write
     assert (trainer.parent / "model").is_dir()
 
 
+AS_ANOTHER_HOST = [
+    "unshare",
+    "--uts",
+    "--pid",
+    "--fork",
+    "--mount-proc",
+    "sh",
+    "-c",
+    'hostname other-host && exec "$@"',
+]
+
+
+def _can_be_another_host() -> bool:
+    """Whether this machine lets a test start a process in hostname and PID namespaces of its own (Linux, root)."""
+    try:
+        return subprocess.run([*AS_ANOTHER_HOST, "sh", "true"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.mark.slow
+def test_a_trial_left_by_another_host_resumes_from_the_shared_folder(ws: Workspace, write_spec) -> None:
+    """A sweep in a container of its own (another hostname, its own process ids: a pod, a requeued job) is killed
+    mid-trial; a worker here, sharing the output folder, finds the trial's heartbeats silent and takes it over
+    from its checkpoint instead of failing it and drawing another."""
+    from harness.training import last_checkpoint
+
+    if not _can_be_another_host():
+        pytest.skip("needs unshare (Linux, root) to run a sweep as another host")
+    spec = base_spec()
+    spec["search"]["trials"] = 1
+    spec["train"] |= {"max_steps": 60, "save_strategy": "steps", "save_steps": 4}
+    path = write_spec(spec)
+    trainer = ws.root / "outputs" / "test" / "trial-000" / "trainer"
+    elsewhere = subprocess.Popen(
+        [*AS_ANOTHER_HOST, "sh", *ws.args(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        _wait_while_running(elsewhere, lambda: last_checkpoint(trainer) is not None)
+    finally:
+        os.killpg(elsewhere.pid, signal.SIGKILL)  # the container is gone
+        elsewhere.wait()
+    left = ws.study().trials[0]
+    assert left.state == TrialState.RUNNING and left.user_attrs["worker"].startswith("other-host:")
+
+    done = ws.sweep(path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "trial 0: its training resumes from" in done.stdout + done.stderr
+    trial = ws.study().trials[0]
+    assert [t.state for t in ws.study().trials] == [TrialState.COMPLETE]
+    assert trial.user_attrs["worker"].startswith(f"{socket.gethostname()}:")
+    run = MlflowClient(ws.tracking).get_run(trial.user_attrs["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["harness.resumed_from"].startswith("checkpoint-")
+
+
 @pytest.mark.slow
 def test_a_failure_reason_with_markup_is_shown_verbatim(ws: Workspace, write_spec) -> None:
     """TRL rejects this optimizer name, quoting it: Rich markup and HTML in a reason are plain text."""
