@@ -266,6 +266,14 @@ def test_ctrl_c_stops_cleanly_then_resumes(ws: Workspace, write_spec) -> None:
     assert [t.state for t in ws.study().trials] == [TrialState.FAIL, TrialState.COMPLETE]
 
 
+def _checkpointed_trial(ws: Workspace, write_spec) -> tuple[Path, Path]:
+    """A one-trial spec of 60 steps that saves a checkpoint every 4, and the folder its trial's checkpoints go to."""
+    spec = base_spec()
+    spec["search"]["trials"] = 1
+    spec["train"] |= {"max_steps": 60, "save_strategy": "steps", "save_steps": 4}
+    return write_spec(spec), ws.root / "outputs" / "test" / "trial-000" / "trainer"
+
+
 @pytest.mark.slow
 def test_a_trial_stopped_after_a_checkpoint_resumes_from_it(ws: Workspace, write_spec) -> None:
     """With train.save_strategy: steps, Ctrl-C leaves the running trial RUNNING (its run KILLED), and the same
@@ -273,11 +281,7 @@ def test_a_trial_stopped_after_a_checkpoint_resumes_from_it(ws: Workspace, write
     before it are logged once), in the same MLflow run, and the study ends with the one trial it asked for."""
     from harness.training import last_checkpoint
 
-    spec = base_spec()
-    spec["search"]["trials"] = 1
-    spec["train"] |= {"max_steps": 60, "save_strategy": "steps", "save_steps": 4}
-    path = write_spec(spec)
-    trainer = ws.root / "outputs" / "test" / "trial-000" / "trainer"
+    path, trainer = _checkpointed_trial(ws, write_spec)
     process = subprocess.Popen(
         ws.args(path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=_as_from_a_terminal
     )
@@ -336,11 +340,7 @@ def test_a_trial_left_by_another_host_resumes_from_the_shared_folder(ws: Workspa
 
     if not _can_be_another_host():
         pytest.skip("needs unshare (Linux, root) to run a sweep as another host")
-    spec = base_spec()
-    spec["search"]["trials"] = 1
-    spec["train"] |= {"max_steps": 60, "save_strategy": "steps", "save_steps": 4}
-    path = write_spec(spec)
-    trainer = ws.root / "outputs" / "test" / "trial-000" / "trainer"
+    path, trainer = _checkpointed_trial(ws, write_spec)
     elsewhere = subprocess.Popen(
         [*AS_ANOTHER_HOST, "sh", *ws.args(path)],
         stdout=subprocess.DEVNULL,
