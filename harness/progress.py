@@ -114,13 +114,6 @@ class SweepProgress:
                 self.console.print(f"    {line}", style="dim", markup=False, highlight=False)
         self.waiting_for = None
 
-    def trial_handed_over(self, number: int, params: dict[str, Any], owner: str) -> None:
-        """A trial another worker took over (this one's heartbeats had lapsed): it goes on there, not here."""
-        self._drop(number)
-        self.console.print(
-            f"[yellow]↪[/] trial {number}  {format_params(params)}  taken over by {escape(owner)}: stopped here"
-        )
-
     def waiting(self, running: int) -> None:
         """Every trial left is running in another worker: say so once, then wait for their outcome."""
         if self.waiting_for != running:

@@ -2,9 +2,8 @@
 
 A trial records its owner (host, PID, PID namespace, machine boot) as it is created. A trial whose owner is gone
 (its PID, on this host; a reboot; or, on any host, heartbeats silent past GRACE_S) is closed with the result it kept
-in its folder, failed, or, when its training left a checkpoint in this worker's output folder (this host's, or one
-shared by hosts), kept RUNNING for the next claim to resume from there. An owner that was only silent (cut off from
-the database) stops its trial once it sees the new owner: the sweep checks after every heartbeat.
+in its folder, failed, or, when its sweep on this host is gone and its training left a checkpoint, kept RUNNING for
+the next claim to resume from there.
 """
 
 from __future__ import annotations
@@ -19,11 +18,11 @@ from typing import Any
 
 from harness import search
 from harness.progress import first_line
-from harness.recording import RUN_ATTR, Recorder, TrialResult, end_run
+from harness.recording import RUN_ATTR, Recorder, end_run
 from harness.spec import SweepSpec
 from harness.stores import GRACE_S
 from harness.tracking import TRIAL_TAG, Tracker
-from harness.trial import FAILED, RESULT_FILE, read_result, resumable_checkpoint, trial_folder
+from harness.trial import FAILED, RESULT_FILE, TrialResult, read_result, resumable_checkpoint, trial_folder
 
 WORKER_ATTR, PID_ATTR = "worker", "trial_pid"  # the sweep process (host:pid) that owns a trial; its trial process
 PIDNS_ATTR = "worker_pid_namespace"  # whose process ids WORKER_ATTR's are (containers may share a hostname)
@@ -53,8 +52,8 @@ class Recovery:
 
     def reclaim(self, study: Any, tracker: Tracker, experiment: str) -> None:
         """Close what dead workers left RUNNING, in Optuna and in MLflow (under the lock): with the result a trial
-        kept in its folder (write_result) when it ran to its end, else as failed; a trial that left a checkpoint
-        this worker can read (this host, or a shared folder) stays RUNNING instead, for the next claim to resume.
+        kept in its folder (write_result) when it ran to its end, else as failed; a trial whose sweep on this
+        host is gone and that left a checkpoint stays RUNNING instead, for the next claim to resume.
 
         A worker on this host is checked by its PID and the machine's boot; any worker, on any host, by Optuna's
         heartbeats, unless this process failed to reach the database within GRACE_S (every worker's heartbeats
@@ -70,7 +69,8 @@ class Recovery:
             for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
             if is_orphan(t, self.live, beats)
         ]
-        known = {d.number for d, _ in dead} | self.live  # ours may beat late, yet they run
+        gone = {d.number for d, _ in dead}  # their process is gone for sure: nothing writes their folders any more
+        known = gone | self.live  # ours may beat late, yet they run
         dead += [
             (
                 t,
@@ -88,9 +88,8 @@ class Recovery:
             if result and (told := self._record_kept(study, frozen, result)):
                 closed.add(frozen.number)
                 kept[frozen.number] = told
-            elif not result and self.checkpoint(frozen.number, frozen._trial_id, run_id):
-                # trained part of the way (one that ran to its end but could not be recorded is not trained again);
-                # a silent worker that is alive after all stops once it sees the new owner (sweep: _watch_owner)
+            elif frozen.number in gone and not result and self.checkpoint(frozen.number, frozen._trial_id, run_id):
+                # trained part of the way (a trial that ran to its end but could not be recorded is not trained again)
                 self.resumable[frozen.number] = (frozen._trial_id, frozen.user_attrs.get(WORKER_ATTR, ""))
             elif search.fail_running(study, frozen, {search.REASON_ATTR: reason}):
                 closed.add(frozen.number)
@@ -143,7 +142,7 @@ class Recovery:
         return result, state, (number if number != frozen.number else None)
 
     def next_resumable(self, study: Any, target: int) -> tuple[Any, Path] | None:
-        """A trial that a dead, stopped or silent worker left RUNNING with a checkpoint (reclaim found it) and
+        """A trial that a dead or stopped sweep on this host left RUNNING with a checkpoint (reclaim found it) and
         its checkpoint, to take over; failed instead when the study already holds its `target` search trials
         (--trials lowered)."""
         from optuna.trial import TrialState
@@ -167,11 +166,6 @@ class Recovery:
     def checkpoint(self, number: int, trial_id: int, run_id: str | None) -> Path | None:
         """The trial's newest complete checkpoint, if its folder holds one of this trial's training."""
         return resumable_checkpoint(trial_folder(self.output_dir, number), trial_id, run_id)
-
-
-def owner(study: Any, trial: Any) -> str | None:
-    """The worker that owns a trial now, read from the database (None: nobody recorded yet)."""
-    return study._storage.get_trial(trial._trial_id).user_attrs.get(WORKER_ATTR)
 
 
 def worker_id() -> str:

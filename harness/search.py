@@ -340,12 +340,9 @@ def beat(study: Any, trial: Any) -> None:
 
 
 @contextlib.contextmanager
-def heartbeat(
-    study: Any, trial: Any, on_error: Callable[[Exception], None], after_beat: Callable[[], None] = lambda: None
-) -> Iterator[None]:
-    """Beat every HEARTBEAT_S while the block runs, calling `after_beat` after each beat that reached the
-    database. Unlike Optuna's own heartbeat thread, a failed beat (a database hiccup) is reported and retried
-    instead of silently ending the beats."""
+def heartbeat(study: Any, trial: Any, on_error: Callable[[Exception], None]) -> Iterator[None]:
+    """Beat every HEARTBEAT_S while the block runs. Unlike Optuna's own heartbeat thread, a failed
+    beat (a database hiccup) is reported and retried instead of silently ending the beats."""
     if not heartbeats_on(study):
         yield
         return
@@ -357,7 +354,6 @@ def heartbeat(
             try:
                 beat(study, trial)
                 failing = False
-                after_beat()
             except Exception as exc:
                 if not failing:
                     on_error(exc)

@@ -411,7 +411,8 @@ def _train_problems(train: dict, space: dict) -> list[tuple[str, str]]:
 
 def _searched_value_problems(searched_train: dict) -> list[tuple[str, str]]:
     """The values a searched DPOConfig field can take, checked as `train` values are: each choice, a range's two
-    ends (the bounds are thresholds, so the ends decide), and a float range for an integer field."""
+    ends (the bounds are thresholds, so the ends decide) and 0 inside an int range, and a float range for an integer
+    field."""
     from harness.training import check_train_fields, integer_field
 
     problems: list[tuple[str, str]] = []
@@ -427,8 +428,10 @@ def _searched_value_problems(searched_train: dict) -> list[tuple[str, str]]:
                 )
             )
             continue
-        for value in values:
-            problems += [(f"search.space.{key}", msg) for _, msg in check_train_fields({key: value})]
+        found = [msg for value in values for _, msg in check_train_fields({key: value})]
+        if not found and "int" in dim and values[0] < 0 < values[1]:
+            found = [msg for _, msg in check_train_fields({key: 0})]  # max_steps: -1 and > 0, not the 0 between
+        problems += [(f"search.space.{key}", msg) for msg in found]
     return list(dict.fromkeys(problems))
 
 

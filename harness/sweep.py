@@ -21,7 +21,7 @@ from harness import search
 from harness.data import DataError
 from harness.progress import first_line
 from harness.recording import RECORD_ATTEMPTS, RUN_ATTR, Recorder, backoff_s
-from harness.recovery import PID_ATTR, Recovery, own, owner, worker_id
+from harness.recovery import PID_ATTR, Recovery, own
 from harness.report.live import BuildFailed, LiveReport, ReportProcess, ReportTarget
 from harness.spec import SweepSpec, load_spec
 from harness.stores import DEFAULT_STORAGE, StudyLock, check_storage
@@ -267,8 +267,7 @@ class Sweep:
                 self._stopping.wait(WAIT_POLL_S)
                 continue
             result = self._one_trial(run, claim, device)
-            if result is not None:  # None: another worker took the trial over
-                self._count(result.state)
+            self._count(result.state)
             run.report.refresh()
 
     def _count(self, state: str) -> None:
@@ -346,7 +345,7 @@ class Sweep:
         return EXHAUSTED
 
     def _claim_resumable(self, study: Any, target: int) -> Claim | None:
-        """A trial that a dead, stopped or silent worker left with a checkpoint (recovery found it), taken
+        """A trial that a dead or stopped sweep on this host left with a checkpoint (recovery found it), taken
         over: re-owned, its MLflow run goes on and its training resumes from the checkpoint."""
         import optuna
 
@@ -380,34 +379,20 @@ class Sweep:
 
     # ------------------------------------------------------------ one trial
 
-    def _one_trial(self, run: Slots, claim: Claim, device: str | None) -> TrialResult | None:
-        """Run a claimed trial; whatever goes wrong here, the trial is recorded and the sweep goes on. None: another
-        worker took the trial over while it ran (this one's heartbeats had lapsed), and records it."""
+    def _one_trial(self, run: Slots, claim: Claim, device: str | None) -> TrialResult:
+        """Run a claimed trial; whatever goes wrong here, the trial is recorded and the sweep goes on."""
         study, tracker = run.study, run.tracker
         trial, params, run_id = claim.trial, claim.params, None
-        started, pid, taken_by = time.monotonic(), [], []
+        started = time.monotonic()
 
         def beat_failed(exc: Exception) -> None:
             self.recorder.trouble()
             self.progress.note(f"trial {trial.number}: a heartbeat could not be recorded ({first_line(exc)}); retrying")
 
-        def watch_owner() -> None:
-            """Fencing: a trial taken over must write nothing more here (its checkpoints are the new owner's)."""
-            if not taken_by and (now := owner(study, trial)) != worker_id():
-                taken_by.append(now)
-                for p in pid:
-                    run.worker.kill(p)
-
-        def started_as(p: int) -> None:
-            pid.append(p)
-            if taken_by:  # taken over as it started
-                run.worker.kill(p)
-            trial.set_user_attr(PID_ATTR, p)
-
         # Beating until the trial is recorded: a database down for a while as it ends must not make it look abandoned
-        with search.heartbeat(study, trial, on_error=beat_failed, after_beat=watch_owner):
+        with search.heartbeat(study, trial, on_error=beat_failed):
             try:
-                if claim.run_id is not None:  # taken over from a dead, stopped or silent worker: its run goes on
+                if claim.run_id is not None:  # taken over from a dead or stopped sweep: its run goes on
                     run_id = claim.run_id
                     tracker.reopen(run_id, {RESUMED_TAG: claim.resume_from.name})
                     self.progress.note(f"trial {trial.number}: its training resumes from {claim.resume_from}")
@@ -425,17 +410,12 @@ class Sweep:
                     trial_job,
                     self._request(trial, params, run_id, device, claim.seed, claim.resume_from),
                     on_event=self.progress.event,
-                    on_start=started_as,
+                    on_start=lambda pid: trial.set_user_attr(PID_ATTR, pid),
                 )
             except Exception as exc:  # the orchestrator's own trouble (MLflow, the database): this trial only
                 reason = f"the sweep process failed while running this trial: {type(exc).__name__}: {exc}"
                 self.progress.note(f"trial {trial.number}: {reason}")
                 result = TrialResult(FAILED, reason=reason)
-            if taken_by or self._taken_over(study, trial, taken_by):
-                with self._state_lock:
-                    self._live.discard(trial.number)
-                self.progress.trial_handed_over(trial.number, params, str(taken_by[0]))
-                return None
             result.seconds["time.total_s"] = time.monotonic() - started
             result.stopped = self._stopping.is_set() and result.state == FAILED  # one that ended anyway keeps it
             checkpoint = self.recovery.checkpoint(trial.number, trial._trial_id, run_id) if result.stopped else None
@@ -452,14 +432,6 @@ class Sweep:
             self._live.discard(trial.number)
         self.progress.trial_ended(trial.number, params, result, search.shown_metrics(self.spec))
         return result
-
-    def _taken_over(self, study: Any, trial: Any, taken_by: list) -> bool:
-        """Whether another worker owns the trial now (a last look before recording it; the database being away,
-        it is taken to be ours: its recording is retried, and told once)."""
-        with contextlib.suppress(Exception):
-            if (now := owner(study, trial)) != worker_id():
-                taken_by.append(now)
-        return bool(taken_by)
 
     def _request(
         self,

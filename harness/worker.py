@@ -85,13 +85,6 @@ class Worker:
             with self._lock:
                 self._running.discard(process)
 
-    def kill(self, pid: int) -> None:
-        """Kill a running trial's process at once: it must write nothing more (another worker took it over)."""
-        with self._lock:
-            processes = [p for p in self._running if p.pid == pid]
-        for process in processes:
-            process.kill()
-
     def interrupt_all(self) -> None:
         """Ctrl-C while slots run trials: each trial stops itself (reporting 'interrupted'), or is killed."""
         with self._lock:

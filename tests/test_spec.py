@@ -118,7 +118,7 @@ def test_searched_values_are_checked_as_train_values(write_spec) -> None:
         "max_length": {"int": [-5, 64]},
         "learning_rate": {"choice": ["fast", 1e-5]},
         "weight_decay": {"float": [0.0, 0.1]},
-        "max_steps": {"int": [-1, 10]},
+        "max_steps": {"int": [1, 10]},
     }
     found = space_problems(space, write_spec)
     assert found["search.space.per_device_train_batch_size"] == "must be > 0 (got 0)"
@@ -126,6 +126,8 @@ def test_searched_values_are_checked_as_train_values(write_spec) -> None:
     assert found["search.space.max_length"] == "must be > 0 (got -5)"
     assert found["search.space.learning_rate"] == "expected float, got 'fast'"
     assert "search.space.weight_decay" not in found and "search.space.max_steps" not in found
+    found = space_problems({"max_steps": {"int": [-1, 10]}}, write_spec)
+    assert found["search.space.max_steps"] == "must be > 0 (or -1: num_train_epochs decides) (got 0)"
 
 
 def test_one_problem_gives_one_message(write_spec) -> None:
