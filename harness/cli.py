@@ -192,7 +192,8 @@ def validate(spec: Annotated[Path, typer.Argument(help="Sweep spec (YAML).")]) -
     described = {name: _describe_source(s) for name, s in sources.items()}
     for name, source in loaded.data.sources.items():  # hub datasets are read by the sweep (they need network)
         if name not in described:
-            described[name] = f"hub dataset {source.hf} (split {source.split}): read when the sweep runs"
+            config = f", config {source.name}" if source.name else ""
+            described[name] = f"hub dataset {source.hf} (split {source.split}{config}): read when the sweep runs"
     shown = summary(loaded) | {"sources": described}
     for key, value in shown.items():
         if isinstance(value, dict):

@@ -290,12 +290,14 @@ def test_validate_says_how_each_source_was_read(write_spec) -> None:
 
     spec = converted_spec()
     spec["data"]["sources"]["web"] = {"hf": "trl-lib/ultrafeedback_binarized", "split": "train_prefs"}
-    spec["data"]["mix"]["web"] = 1
+    spec["data"]["sources"]["hh_hub"] = {"hf": "example-org/preferences", "name": "en", "split": "test"}
+    spec["data"]["mix"] |= {"web": 1, "hh_hub": 1}
     path = write_spec(spec)
     shown = subprocess.run([sys.executable, "-m", "harness.cli", "validate", str(path)], capture_output=True, text=True)
     assert shown.returncode == 0, shown.stderr
     lines = [line.strip() for line in shown.stdout.splitlines()]
     assert "web: hub dataset trl-lib/ultrafeedback_binarized (split train_prefs): read when the sweep runs" in lines
+    assert "hh_hub: hub dataset example-org/preferences (split test, config en): read when the sweep runs" in lines
     assert "hh: 4 training + 1 held-out pairs (6 hh rows); 1 dropped (chosen = rejected)" in lines
     assert "sharegpt: 2 training + 1 held-out pairs (3 sharegpt rows)" in lines
     assert "alpaca: 2 training + 1 held-out pairs (3 alpaca rows)" in lines
