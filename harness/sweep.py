@@ -416,7 +416,10 @@ class Sweep:
                 reason = f"the sweep process failed while running this trial: {type(exc).__name__}: {exc}"
                 self.progress.note(f"trial {trial.number}: {reason}")
                 result = TrialResult(FAILED, reason=reason)
-            result.seconds["time.total_s"] = time.monotonic() - started
+            # a resumed trial's earlier attempts count up to its checkpoint's training (their setup is left out)
+            result.seconds["time.total_s"] = (
+                time.monotonic() - started + result.seconds.get("time.train_before_resume_s", 0.0)
+            )
             result.stopped = self._stopping.is_set() and result.state == FAILED  # one that ended anyway keeps it
             checkpoint = self.recovery.checkpoint(trial.number, trial._trial_id, run_id) if result.stopped else None
             if checkpoint is not None:

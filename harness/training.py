@@ -260,6 +260,43 @@ def _trainer_state_step(checkpoint: Path) -> int | None:
     return state.get("global_step") if isinstance(state, dict) else None
 
 
+def trained_seconds(checkpoint: Path | None) -> tuple[float, float]:
+    """The training (wall, CPU) seconds that led to a checkpoint, over every attempt that wrote it; (0, 0) for
+    none, or one saved without the harness's clock. Time spent past a checkpoint by an attempt that then died is
+    not in it: it made nothing that lasted."""
+    try:
+        state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+        clock = state["stateful_callbacks"][_CLOCK]["attributes"]
+        return float(clock["train_s"]), float(clock["train_cpu_s"])
+    except (TypeError, OSError, ValueError, KeyError):
+        return 0.0, 0.0
+
+
+_CLOCK = "TrainingClock"
+
+
+@functools.cache
+def _clock_class() -> type:
+    """The training time so far, saved in every checkpoint's trainer_state.json (the Trainer stores an
+    ExportableState callback's state there, in the file it writes last), so a resumed trial counts its
+    earlier attempts' training."""
+    import time
+
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import ExportableState
+
+    class TrainingClock(TrainerCallback, ExportableState):
+        def __init__(self, train_s: float = 0.0, train_cpu_s: float = 0.0):
+            self.before = (train_s, train_cpu_s)
+            self.started = (time.perf_counter(), time.process_time())
+
+        def state(self) -> dict:
+            wall, cpu = time.perf_counter() - self.started[0], time.process_time() - self.started[1]
+            return {"args": {}, "attributes": {"train_s": self.before[0] + wall, "train_cpu_s": self.before[1] + cpu}}
+
+    return TrainingClock
+
+
 # The Trainer's end-of-training summary covers one train() call: after a resume, only the steps since the checkpoint
 # (train_loss is their loss summed over every step), so it would misstate the trial.
 TRAINER_SUMMARY = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "total_flos", "train_loss")
@@ -310,7 +347,7 @@ def train_dpo(
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows and config.eval_strategy != "no" else None,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[_Relay(on_log, on_eval, on_step)],
+        callbacks=[_Relay(on_log, on_eval, on_step), _clock_class()(*trained_seconds(resume_from))],
         **extra,
     )
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)

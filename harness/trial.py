@@ -240,6 +240,7 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
         else training.eval_steps(config["train"], trial_data.train, trial_data.heldout)
     )
     resume_from = Path(request.resume_from) if request.resume_from else None
+    before, before_cpu = training.trained_seconds(resume_from)  # read now: training rotates the checkpoint away
     if resume_from:
         status(f"training, resumed from {resume_from.name}", phase="training")
     trainer_dir = checkpoints_folder(request.folder, request.trial_id, request.run_id, fresh=resume_from is None)
@@ -279,8 +280,11 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
     if ref_cache is not None and cached:
         tracker.log_metrics(request.run_id, ref_cache.metrics())
     models.save(trained, tokenizer, request.folder / "model")
-    seconds["time.train_s"] = time.perf_counter() - clock
-    seconds["time.train_cpu_s"] = time.process_time() - cpu  # every thread of the trial: steadier than wall time
+    # every thread of the trial (CPU: steadier than wall time), and a resumed trial's training before its checkpoint
+    seconds["time.train_s"] = before + time.perf_counter() - clock
+    seconds["time.train_cpu_s"] = before_cpu + time.process_time() - cpu
+    if resume_from:
+        seconds["time.train_before_resume_s"] = before
     if pruning and pruning.pruned_at is not None:
         tracker.log_metrics(request.run_id, seconds)
         return TrialResult(PRUNED, reason=f"pruned at step {pruning.pruned_at}", seconds=seconds)

@@ -305,6 +305,8 @@ def test_a_trial_stopped_after_a_checkpoint_resumes_from_it(ws: Workspace, write
     assert list(trainer.glob("checkpoint-*")) == [], "they served resuming: dropped once the trial is recorded"
     assert "train_runtime" not in run.data.metrics, "the Trainer's summary of the resumed part alone is left out"
     assert (trainer.parent / "model").is_dir()
+    seconds = run.data.metrics  # the training before the checkpoint counts: the trial's cost is not the last attempt's
+    assert 0 < seconds["time.train_before_resume_s"] < seconds["time.train_s"] < seconds["time.total_s"]
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""The TRL adapter's evaluation cadence: held-out evaluation never costs more than its share of training."""
+"""The TRL adapter: held-out evaluation never costs more than its share of training, and a checkpoint carries
+the training time that led to it into a resumed training."""
 
 from __future__ import annotations
 
@@ -85,3 +86,36 @@ def test_message_pairs_are_sized_by_their_text() -> None:
         "rejected": [{"role": "assistant", "content": ""}],
     }
     assert pair_chars(pair) == 2 * 5 + 3 + 0
+
+
+def test_a_checkpoint_carries_its_training_time_into_the_resumed_training(tmp_path: Path, toy_model_path: Path) -> None:
+    import json
+
+    from harness import models
+    from harness.toy import toy_pairs
+
+    def train(resume_from: Path | None = None) -> None:
+        model, tokenizer = models.load(str(toy_model_path))
+        settings = {
+            "max_steps": 2,
+            "per_device_train_batch_size": 4,
+            "save_strategy": "steps",
+            "save_steps": 1,
+            "save_total_limit": 2,
+        }
+        config = training.dpo_config(settings, tmp_path, 0, has_eval=False)
+        training.train_dpo(model, tokenizer, toy_pairs("identity")[:8], [], config, resume_from=resume_from)
+
+    train()
+    first = training.trained_seconds(tmp_path / "checkpoint-1")
+    assert first[0] > 0 and first[1] > 0
+    assert training.trained_seconds(tmp_path / "checkpoint-2")[0] > first[0]
+    # as if earlier attempts had trained for an hour before checkpoint-1: the resumed training goes on from there
+    state_file = tmp_path / "checkpoint-1" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    state["stateful_callbacks"]["TrainingClock"]["attributes"] = {"train_s": 3600.0, "train_cpu_s": 1800.0}
+    state_file.write_text(json.dumps(state))
+    train(resume_from=tmp_path / "checkpoint-1")
+    wall, cpu = training.trained_seconds(tmp_path / "checkpoint-2")
+    assert wall > 3600 and cpu > 1800
+    assert training.trained_seconds(None) == training.trained_seconds(tmp_path) == (0.0, 0.0)  # none, or no clock
