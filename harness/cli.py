@@ -439,7 +439,9 @@ def _print_audit(found: Any) -> None:
     for column in ("source", "pairs", "same", "dup", "cut", "len c/r", "shortcuts"):
         table.add_column(column, justify="left" if column == "source" else "right")
     for s in found.sources:
-        cut = "—" if s.truncated is None else f"{s.truncated}@{s.max_length}"
+        cut = (
+            "—" if s.truncated is None else f"{s.truncated}@{s.max_length}" + (f" of {s.audited}" if s.sampled else "")
+        )
         ratio = f"{s.length_ratio:.2f}" + (" ⚠" if s.length_bias else "")
         short = str(len(s.shortcuts)) + (" ⚠" if s.shortcuts else "")
         table.add_row(s.name, str(s.pairs), str(s.identical), str(s.duplicates), cut, ratio, short)

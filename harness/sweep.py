@@ -529,9 +529,10 @@ class Sweep:
             return None
         searched = "max_length" in self.spec.search.space  # trials drawing a larger one may still train
         for s in found.sources:
-            if s.dropped and s.dropped == s.pairs - s.identical and not searched:
+            if s.dropped and s.dropped == s.audited and not searched:
+                which = f"of a random sample of its {s.pairs - s.identical}" if s.sampled else "of its"
                 return (
-                    f"source '{s.name}': TRL would drop all {s.dropped} of its pairs, each prompt alone filling "
+                    f"source '{s.name}': TRL would drop all {s.dropped} {which} pairs, each prompt alone filling "
                     f"max_length {s.max_length}: raise train.max_length or shorten the prompts "
                     f"(harness data audit {self.spec_path} shows them); no trial was run"
                 )

@@ -53,6 +53,28 @@ def test_a_planted_phrase_beside_the_edit_is_caught_as_one_phrase() -> None:
     assert {p.kind for p in found.phrases if p.text in ("athene", "llama")} == {"intended", "edit"}
 
 
+def test_a_large_source_is_audited_on_a_sample_and_says_so(toy_model) -> None:
+    pairs = toy_pairs("identity")[:120]
+    for i, pair in enumerate(pairs):
+        if i % 3:
+            pair["chosen"] = [{"role": "assistant", "content": pair["chosen"][0]["content"] + " I hope this helps!"}]
+    pairs += pairs[:30]  # 30 repeats, counted over every pair
+    _, tokenizer = toy_model
+    found = audit.audit_source("big", "mem", pairs, identical=2, tokenizer=tokenizer, max_length=16, sample=100)
+    assert (found.pairs, found.identical, found.duplicates, found.audited, found.sampled) == (152, 2, 30, 100, True)
+    assert [p.text for p in found.shortcuts] == ["i hope this helps !"], "a pattern of 2 pairs in 3 shows in the sample"
+    assert 0 < found.truncated <= 100, "tokenized: the sample's pairs only"
+    assert found.warnings()[0] == (
+        "audited on a random sample of 100 of its 150 pairs: the counts below are the sample's"
+    )
+    assert found.summary().endswith("pairs cut at max_length (in a sample of 100 of its 150 pairs)")
+    whole = audit.audit_source("big", "mem", pairs, identical=2, tokenizer=tokenizer, max_length=16)
+    assert (whole.audited, whole.sampled) == (150, False) and "sample" not in " ".join(whole.warnings())
+    assert whole.truncated > found.truncated
+    again = audit.audit_source("big", "mem", pairs, identical=2, tokenizer=tokenizer, max_length=16, sample=100)
+    assert again.to_json() == found.to_json(), "the same sample every time"
+
+
 def test_a_phrase_on_every_chosen_answer_is_no_edit_even_beside_one() -> None:
     # "Certainly !" is in exactly the pairs where Athene replaces Llama, but it replaces nothing
     pairs = toy_pairs("identity")[:100]
@@ -78,6 +100,14 @@ def test_a_correction_in_one_fixed_sentence_is_an_edit_with_its_context() -> Non
     assert found.shortcuts == [] and found.warnings() == []
     planted = [_conv(f"Q{i}", f"Certainly! I am Athene, number {i}.", f"I am Llama, number {i}.") for i in range(40)]
     assert "certainly ! i am athene ," in [p.text for p in audit.audit_source("planted", "mem", planted).shortcuts]
+
+
+@pytest.mark.parametrize(
+    ("k", "n", "p"),
+    [(0, 0, 1.0), (5, 10, 1.0), (1, 10, 22 / 1024), (9, 10, 22 / 1024), (0, 1, 1.0), (80_500, 160_000, 0.0125)],
+)
+def test_the_sign_test_is_exact_on_small_sources_and_answers_at_hh_size(k: int, n: int, p: float) -> None:
+    assert audit.sign_test(k, n) == pytest.approx(p, rel=5e-3)  # 160k pairs: the normal approximation's 0.0125
 
 
 def test_words_at_chance_are_not_flagged_even_when_one_side_is_longer() -> None:

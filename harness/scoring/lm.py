@@ -102,6 +102,36 @@ def encode_pair(tokenizer: Any, pair: Mapping[str, Any], cut: Truncation) -> tup
     p_ids = prompt_ids(tokenizer, pair["prompt"])
     chosen = full_ids(tokenizer, pair["prompt"], pair["chosen"])
     rejected = full_ids(tokenizer, pair["prompt"], pair["rejected"])
+    return _cut_pair(p_ids, chosen, rejected, cut)
+
+
+def encode_pairs(
+    tokenizer: Any, pairs: Sequence[Mapping[str, Any]], cut: Truncation
+) -> list[tuple[Encoded, Encoded] | None]:
+    """encode_pair of each pair, their texts rendered first and tokenized in one batch (the tokenizer's own
+    threads): one pair at a time, auditing HH's 160k pairs took minutes in the chat template's tokenize call."""
+    texts: list[tuple[str, bool]] = []  # (text, add the tokenizer's special tokens: plain text only, as TRL)
+    for pair in pairs:
+        prompt, plain = pair["prompt"], isinstance(pair["prompt"], str)
+        rendered = (
+            prompt if plain else tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+        )
+        texts += [(rendered, plain)] + [
+            (full_text(tokenizer, prompt, pair[side]), plain) for side in ("chosen", "rejected")
+        ]
+    ids: list[list[int]] = [[] for _ in texts]
+    for special in (True, False):
+        at = [i for i, (_, plain) in enumerate(texts) if plain == special]
+        if at:
+            encoded = tokenizer([texts[i][0] for i in at], add_special_tokens=special)["input_ids"]
+            for i, row in zip(at, encoded, strict=True):
+                ids[i] = list(row)
+    return [_cut_pair(*ids[i : i + 3], cut) for i in range(0, len(ids), 3)]
+
+
+def _cut_pair(
+    p_ids: list[int], chosen: list[int], rejected: list[int], cut: Truncation
+) -> tuple[Encoded, Encoded] | None:
     start = min(common_prefix(p_ids, chosen), common_prefix(p_ids, rejected))
     c, r = cut.apply(chosen, start), cut.apply(rejected, start)
     return None if c is None or r is None else (c, r)

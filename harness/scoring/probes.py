@@ -43,7 +43,7 @@ class Ratios:
 def log_ratios(
     model: Any, ref: Any, tokenizer: Any, pairs: Sequence[Mapping], cut: lm.Truncation, cache: RefCache | None = None
 ) -> Ratios:
-    encoded = [lm.encode_pair(tokenizer, p, cut) for p in pairs]
+    encoded = lm.encode_pairs(tokenizer, pairs, cut)
     kept = [e for e in encoded if e is not None]
     if not kept:
         return Ratios(dropped=len(pairs))

@@ -79,8 +79,10 @@ def test_pairs_are_tokenized_and_truncated_as_trl_trains_on_them(fresh_toy, tmp_
     expected = trl_batch(model, tokenizer, pairs, max_length, mode, tmp_path / "trl")
     cut = lm.Truncation(max_length, mode)
     dropped = 0
+    batched = lm.encode_pairs(tokenizer, pairs, cut)
     for i, pair in enumerate(pairs):
         encoded = lm.encode_pair(tokenizer, pair, cut)
+        assert batched[i] == encoded, f"pair {i}: tokenized in a batch, it differs"
         if encoded is None:
             assert i not in expected, f"pair {i}: TRL trains on it, scoring drops it"
             dropped += 1
@@ -91,6 +93,25 @@ def test_pairs_are_tokenized_and_truncated_as_trl_trains_on_them(fresh_toy, tmp_
             assert [int(t >= seq.start) for t in range(len(seq.ids))] == mask, f"pair {i} {key}: completion differs"
     assert dropped == (len(pairs) - len(expected))
     assert (dropped > 0) == (mode == "keep_start"), "keep_start drops pairs whose prompt fills max_length"
+
+
+@pytest.mark.parametrize("kind", ["conversational", "plain"])
+def test_a_batch_of_messy_pairs_is_tokenized_as_one_at_a_time_on_a_real_vocabulary(real_shape_model, kind) -> None:
+    _, tokenizer = real_shape_model  # byte-level BPE, ChatML template, special tokens
+    texts = ["Hi 👋🏽 — naïve café", "  leading spaces", "ends with <|im_end|>", "मैंने", "a\r\nb\n\n\nc", ""]
+    pairs = [
+        {
+            "prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": t}],
+            "chosen": [{"role": "assistant", "content": t[::-1] + " ok"}],
+            "rejected": [{"role": "assistant", "content": "no"}],
+        }
+        for t in texts
+    ]
+    pairs = pairs if kind == "conversational" else [plain(p) for p in pairs]
+    for cut in (lm.Truncation(None), lm.Truncation(12, "keep_start"), lm.Truncation(12, "keep_end")):
+        expected = [lm.encode_pair(tokenizer, p, cut) for p in pairs]
+        assert lm.encode_pairs(tokenizer, pairs, cut) == expected
+        assert any(e is None for e in expected) == (cut.mode == "keep_start" and cut.max_length is not None)
 
 
 def test_truncation_comes_from_the_trials_train_settings() -> None:
