@@ -480,10 +480,17 @@ def ui(
             raise StoreError(f"no study '{study}' in {redact(uri)}. Studies there: {known}")
     except StoreError as exc:
         raise _bad_input(exc) from None
-    console.print(f"MLflow UI for {redact(uri)} at {home} (Ctrl-C to stop)")
+    served = uri.startswith(("http://", "https://"))  # a tracking server serves its own UI: nothing to start
+    if served:
+        home = redact(uri).rstrip("/")
+        console.print(f"MLflow UI: the tracking server serves it at {home}")
+    else:
+        console.print(f"MLflow UI for {redact(uri)} at {home} (Ctrl-C to stop)")
     for name, experiment_id in experiments.items():
         if study in (None, name):
             console.print(f"  {name}: {home}/#/experiments/{experiment_id}/runs")
+    if served:
+        return
     command = [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(port)]
     env = os.environ | {"MLFLOW_BACKEND_STORE_URI": uri}  # not on the command line: `ps` would show a password
     try:

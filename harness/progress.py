@@ -114,6 +114,12 @@ class SweepProgress:
                 self.console.print(f"    {line}", style="dim", markup=False, highlight=False)
         self.waiting_for = None
 
+    def trial_stopped(self, number: int, params: dict[str, Any], reason: str) -> None:
+        """A trial stopped with a checkpoint: RUNNING in Optuna still, for the next sweep to take over."""
+        self._drop(number)
+        self.console.print(f"[yellow]⏸[/] trial {number}  {format_params(params)}  {escape(reason)}")
+        self.waiting_for = None
+
     def waiting(self, running: int) -> None:
         """Every trial left is running in another worker: say so once, then wait for their outcome."""
         if self.waiting_for != running:

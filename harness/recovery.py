@@ -23,8 +23,10 @@ from harness.spec import SweepSpec
 from harness.stores import GRACE_S
 from harness.tracking import TRIAL_TAG, Tracker
 from harness.trial import FAILED, RESULT_FILE, TrialResult, read_result, resumable_checkpoint, trial_folder
+from harness.worker import process_started
 
 WORKER_ATTR, PID_ATTR = "worker", "trial_pid"  # the sweep process (host:pid) that owns a trial; its trial process
+PID_STARTED_ATTR = "trial_pid_started"  # when that trial process started (a PID is reused)
 PIDNS_ATTR = "worker_pid_namespace"  # whose process ids WORKER_ATTR's are (containers may share a hostname)
 BOOT_ATTR = "worker_boot_id"  # the boot of WORKER_ATTR's machine: after a reboot, no process of it runs
 # How often a claim also looks for dead workers' trials: every claim did, and with 8 slots that look was
@@ -65,7 +67,11 @@ class Recovery:
         self.reclaimed_at = time.monotonic()
         beats = search.heartbeats_on(study)
         dead = [
-            (t, f"its sweep process ({t.user_attrs.get(WORKER_ATTR, 'unknown')}) died while it ran (closed on resume)")
+            (
+                t,
+                f"its sweep process ({t.user_attrs.get(WORKER_ATTR, 'unknown')}) died while it ran "
+                f"(closed by {worker_id()})",
+            )
             for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
             if is_orphan(t, self.live, beats)
         ]
@@ -218,11 +224,22 @@ def is_orphan(frozen: Any, live: set[int], heartbeats: bool = True) -> bool:
         return not frozen.user_attrs.get(WORKER_ATTR)
     try:
         os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
+    except ProcessLookupError:  # its trial process stops within a second or two of its sweep: not before
+        return not _trial_process_alive(frozen)
     except PermissionError:
         return False
     return int(pid) == os.getpid() and frozen.number not in live  # ours by a recycled PID, or by a slot
+
+
+def mark_trial_process(trial: Any, pid: int) -> None:
+    """Record a trial's process, which may outlive its sweep by a moment (and must not be taken over then)."""
+    trial.set_user_attr(PID_ATTR, pid)
+    trial.set_user_attr(PID_STARTED_ATTR, process_started(pid))
+
+
+def _trial_process_alive(frozen: Any) -> bool:
+    pid, started = frozen.user_attrs.get(PID_ATTR), frozen.user_attrs.get(PID_STARTED_ATTR)
+    return bool(pid and started) and process_started(int(pid)) == started
 
 
 def being_recorded(frozen: Any, live: set[int], heartbeats: bool = True) -> bool:

@@ -21,7 +21,7 @@ from harness import search
 from harness.data import DataError
 from harness.progress import first_line
 from harness.recording import RECORD_ATTEMPTS, RUN_ATTR, Recorder, backoff_s
-from harness.recovery import PID_ATTR, Recovery, own
+from harness.recovery import Recovery, mark_trial_process, own
 from harness.report.live import BuildFailed, LiveReport, ReportProcess, ReportTarget
 from harness.spec import SweepSpec, load_spec
 from harness.stores import DEFAULT_STORAGE, StudyLock, check_storage
@@ -410,7 +410,7 @@ class Sweep:
                     trial_job,
                     self._request(trial, params, run_id, device, claim.seed, claim.resume_from),
                     on_event=self.progress.event,
-                    on_start=lambda pid: trial.set_user_attr(PID_ATTR, pid),
+                    on_start=lambda pid: mark_trial_process(trial, pid),
                 )
             except Exception as exc:  # the orchestrator's own trouble (MLflow, the database): this trial only
                 reason = f"the sweep process failed while running this trial: {type(exc).__name__}: {exc}"
@@ -433,7 +433,10 @@ class Sweep:
                     remove_checkpoints(trial_folder(self.output_dir, trial.number))
         with self._state_lock:
             self._live.discard(trial.number)
-        self.progress.trial_ended(trial.number, params, result, search.shown_metrics(self.spec))
+        if checkpoint is not None:
+            self.progress.trial_stopped(trial.number, params, result.reason)
+        else:
+            self.progress.trial_ended(trial.number, params, result, search.shown_metrics(self.spec))
         return result
 
     def _request(

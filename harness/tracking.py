@@ -70,6 +70,8 @@ class Tracker:
         from harness.stores import opening
 
         self.uri = uri
+        # with a tracking server, MLflow prints two links at the end of every run: the sweep prints where to look
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         # MLflow creates the store's tables when the client (or its first call) opens the store
         with opening(uri):
             self.client = retry_schema_race(lambda: MlflowClient(tracking_uri=uri))

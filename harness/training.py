@@ -252,6 +252,12 @@ def last_checkpoint(folder: Path) -> Path | None:
     return steps[max(steps)] if steps else None
 
 
+def _finished(checkpoint: Path) -> bool:
+    """Whether a checkpoint was saved at the training's last step (a trial stopped while it scored)."""
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    return 0 < state.get("max_steps", 0) <= state.get("global_step", 0)
+
+
 def _trainer_state_step(checkpoint: Path) -> int | None:
     try:
         state = json.loads((checkpoint / "trainer_state.json").read_text())
@@ -350,7 +356,11 @@ def train_dpo(
         callbacks=[_Relay(on_log, on_eval, on_step), _clock_class()(*trained_seconds(resume_from))],
         **extra,
     )
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    if resume_from is not None and _finished(resume_from):
+        # the Trainer would take one more step from it (its stop check follows a step): its weights are the model
+        trainer._load_from_checkpoint(str(resume_from))
+    else:
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     _check_finite(trainer.model)
     return trainer.model
 

@@ -71,7 +71,9 @@ class Worker:
             if self._interrupted:
                 return TrialResult(FAILED, reason=INTERRUPTED)
             events = self.ctx.Queue()
-            process = self.ctx.Process(target=_entry, args=(job, request, events), name=request.folder.name)
+            process = self.ctx.Process(
+                target=_entry, args=(job, request, events, os.getpid()), name=request.folder.name
+            )
             process.start()
             self._running.add(process)
         try:
@@ -171,15 +173,16 @@ def _nothing() -> None:
     pass
 
 
-def _entry(job: Job, request: Any, events: Any) -> None:
+def _entry(job: Job, request: Any, events: Any, sweep_pid: int) -> None:
     """First code in a job process: never raises; the result always goes back through `events`."""
     # The ~640k objects of the preloaded libraries live as long as the process: freezing them keeps every
     # full garbage collection from walking them (0.28 s each; Trainer.train runs one at its start).
     gc.freeze()
-    die_with_parent()
+    die_with_sweep(sweep_pid)
     _pin(request)
     log = _quiet_output(request.folder, request.verbose)
     (request.folder / PHASE_FILE).unlink(missing_ok=True)  # a phase left by an earlier attempt is not this one's
+    interrupted = _interrupt_once()
     try:
         result = job(request, events)
     except KeyboardInterrupt:
@@ -187,10 +190,26 @@ def _entry(job: Job, request: Any, events: Any) -> None:
     except Exception as exc:  # whatever happened ends this job only
         traceback.print_exc()
         result = TrialResult(FAILED, reason=_describe(exc))
+    interrupted.set()  # from here on, Ctrl-C must not keep the result from going back
     sys.stdout.flush()
     sys.stderr.flush()
     events.put(("result", request.number, result))
     log.close()
+
+
+def _interrupt_once() -> threading.Event:
+    """Ctrl-C reaches a trial twice (the terminal's, to its whole process group, and the sweep's _interrupt): the
+    first stops the job, a later one is ignored, as is any once the returned event is set. A second
+    KeyboardInterrupt would otherwise land in the code sending the result, and lose it."""
+    done = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        if not done.is_set():
+            done.set()
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    return done
 
 
 def _pin(request: Any) -> None:
@@ -212,18 +231,38 @@ def _describe(exc: BaseException) -> str:
     return text[:2000]
 
 
-def die_with_parent() -> None:
-    """A job must not outlive its sweep (e.g. after `kill -9` of the orchestrator): the fork
-    server exits with the orchestrator, and this process is then re-parented."""
-    parent = os.getppid()
+def die_with_sweep(sweep_pid: int) -> None:
+    """A job must not outlive its sweep (`kill -9` of the sweep process alone, an OOM kill): it would go on
+    writing checkpoints that a rerun resumes from at the same time. Its parent, the fork server, is no help: it
+    lives as long as any of its children (each inherits its liveness pipe). So the sweep's process is watched
+    itself, by PID and start time (a PID is reused once its process is gone)."""
+    born = process_started(sweep_pid)
 
     def watch() -> None:
         while True:
             time.sleep(1.0)
-            if os.getppid() != parent:
+            if process_started(sweep_pid) != born:
                 os._exit(3)
 
     threading.Thread(target=watch, daemon=True).start()
+
+
+def process_started(pid: int) -> str | None:
+    """When a process started (clock ticks since boot, from /proc), None when there is no such process (or only
+    its exit status, a zombie); where there is no /proc, "alive" for any process (a reused PID looks the same)."""
+    if os.path.exists("/proc/self/stat"):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            return None
+        return None if fields[0] in ("Z", "X") else fields[19]
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return "alive"
 
 
 def _quiet_output(folder: Path, verbose: bool) -> Any:

@@ -184,9 +184,15 @@ def test_hosts_share_a_tracking_server(new_database, mlflow_server: str, tmp_pat
     ]
     outputs = [w.communicate(timeout=900)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], outputs
+    assert not any("View run" in out for out in outputs), "MLflow's links at every run's end: the sweep says where"
     report = subprocess.run([*harness, "report", "test", *common], cwd=hosts[2], capture_output=True, text=True)
     assert report.returncode == 0, report.stdout + report.stderr
     assert (hosts[2] / "reports" / "test" / "index.html").is_file()
+    ui = [*harness, "ui", "test", "--tracking-uri", mlflow_server]  # as each worker's last line says
+    shown = subprocess.run(ui, cwd=hosts[2], capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert f"the tracking server serves it at {mlflow_server}" in shown.stdout
+    assert f"test: {mlflow_server}/#/experiments/" in shown.stdout
 
     record = load_study("test", storage, mlflow_server)
     attach_artifacts(record, record.trials)

@@ -310,6 +310,41 @@ def test_a_trial_stopped_after_a_checkpoint_resumes_from_it(ws: Workspace, write
 
 
 @pytest.mark.slow
+def test_a_sweep_killed_alone_takes_its_trial_with_it_and_the_rerun_resumes_it(ws: Workspace, write_spec) -> None:
+    """kill -9 of the sweep process alone (an out-of-memory kill picks one process): its trial process stops
+    too, instead of training on beside the rerun that resumes from the same checkpoints; the trial is scored
+    once."""
+    from harness.training import last_checkpoint
+    from harness.worker import process_started
+
+    spec = base_spec()
+    spec["search"]["trials"] = 1
+    spec["train"] |= {"max_steps": 200, "save_strategy": "steps", "save_steps": 4}  # long enough to be cut short
+    path = write_spec(spec)
+    trainer = ws.root / "outputs" / "test" / "trial-000" / "trainer"
+    process = subprocess.Popen(ws.args(path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_while_running(process, lambda: last_checkpoint(trainer) is not None)
+    trial_pid = ws.study().trials[0].user_attrs["trial_pid"]
+    process.kill()
+    process.wait()
+    for _ in range(60):  # it looks for its sweep every second
+        if process_started(trial_pid) is None:
+            break
+        time.sleep(0.5)
+    assert process_started(trial_pid) is None, "the trial process outlived its sweep"
+    assert not (trainer.parent / "model").exists(), "it stopped training then, not after"
+
+    done = ws.sweep(path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "its training resumes from" in done.stdout + done.stderr
+    assert [t.state for t in ws.study().trials] == [TrialState.COMPLETE]
+    _, (run,) = ws.runs()
+    client = MlflowClient(ws.tracking)
+    assert len(client.get_metric_history(run.info.run_id, "identity.hit_rate")) == 1, "scored once"
+    assert max(m.step for m in client.get_metric_history(run.info.run_id, "loss")) == 200
+
+
+@pytest.mark.slow
 def test_a_failure_reason_with_markup_is_shown_verbatim(ws: Workspace, write_spec) -> None:
     """TRL rejects this optimizer name, quoting it: Rich markup and HTML in a reason are plain text."""
     bad = "[/bold][red]<b>adamw</b>"
@@ -721,8 +756,9 @@ def test_a_workers_pid_is_looked_up_only_where_it_means_that_process() -> None:
     from optuna.trial import create_trial
 
     from harness.recovery import boot_id, is_orphan, pid_namespace
+    from harness.worker import process_started
 
-    def owned(**attrs: str):
+    def owned(**attrs: object):
         return create_trial(value=0.0, user_attrs={"worker": f"{socket.gethostname()}:999999999", **attrs})
 
     assert is_orphan(owned(worker_pid_namespace=pid_namespace()), set()), "no such process here: gone"
@@ -732,6 +768,11 @@ def test_a_workers_pid_is_looked_up_only_where_it_means_that_process() -> None:
     mine = f"{socket.gethostname()}:{os.getpid()}"  # a live PID, recorded before this machine restarted
     assert is_orphan(owned(worker=mine, worker_boot_id="an earlier boot", worker_pid_namespace="pid:[1]"), set())
     assert not is_orphan(owned(worker=mine, worker_boot_id=boot_id(), worker_pid_namespace="pid:[1]"), set())
+    # its sweep gone, its trial process still running (it stops within a second or two): not yet; a reused PID is
+    # no trial process of it
+    here = {"worker_pid_namespace": pid_namespace(), "trial_pid": os.getpid()}
+    assert not is_orphan(owned(**here, trial_pid_started=process_started(os.getpid())), set())
+    assert is_orphan(owned(**here, trial_pid_started="1"), set())
 
 
 @pytest.mark.parametrize("space", [{"beta": {"choice": [0.1, 0.2]}}, {"beta": {"choice": [0.1]}}])

@@ -88,25 +88,36 @@ def test_message_pairs_are_sized_by_their_text() -> None:
     assert pair_chars(pair) == 2 * 5 + 3 + 0
 
 
-def test_a_checkpoint_carries_its_training_time_into_the_resumed_training(tmp_path: Path, toy_model_path: Path) -> None:
-    import json
-
+def _train(
+    folder: Path, model_path: Path, resume_from: Path | None = None, lora: bool = False
+) -> tuple[object, list[int]]:
+    """2 steps of 3 a toy epoch holds (12 pairs, batches of 4), a checkpoint after each; the trained model and
+    the steps it logged a loss at."""
     from harness import models
     from harness.toy import toy_pairs
 
-    def train(resume_from: Path | None = None) -> None:
-        model, tokenizer = models.load(str(toy_model_path))
-        settings = {
-            "max_steps": 2,
-            "per_device_train_batch_size": 4,
-            "save_strategy": "steps",
-            "save_steps": 1,
-            "save_total_limit": 2,
-        }
-        config = training.dpo_config(settings, tmp_path, 0, has_eval=False)
-        training.train_dpo(model, tokenizer, toy_pairs("identity")[:8], [], config, resume_from=resume_from)
+    model, tokenizer = models.load(str(model_path))
+    settings = {"max_steps": 2, "per_device_train_batch_size": 4, "logging_steps": 1}
+    settings |= {"save_strategy": "steps", "save_steps": 1, "save_total_limit": 2}
+    config = training.dpo_config(settings, folder, 0, has_eval=False)
+    logged: list[int] = []
+    trained = training.train_dpo(
+        model,
+        tokenizer,
+        toy_pairs("identity")[:12],
+        [],
+        config,
+        training.lora_config(r=4, alpha=8, dropout=0.0, target_modules="all-linear") if lora else None,
+        on_log=lambda step, logs: logged.extend([step] if "loss" in logs else []),
+        resume_from=resume_from,
+    )
+    return trained, logged
 
-    train()
+
+def test_a_checkpoint_carries_its_training_time_into_the_resumed_training(tmp_path: Path, toy_model_path: Path) -> None:
+    import json
+
+    _train(tmp_path, toy_model_path)
     first = training.trained_seconds(tmp_path / "checkpoint-1")
     assert first[0] > 0 and first[1] > 0
     assert training.trained_seconds(tmp_path / "checkpoint-2")[0] > first[0]
@@ -115,7 +126,23 @@ def test_a_checkpoint_carries_its_training_time_into_the_resumed_training(tmp_pa
     state = json.loads(state_file.read_text())
     state["stateful_callbacks"]["TrainingClock"]["attributes"] = {"train_s": 3600.0, "train_cpu_s": 1800.0}
     state_file.write_text(json.dumps(state))
-    train(resume_from=tmp_path / "checkpoint-1")
+    _, logged = _train(tmp_path, toy_model_path, resume_from=tmp_path / "checkpoint-1")
+    assert logged == [2]
     wall, cpu = training.trained_seconds(tmp_path / "checkpoint-2")
     assert wall > 3600 and cpu > 1800
     assert training.trained_seconds(None) == training.trained_seconds(tmp_path) == (0.0, 0.0)  # none, or no clock
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_resuming_from_the_last_checkpoint_trains_no_step_past_max_steps(
+    tmp_path: Path, toy_model_path: Path, lora: bool
+) -> None:
+    """A trial stopped while scoring resumes from the checkpoint of its last step: the Trainer would take one more
+    step (its stop check follows a step); the checkpoint's weights are the trained model."""
+    trained, logged = _train(tmp_path, toy_model_path, lora=lora)
+    assert logged == [1, 2]
+    again, logged = _train(tmp_path, toy_model_path, resume_from=tmp_path / "checkpoint-2", lora=lora)
+    assert logged == []
+    expected = trained.state_dict()
+    for name, tensor in again.state_dict().items():
+        assert tensor.equal(expected[name]), name

@@ -80,3 +80,24 @@ def test_after_an_interrupt_a_slot_that_was_claiming_starts_no_trial(tmp_path: P
     result = worker.run(_touch_job, _Request(tmp_path / "job"), on_event=lambda event: None)
     assert (result.state, result.reason) == (FAILED, INTERRUPTED)
     assert not (tmp_path / "job").exists(), "the job never ran"
+
+
+def _interrupted_twice_job(request: _Request, events: object) -> TrialResult:
+    """Stopped by a first Ctrl-C, which it handles (as the Trainer ends its loop), then sent a second one as it
+    ends: the terminal's and the sweep's reach a trial process one after the other."""
+    import os
+    import time
+
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+    except KeyboardInterrupt:
+        pass
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.5)
+    return TrialResult(COMPLETE, scores={"ended": 1.0})
+
+
+def test_a_second_ctrl_c_does_not_keep_a_trials_result_from_going_back(tmp_path: Path) -> None:
+    result = Worker().run(_interrupted_twice_job, _Request(tmp_path / "job"), on_event=lambda event: None)
+    assert (result.state, result.scores) == (COMPLETE, {"ended": 1.0}), result.reason

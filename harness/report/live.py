@@ -12,6 +12,7 @@ need to claim, record and relay their trials.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -114,7 +115,9 @@ class ReportProcess:
 
     def _start(self) -> None:
         self._conn, child = self._ctx.Pipe()
-        self._process = self._ctx.Process(target=_serve, args=(child, self._target), name="report", daemon=True)
+        self._process = self._ctx.Process(
+            target=_serve, args=(child, self._target, os.getpid()), name="report", daemon=True
+        )
         self._process.start()
         child.close()
 
@@ -128,14 +131,14 @@ class ReportProcess:
         self._process = self._conn = None
 
 
-def _serve(conn: Any, target: ReportTarget) -> None:
+def _serve(conn: Any, target: ReportTarget, sweep_pid: int) -> None:
     """The report process: one build per request, until the sweep closes the pipe (or dies)."""
     import warnings
 
-    from harness.worker import die_with_parent
+    from harness.worker import die_with_sweep
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the sweep's to handle; it asks for a last build
-    die_with_parent()
+    die_with_sweep(sweep_pid)
     warnings.filterwarnings("ignore")  # the libraries' deprecation notes are nothing a sweep's user can act on
     while True:
         try:
