@@ -105,52 +105,58 @@ class SourceAudit:
         return self.audited < self.pairs - self.identical
 
     def warnings(self) -> list[str]:
-        """Plain-language findings worth acting on before training."""
+        """Plain-language findings worth acting on before training: the source's counts, then what was measured
+        on its pairs (or on a sample of them, said first)."""
         out = []
-        if self.sampled:
-            of = self.pairs - self.identical
-            out.append(
-                f"audited on a random sample of {self.audited} of its {of} pairs: the counts below are the sample's"
-            )
-        for p in self.shortcuts:
-            where = f"{p.chosen_pairs} chosen vs {p.rejected_pairs} rejected answers of {self.pairs} pairs"
-            out.append(f"'{p.text}' separates {p.side} answers ({where}, z = {p.z:+.1f}): a shortcut to learn")
-        if self.length_bias:
-            out.append(
-                f"chosen answers are {self.length_bias} ({self.chosen_words:.1f} vs {self.rejected_words:.1f} words; "
-                f"chosen longer in {self.chosen_longer:.0%} of pairs of unequal length): a length preference to learn"
-            )
         if self.identical:
             out.append(f"{_n(self.identical, 'pair has', 'pairs have')} chosen == rejected (dropped: nothing to learn)")
         if self.duplicates:
             out.append(f"{_n(self.duplicates, 'pair repeats', 'pairs repeat')} an earlier pair")
+        measured = []
+        for p in self.shortcuts:
+            where = f"{p.chosen_pairs} chosen vs {p.rejected_pairs} rejected answers of {self.audited} pairs"
+            measured.append(f"'{p.text}' separates {p.side} answers ({where}, z = {p.z:+.1f}): a shortcut to learn")
+        if self.length_bias:
+            measured.append(
+                f"chosen answers are {self.length_bias} ({self.chosen_words:.1f} vs {self.rejected_words:.1f} words; "
+                f"chosen longer in {self.chosen_longer:.0%} of pairs of unequal length): a length preference to learn"
+            )
         if self.dropped:
             what = _n(self.dropped, "pair is", "pairs are")
-            out.append(f"{what} dropped by TRL: the prompt alone fills max_length {self.max_length}")
+            measured.append(f"{what} dropped by TRL: the prompt alone fills max_length {self.max_length}")
         if self.truncated:
-            out.append(f"{_n(self.truncated, 'pair is', 'pairs are')} cut at max_length {self.max_length}")
-        return out
+            measured.append(f"{_n(self.truncated, 'pair is', 'pairs are')} cut at max_length {self.max_length}")
+        if measured and self.sampled:
+            of = self.pairs - self.identical
+            out.append(f"in a random sample of {self.audited} of its {of} pairs (lengths, phrases, truncation):")
+        return out + measured
 
     def summary(self) -> str | None:
         """The findings in one line (a sweep's console); None when there are none."""
-        parts = []
+        counts = [
+            _n(count, one, many)
+            for count, one, many in (
+                (self.identical, "identical pair", "identical pairs"),
+                (self.duplicates, "duplicate pair", "duplicate pairs"),
+            )
+            if count
+        ]
+        measured = []
         if self.shortcuts:
             shown = ", ".join(f"'{p.text}'" for p in self.shortcuts[:3])
             more = ", ..." if len(self.shortcuts) > 3 else ""
-            parts.append(f"{_n(len(self.shortcuts), 'separating phrase', 'separating phrases')} ({shown}{more})")
+            measured.append(f"{_n(len(self.shortcuts), 'separating phrase', 'separating phrases')} ({shown}{more})")
         if self.length_bias:
-            parts.append(f"chosen answers {self.length_bias}")
+            measured.append(f"chosen answers {self.length_bias}")
         for count, one, many in (
-            (self.identical, "identical pair", "identical pairs"),
-            (self.duplicates, "duplicate pair", "duplicate pairs"),
             (self.dropped, "pair dropped at max_length", "pairs dropped at max_length"),
             (self.truncated, "pair cut at max_length", "pairs cut at max_length"),
         ):
             if count:
-                parts.append(_n(count, one, many))
-        if parts and self.sampled:
-            parts[-1] += f" (in a sample of {self.audited} of its {self.pairs - self.identical} pairs)"
-        return "; ".join(parts) or None
+                measured.append(_n(count, one, many))
+        if measured and self.sampled:
+            measured[-1] += f" (in a sample of {self.audited} of its {self.pairs - self.identical} pairs)"
+        return "; ".join(measured + counts) or None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -166,6 +172,7 @@ class SourceAudit:
             "duplicates": self.duplicates,
             "length_ratio": self.length_ratio,
             "shortcuts": len(self.shortcuts),
+            "audited": self.audited,  # the pairs truncated and shortcuts were measured on
         }
         if self.truncated is not None:
             values["truncated"] = self.truncated

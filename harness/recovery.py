@@ -8,6 +8,7 @@ the next claim to resume from there.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import os
@@ -234,12 +235,16 @@ def is_orphan(frozen: Any, live: set[int], heartbeats: bool = True) -> bool:
 def mark_trial_process(trial: Any, pid: int) -> None:
     """Record a trial's process, which may outlive its sweep by a moment (and must not be taken over then)."""
     trial.set_user_attr(PID_ATTR, pid)
-    trial.set_user_attr(PID_STARTED_ATTR, process_started(pid))
+    with contextlib.suppress(OSError):  # not recorded: the trial is taken to be gone with its sweep, as before
+        trial.set_user_attr(PID_STARTED_ATTR, process_started(pid))
 
 
 def _trial_process_alive(frozen: Any) -> bool:
     pid, started = frozen.user_attrs.get(PID_ATTR), frozen.user_attrs.get(PID_STARTED_ATTR)
-    return bool(pid and started) and process_started(int(pid)) == started
+    try:
+        return bool(pid and started) and process_started(int(pid)) == started
+    except OSError:  # /proc unreadable for a moment: look again later
+        return True
 
 
 def being_recorded(frozen: Any, live: set[int], heartbeats: bool = True) -> bool:

@@ -266,16 +266,16 @@ def _trainer_state_step(checkpoint: Path) -> int | None:
     return state.get("global_step") if isinstance(state, dict) else None
 
 
-def trained_seconds(checkpoint: Path | None) -> tuple[float, float]:
-    """The training (wall, CPU) seconds that led to a checkpoint, over every attempt that wrote it; (0, 0) for
-    none, or one saved without the harness's clock. Time spent past a checkpoint by an attempt that then died is
-    not in it: it made nothing that lasted."""
+def trained_seconds(checkpoint: Path | None) -> tuple[float, float] | None:
+    """The training (wall, CPU) seconds that led to a checkpoint, over every attempt that wrote it (each from
+    building its trainer); None for no checkpoint, or one saved without the harness's clock (an older harness).
+    Time spent past a checkpoint by an attempt that then died is not in it: it made nothing that lasted."""
     try:
         state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
         clock = state["stateful_callbacks"][_CLOCK]["attributes"]
         return float(clock["train_s"]), float(clock["train_cpu_s"])
     except (TypeError, OSError, ValueError, KeyError):
-        return 0.0, 0.0
+        return None
 
 
 _CLOCK = "TrainingClock"
@@ -299,6 +299,10 @@ def _clock_class() -> type:
         def state(self) -> dict:
             wall, cpu = time.perf_counter() - self.started[0], time.process_time() - self.started[1]
             return {"args": {}, "attributes": {"train_s": self.before[0] + wall, "train_cpu_s": self.before[1] + cpu}}
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            # a checkpoint of an older harness has no entry for it, and the Trainer's save would fail on the key
+            state.stateful_callbacks.setdefault(_CLOCK, self.state())
 
     return TrainingClock
 
@@ -353,7 +357,7 @@ def train_dpo(
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows and config.eval_strategy != "no" else None,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[_Relay(on_log, on_eval, on_step), _clock_class()(*trained_seconds(resume_from))],
+        callbacks=[_Relay(on_log, on_eval, on_step), _clock_class()(*(trained_seconds(resume_from) or ()))],
         **extra,
     )
     if resume_from is not None and _finished(resume_from):

@@ -240,7 +240,8 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
         else training.eval_steps(config["train"], trial_data.train, trial_data.heldout)
     )
     resume_from = Path(request.resume_from) if request.resume_from else None
-    before, before_cpu = training.trained_seconds(resume_from)  # read now: training rotates the checkpoint away
+    resumed = training.trained_seconds(resume_from)  # read now: training rotates the checkpoint away
+    before, before_cpu = resumed or (0.0, 0.0)
     if resume_from:
         status(f"training, resumed from {resume_from.name}", phase="training")
     trainer_dir = checkpoints_folder(request.folder, request.trial_id, request.run_id, fresh=resume_from is None)
@@ -283,7 +284,7 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
     # every thread of the trial (CPU: steadier than wall time), and a resumed trial's training before its checkpoint
     seconds["time.train_s"] = before + time.perf_counter() - clock
     seconds["time.train_cpu_s"] = before_cpu + time.process_time() - cpu
-    if resume_from:
+    if resumed:  # (a checkpoint of an older harness does not say)
         seconds["time.train_before_resume_s"] = before
     if pruning and pruning.pruned_at is not None:
         tracker.log_metrics(request.run_id, seconds)

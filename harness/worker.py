@@ -80,7 +80,7 @@ class Worker:
             if on_start:
                 on_start(process.pid)
             return _wait(process, events, on_event, request)
-        except KeyboardInterrupt:
+        except BaseException:  # Ctrl-C, or the sweep's own trouble (the database, recording the process): stop it
             _interrupt(process)
             raise
         finally:
@@ -184,13 +184,15 @@ def _entry(job: Job, request: Any, events: Any, sweep_pid: int) -> None:
     (request.folder / PHASE_FILE).unlink(missing_ok=True)  # a phase left by an earlier attempt is not this one's
     interrupted = _interrupt_once()
     try:
-        result = job(request, events)
+        try:
+            result = job(request, events)
+        finally:
+            interrupted.set()  # from here on, Ctrl-C must not keep the result from going back
     except KeyboardInterrupt:
         result = TrialResult(FAILED, reason=INTERRUPTED)
     except Exception as exc:  # whatever happened ends this job only
         traceback.print_exc()
         result = TrialResult(FAILED, reason=_describe(exc))
-    interrupted.set()  # from here on, Ctrl-C must not keep the result from going back
     sys.stdout.flush()
     sys.stderr.flush()
     events.put(("result", request.number, result))
@@ -237,11 +239,17 @@ def die_with_sweep(sweep_pid: int) -> None:
     lives as long as any of its children (each inherits its liveness pipe). So the sweep's process is watched
     itself, by PID and start time (a PID is reused once its process is gone)."""
     born = process_started(sweep_pid)
+    if born is None:  # it died as this process started
+        os._exit(3)
 
     def watch() -> None:
         while True:
             time.sleep(1.0)
-            if process_started(sweep_pid) != born:
+            try:
+                now = process_started(sweep_pid)
+            except OSError:  # /proc unreadable for a moment (out of file descriptors): no news
+                continue
+            if now != born:
                 os._exit(3)
 
     threading.Thread(target=watch, daemon=True).start()
@@ -249,11 +257,12 @@ def die_with_sweep(sweep_pid: int) -> None:
 
 def process_started(pid: int) -> str | None:
     """When a process started (clock ticks since boot, from /proc), None when there is no such process (or only
-    its exit status, a zombie); where there is no /proc, "alive" for any process (a reused PID looks the same)."""
+    its exit status, a zombie); where there is no /proc, "alive" for any process (a reused PID looks the same).
+    Raises OSError when /proc cannot be read (out of file descriptors)."""
     if os.path.exists("/proc/self/stat"):
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        except OSError:
+        except (FileNotFoundError, ProcessLookupError):
             return None
         return None if fields[0] in ("Z", "X") else fields[19]
     try:

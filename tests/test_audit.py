@@ -64,10 +64,17 @@ def test_a_large_source_is_audited_on_a_sample_and_says_so(toy_model) -> None:
     assert (found.pairs, found.identical, found.duplicates, found.audited, found.sampled) == (152, 2, 30, 100, True)
     assert [p.text for p in found.shortcuts] == ["i hope this helps !"], "a pattern of 2 pairs in 3 shows in the sample"
     assert 0 < found.truncated <= 100, "tokenized: the sample's pairs only"
-    assert found.warnings()[0] == (
-        "audited on a random sample of 100 of its 150 pairs: the counts below are the sample's"
+    said = found.warnings()  # the source's own counts, then what the sample showed
+    assert said[:3] == [
+        "2 pairs have chosen == rejected (dropped: nothing to learn)",
+        "30 pairs repeat an earlier pair",
+        "in a random sample of 100 of its 150 pairs (lengths, phrases, truncation):",
+    ]
+    assert said[3].startswith("'i hope this helps !' separates chosen answers (") and " of 100 pairs, z = " in said[3]
+    assert found.summary().endswith(
+        "pairs cut at max_length (in a sample of 100 of its 150 pairs); 2 identical pairs; 30 duplicate pairs"
     )
-    assert found.summary().endswith("pairs cut at max_length (in a sample of 100 of its 150 pairs)")
+    assert found.metrics()["audit.big.audited"] == 100
     whole = audit.audit_source("big", "mem", pairs, identical=2, tokenizer=tokenizer, max_length=16)
     assert (whole.audited, whole.sampled) == (150, False) and "sample" not in " ".join(whole.warnings())
     assert whole.truncated > found.truncated

@@ -130,7 +130,21 @@ def test_a_checkpoint_carries_its_training_time_into_the_resumed_training(tmp_pa
     assert logged == [2]
     wall, cpu = training.trained_seconds(tmp_path / "checkpoint-2")
     assert wall > 3600 and cpu > 1800
-    assert training.trained_seconds(None) == training.trained_seconds(tmp_path) == (0.0, 0.0)  # none, or no clock
+    assert training.trained_seconds(None) is None and training.trained_seconds(tmp_path) is None
+
+
+def test_a_checkpoint_of_an_older_harness_without_the_clock_resumes(tmp_path: Path, toy_model_path: Path) -> None:
+    import json
+
+    _train(tmp_path, toy_model_path)
+    state_file = tmp_path / "checkpoint-1" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    del state["stateful_callbacks"]["TrainingClock"]
+    state_file.write_text(json.dumps(state))
+    assert training.trained_seconds(tmp_path / "checkpoint-1") is None
+    _, logged = _train(tmp_path, toy_model_path, resume_from=tmp_path / "checkpoint-1")
+    assert logged == [2], "it trained on and saved checkpoint-2 (the Trainer's save wanted the clock's entry)"
+    assert training.trained_seconds(tmp_path / "checkpoint-2") is not None
 
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])

@@ -8,6 +8,8 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from harness.trial import COMPLETE, FAILED, TrialResult
 from harness.worker import INTERRUPTED, PHASE_FILE, Worker, _death, mark_phase
 
@@ -101,3 +103,26 @@ def _interrupted_twice_job(request: _Request, events: object) -> TrialResult:
 def test_a_second_ctrl_c_does_not_keep_a_trials_result_from_going_back(tmp_path: Path) -> None:
     result = Worker().run(_interrupted_twice_job, _Request(tmp_path / "job"), on_event=lambda event: None)
     assert (result.state, result.scores) == (COMPLETE, {"ended": 1.0}), result.reason
+
+
+def _sleeping_job(request: _Request, events: object) -> TrialResult:
+    import time
+
+    time.sleep(120)
+    return TrialResult(COMPLETE)
+
+
+def test_a_trial_the_sweep_cannot_record_as_started_is_stopped(tmp_path: Path) -> None:
+    """The sweep's own trouble as the trial starts (the database, recording its process) fails that trial in the
+    sweep: its process must not go on training unseen."""
+    from harness.worker import process_started
+
+    started: list[int] = []
+
+    def database_down(pid: int) -> None:
+        started.append(pid)
+        raise ConnectionError("the database went away")
+
+    with pytest.raises(ConnectionError):
+        Worker().run(_sleeping_job, _Request(tmp_path / "job"), on_event=lambda event: None, on_start=database_down)
+    assert started and process_started(started[0]) is None
