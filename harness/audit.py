@@ -101,8 +101,13 @@ class SourceAudit:
         return None
 
     @property
+    def kept(self) -> int:
+        """Pairs kept to train on (identical ones are dropped at load)."""
+        return self.pairs - self.identical
+
+    @property
     def sampled(self) -> bool:
-        return self.audited < self.pairs - self.identical
+        return self.audited < self.kept
 
     def warnings(self) -> list[str]:
         """Plain-language findings worth acting on before training: the source's counts, then what was measured
@@ -127,8 +132,7 @@ class SourceAudit:
         if self.truncated:
             measured.append(f"{_n(self.truncated, 'pair is', 'pairs are')} cut at max_length {self.max_length}")
         if measured and self.sampled:
-            of = self.pairs - self.identical
-            out.append(f"in a random sample of {self.audited} of its {of} pairs (lengths, phrases, truncation):")
+            out.append(f"in a random sample of {self.audited} of its {self.kept} pairs (lengths, phrases, truncation):")
         return out + measured
 
     def summary(self) -> str | None:
@@ -155,7 +159,7 @@ class SourceAudit:
             if count:
                 measured.append(_n(count, one, many))
         if measured and self.sampled:
-            measured[-1] += f" (in a sample of {self.audited} of its {self.pairs - self.identical} pairs)"
+            measured[-1] += f" (in a sample of {self.audited} of its {self.kept} pairs)"
         return "; ".join(measured + counts) or None
 
     def to_json(self) -> dict[str, Any]:

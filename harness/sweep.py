@@ -533,7 +533,7 @@ class Sweep:
         searched = "max_length" in self.spec.search.space  # trials drawing a larger one may still train
         for s in found.sources:
             if s.dropped and s.dropped == s.audited and not searched:
-                which = f"of a random sample of its {s.pairs - s.identical}" if s.sampled else "of its"
+                which = f"of a random sample of its {s.kept}" if s.sampled else "of its"
                 return (
                     f"source '{s.name}': TRL would drop all {s.dropped} {which} pairs, each prompt alone filling "
                     f"max_length {s.max_length}: raise train.max_length or shorten the prompts "

@@ -247,23 +247,24 @@ def last_checkpoint(folder: Path) -> Path | None:
     steps = {}
     for path in Path(folder).glob("checkpoint-*"):
         step = path.name.removeprefix("checkpoint-")
-        if step.isdigit() and _trainer_state_step(path) == int(step):
+        if step.isdigit() and (_trainer_state(path) or {}).get("global_step") == int(step):
             steps[int(step)] = path
     return steps[max(steps)] if steps else None
 
 
 def _finished(checkpoint: Path) -> bool:
     """Whether a checkpoint was saved at the training's last step (a trial stopped while it scored)."""
-    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    state = _trainer_state(checkpoint) or {}
     return 0 < state.get("max_steps", 0) <= state.get("global_step", 0)
 
 
-def _trainer_state_step(checkpoint: Path) -> int | None:
+def _trainer_state(checkpoint: Path | None) -> dict | None:
+    """A checkpoint's trainer_state.json (the Trainer writes it last), None when absent or not whole."""
     try:
-        state = json.loads((checkpoint / "trainer_state.json").read_text())
-    except (OSError, ValueError):
+        state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())  # type: ignore[arg-type]
+    except (TypeError, OSError, ValueError):
         return None
-    return state.get("global_step") if isinstance(state, dict) else None
+    return state if isinstance(state, dict) else None
 
 
 def trained_seconds(checkpoint: Path | None) -> tuple[float, float] | None:
@@ -271,10 +272,9 @@ def trained_seconds(checkpoint: Path | None) -> tuple[float, float] | None:
     building its trainer); None for no checkpoint, or one saved without the harness's clock (an older harness).
     Time spent past a checkpoint by an attempt that then died is not in it: it made nothing that lasted."""
     try:
-        state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
-        clock = state["stateful_callbacks"][_CLOCK]["attributes"]
+        clock = (_trainer_state(checkpoint) or {})["stateful_callbacks"][_CLOCK]["attributes"]
         return float(clock["train_s"]), float(clock["train_cpu_s"])
-    except (TypeError, OSError, ValueError, KeyError):
+    except (TypeError, ValueError, KeyError):
         return None
 
 

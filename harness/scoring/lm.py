@@ -77,6 +77,13 @@ def full_ids(tokenizer: Any, prompt: Prompt, completion: Completion) -> list[int
     return _chat_ids(tokenizer, prompt + _messages(completion), add_generation_prompt=False)
 
 
+def prompt_text(tokenizer: Any, prompt: Prompt) -> str:
+    """The text prompt_ids tokenizes: the prompt, or the chat template rendered with the generation prompt."""
+    if isinstance(prompt, str):
+        return prompt
+    return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+
+
 def full_text(tokenizer: Any, prompt: Prompt, completion: Completion) -> str:
     """The text of prompt + completion: the chat template rendered, or prompt + completion + EOS (as TRL)."""
     if isinstance(prompt, str):
@@ -113,12 +120,8 @@ def encode_pairs(
     texts: list[tuple[str, bool]] = []  # (text, add the tokenizer's special tokens: plain text only, as TRL)
     for pair in pairs:
         prompt, plain = pair["prompt"], isinstance(pair["prompt"], str)
-        rendered = (
-            prompt if plain else tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
-        )
-        texts += [(rendered, plain)] + [
-            (full_text(tokenizer, prompt, pair[side]), plain) for side in ("chosen", "rejected")
-        ]
+        texts += [(prompt_text(tokenizer, prompt), plain)]
+        texts += [(full_text(tokenizer, prompt, pair[side]), plain) for side in ("chosen", "rejected")]
     ids: list[list[int]] = [[] for _ in texts]
     for special in (True, False):
         at = [i for i, (_, plain) in enumerate(texts) if plain == special]
