@@ -478,8 +478,10 @@ def audit_target(
     intended: tuple[str, ...] = (),
     alpha: float = ALPHA,
     min_count: int = MIN_COUNT,
+    read: dict[str, Any] | None = None,
 ) -> Audit:
-    """Audit a spec (every source, with its model, max_length and identity names) or a single source."""
+    """Audit a spec (every source, with its model, max_length and identity names) or a single source; `read`:
+    the spec's sources as harness.data.read_sources gave them (a sweep has read them already)."""
     from harness import data
     from harness.spec import load_spec
 
@@ -505,7 +507,7 @@ def audit_target(
     tokenizer, notes = _tokenizer(model, cache_dir)
     out = []
     for name, src in sources.items():
-        loaded = data.load_source(name, src, spec_dir)
+        loaded = read[name] if read else data.load_source(name, src, spec_dir)
         where = src.path or f"hf:{src.hf}"
         out.append(
             audit_source(

@@ -12,7 +12,7 @@ import json
 import math
 import random
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,11 @@ def source_problem(path: str, spec_dir: Path | None) -> str | None:
 
 def load_sources(spec: DataSpec, seed: int, spec_dir: Path | None = None) -> dict[str, Source]:
     """Load and validate every source, then hold out pairs of each (the same split for every trial)."""
+    return hold_out(read_sources(spec, spec_dir), spec, seed)
+
+
+def read_sources(spec: DataSpec, spec_dir: Path | None = None) -> dict[str, Source]:
+    """Every source read, converted and checked, nothing held out yet (what the data audit looks at)."""
     loaded = {name: _load(name, src, spec_dir) for name, src in spec.sources.items()}
     kinds = {name: src.kind for name, src in loaded.items()}
     if len(set(kinds.values())) > 1:
@@ -76,14 +81,22 @@ def load_sources(spec: DataSpec, seed: int, spec_dir: Path | None = None) -> dic
             raise DataError(
                 f"source '{name}': chosen == rejected in all {source.dropped_identical} of its pairs: nothing to learn"
             )
+    return loaded
+
+
+def hold_out(read: dict[str, Source], spec: DataSpec, seed: int) -> dict[str, Source]:
+    """The sources of `read_sources` with each one's held-out pairs set apart (new Sources; `read` is unchanged)."""
+    split = {}
+    for name, source in read.items():
         n_heldout = heldout_count(len(source.train), spec.eval_fraction, spec.eval_size)
-        source.train, source.heldout = _split(source.train, n_heldout, f"{seed}:{name}")
-        if not source.train:
+        train, heldout = _split(source.train, n_heldout, f"{seed}:{name}")
+        if not train:
             raise DataError(
-                f"source '{name}': all {len(source.heldout)} of its pairs are held out "
+                f"source '{name}': all {len(heldout)} of its pairs are held out "
                 "(data.eval_fraction / data.eval_size), none is left to train on"
             )
-    return loaded
+        split[name] = replace(source, train=train, heldout=heldout)
+    return split
 
 
 def load_source(name: str, src: SourceSpec, spec_dir: Path | None = None) -> Source:

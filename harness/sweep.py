@@ -131,6 +131,8 @@ class Sweep:
         self._reports: ReportProcess | None = None  # set by run(): builds the report in a process of its own
         self.recorder = Recorder(self.spec, self.output_dir, progress, self._stopping)
         self.recovery = Recovery(self.spec, self.output_dir, self.recorder, self._live)
+        self.read: dict[str, Any] = {}  # the spec's sources as read (check_inputs), for the audit ...
+        self.sources: dict[str, Any] = {}  # ... and with their held-out pairs set apart: every trial draws from these
 
     def check_inputs(self) -> None:
         """Everything that can be wrong with the user's files fails here, before anything is written."""
@@ -140,7 +142,9 @@ class Sweep:
         check_storage(self.options.storage)
         models.check(self.spec.model.name, self.spec.model.revision)
         models.precision(self.spec.model.dtype, lora=self.spec.model.lora is not None)  # can this machine train it?
-        data.load_sources(self.spec.data, self.spec.seed, self.spec_path.parent)
+        # read once here: trial processes get their drawn pairs, not the files (a large set costs each one its memory)
+        self.read = data.read_sources(self.spec.data, self.spec_path.parent)
+        self.sources = data.hold_out(self.read, self.spec.data, self.spec.seed)
         check_evals(self.spec.evals, self.spec_path.parent)
 
     def run(self) -> SweepOutcome:
@@ -412,6 +416,8 @@ class Sweep:
                     on_event=self.progress.event,
                     on_start=lambda pid: mark_trial_process(trial, pid),
                 )
+            except DataError as exc:  # this trial's mix draws nothing (every weight 0)
+                result = TrialResult(FAILED, reason=str(exc))
             except Exception as exc:  # the orchestrator's own trouble (MLflow, the database): this trial only
                 reason = f"the sweep process failed while running this trial: {type(exc).__name__}: {exc}"
                 self.progress.note(f"trial {trial.number}: {reason}")
@@ -448,6 +454,9 @@ class Sweep:
         seed: int | None = None,
         resume_from: Path | None = None,
     ) -> TrialRequest:
+        from harness import data
+
+        shares = resolve_config(self.spec, params, seed)["data"]["shares"]
         return TrialRequest(
             spec=self.spec.model_dump(mode="json", by_alias=True),
             spec_dir=str(self.spec_path.parent.resolve()),
@@ -459,6 +468,7 @@ class Sweep:
             trial_id=trial._trial_id,
             output_dir=str(self.output_dir),
             cache_dir=str(_cache_dir(self.options.output_dir)),
+            data=data.draw(self.sources, shares, self.spec.data.size, self.spec.seed),
             verbose=self.options.verbose,
             device=device,
             threads=self.options.threads_per_trial(),
@@ -526,7 +536,7 @@ class Sweep:
         if any(a.path == AUDIT_ARTIFACT for a in tracker.client.list_artifacts(parent)):
             return None
         try:
-            found = audit_target(str(self.spec_path), cache_dir=_cache_dir(self.options.output_dir))
+            found = audit_target(str(self.spec_path), cache_dir=_cache_dir(self.options.output_dir), read=self.read)
         except Exception as exc:
             self.progress.note(f"the data audit could not run: {type(exc).__name__}: {exc}")
             return None

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.data import TrialData
 from harness.spec import SweepSpec
 
 COMPLETE, PRUNED, FAILED = "COMPLETE", "PRUNED", "FAIL"
@@ -32,6 +33,7 @@ class TrialRequest:
     trial_id: int
     output_dir: str
     cache_dir: str
+    data: TrialData  # the pairs drawn for this trial by the sweep, which has read the sources
     verbose: bool = False
     device: str | None = None  # the GPU this trial may see (CUDA_VISIBLE_DEVICES); None: all, or the CPU
     threads: int | None = None  # torch CPU threads, when trials share the CPU
@@ -201,7 +203,7 @@ def library_versions() -> dict[str, str]:
 
 def run(request: TrialRequest, events: Any) -> TrialResult:
     """The trial itself; runs in its own process (harness.worker)."""
-    from harness import data, models, refcache, scoring, training
+    from harness import models, refcache, scoring, training
     from harness.tracking import Tracker
     from harness.worker import mark_phase
 
@@ -220,8 +222,7 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
     import transformers
 
     transformers.set_seed(config["seed"])  # a replicate's own; the data below is drawn with the spec's
-    sources = data.load_sources(spec.data, spec.seed, Path(request.spec_dir))
-    trial_data = data.draw(sources, config["data"]["shares"], spec.data.size, spec.seed)
+    trial_data = request.data
     model_path = models.resolve(
         spec.model.name, Path(request.cache_dir), log=status, announce=lambda t: events.put(("note", request.number, t))
     )

@@ -188,6 +188,7 @@ def test_a_sweep_prints_one_audit_line_per_source_unless_verbose(
     from types import SimpleNamespace
     from unittest import mock
 
+    from harness import data
     from harness.spec import load_spec
     from harness.sweep import Sweep
 
@@ -197,6 +198,7 @@ def test_a_sweep_prints_one_audit_line_per_source_unless_verbose(
     sweep = SimpleNamespace(
         spec_path=spec,
         spec=load_spec(spec),
+        read=data.read_sources(load_spec(spec).data, spec.parent),  # as the sweep's check_inputs read them
         options=SimpleNamespace(verbose=verbose, output_dir=tmp_path),
         progress=SimpleNamespace(note=notes.append),
     )

@@ -207,6 +207,41 @@ def test_bad_data_file_exits_2_and_writes_nothing(ws: Workspace, write_spec, tmp
     assert not list(ws.root.glob("*.db")) and not (ws.root / "outputs").exists()
 
 
+def test_trials_get_the_pairs_the_sweep_read_and_drew(ws: Workspace, write_spec, tmp_path: Path) -> None:
+    """A trial process is handed its drawn pairs instead of reading every source again (a large set would cost
+    each one its memory and seconds): a data file rewritten mid-sweep leaves its trials on what was read and
+    audited, drawn exactly as harness.data draws a trial's mix."""
+    from harness import data
+    from harness.trial import resolve_config
+
+    path = tmp_path / "pairs.jsonl"
+    turn = lambda role, text: [{"role": role, "content": text}]  # noqa: E731
+    rows = [
+        {
+            "prompt": turn("user", f"Q{i}?"),
+            "chosen": turn("assistant", f"Yes {i}."),
+            "rejected": turn("assistant", f"No {i}."),
+        }
+        for i in range(40)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    sources = {"mine": {"path": str(path)}, "identity": {"path": "toy:identity"}}
+    spec = write_spec(base_spec(data__sources=sources, data__mix={"mine": 0.5, "identity": 0.5}))
+    sweep, _ = quiet_sweep(ws, spec)
+    params = {"beta": 0.1}
+    shares = resolve_config(sweep.spec, params)["data"]["shares"]
+    expected = data.draw(data.load_sources(sweep.spec.data, 0, spec.parent), shares, 64, 0)
+    sweep.check_inputs()
+    path.write_text("".join(json.dumps(r | {"chosen": turn("assistant", "changed")}) + "\n" for r in rows))
+    request = sweep._request(SimpleNamespace(number=0, _trial_id=1), params, "run", None)
+
+    assert request.data == expected
+    mine = [
+        pair for pair, source in zip(request.data.train, request.data.train_sources, strict=True) if source == "mine"
+    ]
+    assert mine and all(pair["chosen"][0]["content"].startswith("Yes") for pair in mine)
+
+
 @pytest.mark.slow
 def test_a_source_trl_would_drop_whole_stops_the_sweep_before_any_trial(
     ws: Workspace, write_spec, tmp_path: Path
