@@ -20,7 +20,6 @@ identity suite's names, `--intended`) are never shortcuts.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import re
@@ -212,7 +211,9 @@ def audit_source(
 
     Lengths and phrases are counted over distinct pairs: a repeated pair is reported as such, and adds
     no evidence that a phrase separates the sides."""
-    keys = [json.dumps(p, sort_keys=True) for p in pairs]
+    from harness.data import pair_key
+
+    keys = [pair_key(p) for p in pairs]
     read, duplicates = len(pairs), len(pairs) - len(set(keys))
     if len(pairs) > sample:
         at = sorted(random.Random(0).sample(range(len(pairs)), sample))

@@ -8,13 +8,16 @@ kind (strings or messages), since one training set cannot hold both.
 
 from __future__ import annotations
 
+import codecs
+import hashlib
 import json
 import math
 import random
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from harness import formats
 from harness.spec import DataSpec, SourceSpec, resolve_path
@@ -106,7 +109,7 @@ def load_source(name: str, src: SourceSpec, spec_dir: Path | None = None) -> Sou
 
 def read_rows(path: Path) -> list[tuple[int, Any]]:
     """(line, row) pairs of a JSON lines file or a JSON array; DataError naming the line that is not JSON."""
-    return _read_file(path)
+    return list(_read_file(path))
 
 
 def draw(sources: dict[str, Source], weights: dict[str, float], size: int, seed: int) -> TrialData:
@@ -160,9 +163,9 @@ def _split(rows: list[dict], n_heldout: int, seed: str) -> tuple[list[dict], lis
     n_heldout of the order."""
     order = list(range(len(rows)))
     random.Random(seed).shuffle(order)
-    keys = [json.dumps(row, sort_keys=True) for row in rows]
+    keys = [pair_key(row) for row in rows]
     copies = Counter(keys)
-    side: dict[str, bool] = {}  # pair -> held out
+    side: dict[bytes, bool] = {}  # pair -> held out
     for i in order:
         if keys[i] not in side:
             side[keys[i]] = copies[keys[i]] <= n_heldout
@@ -173,6 +176,11 @@ def _split(rows: list[dict], n_heldout: int, seed: str) -> tuple[list[dict], lis
     return train, heldout
 
 
+def pair_key(row: dict) -> bytes:
+    """A pair's identity in 16 bytes, a hash of its JSON (the JSON of every pair would double a source's memory)."""
+    return hashlib.blake2b(json.dumps(row, sort_keys=True).encode(), digest_size=16).digest()
+
+
 # ---------------------------------------------------------------- reading sources
 
 
@@ -180,7 +188,7 @@ def _load(name: str, src: SourceSpec, spec_dir: Path | None) -> Source:
     if src.path and src.path.startswith("toy:"):
         from harness.toy import toy_pairs
 
-        rows = [(i + 1, row) for i, row in enumerate(toy_pairs(src.path.removeprefix("toy:")))]
+        rows: Iterable[tuple[int, Any]] = enumerate(toy_pairs(src.path.removeprefix("toy:")), start=1)
         where = src.path
     elif src.path:
         path = resolve_path(src.path, spec_dir)
@@ -189,8 +197,6 @@ def _load(name: str, src: SourceSpec, spec_dir: Path | None) -> Source:
         rows, where = _read_file(path), str(path)
     else:
         rows, where = _read_hub(src), f"hf:{src.hf}[{src.split}]"
-    if not rows:
-        raise DataError(f"{where}: source '{name}' holds no pairs")
     pairs: list[dict] = []
     kinds: dict[str, int] = {}  # kind -> first line of that kind, to point at the odd one out
     read_as: dict[str, int] = {}
@@ -203,6 +209,8 @@ def _load(name: str, src: SourceSpec, spec_dir: Path | None) -> Source:
         pairs.append(pair)
         kinds.setdefault(formats.kind(pair), line)
         read_as[fmt] = read_as.get(fmt, 0) + 1
+    if not pairs:
+        raise DataError(f"{where}: source '{name}' holds no pairs")
     if len(kinds) > 1:
         listing = ", ".join(f"{k} from line {line}" for k, line in kinds.items())
         raise DataError(f"{where}: rows mix conversational and plain-text pairs ({listing}); use one kind per file")
@@ -211,10 +219,15 @@ def _load(name: str, src: SourceSpec, spec_dir: Path | None) -> Source:
     return Source(name, kept, [], dropped_identical=len(pairs) - len(kept), kind=kind, formats=read_as)
 
 
-def _read_file(path: Path) -> list[tuple[int, Any]]:
-    """(line, row) pairs from JSON lines, or from a JSON array (LLaMA-Factory's files are arrays)."""
-    text = read_text(path)
-    return _read_array(path, text) if text.lstrip().startswith("[") else _read_jsonl(path, text)
+def _read_file(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line, row) pairs from JSON lines, a line at a time (a large file is never held whole beside the pairs
+    it converts into), or from a JSON array (LLaMA-Factory's files are arrays)."""
+    with _opened(path) as file:
+        is_array = file.read(4096).removeprefix(codecs.BOM_UTF8).lstrip().startswith(b"[")
+    if is_array:
+        yield from _read_array(path, read_text(path))
+    else:
+        yield from _read_jsonl(path)
 
 
 class UnreadableFile(DataError):
@@ -228,35 +241,48 @@ class UnreadableFile(DataError):
 def read_text(path: Path, kind: str = ".jsonl or .json") -> str:
     """A data or spec file (`kind`) as text: UTF-8, a leading byte-order mark skipped (Windows tools write one);
     UnreadableFile naming the line of a byte that is not UTF-8, or a path that is not a readable file."""
-    if path.is_dir():
-        raise UnreadableFile(path, f"a folder, not a file (name a {kind} file)")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UnreadableFile(path, f"cannot be read ({exc.strerror or exc})") from None
+    with _opened(path, kind) as file:
+        data = file.read()
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        problem = f"not UTF-8 text (byte 0x{data[exc.start]:02x}); save the file as UTF-8"
-        raise UnreadableFile(path, problem, line) from None
+        raise UnreadableFile(path, _not_utf8(data[exc.start]), data[: exc.start].count(b"\n") + 1) from None
 
 
-def _read_jsonl(path: Path, text: str) -> list[tuple[int, Any]]:
-    rows = []
-    for line_no, line in enumerate(text.split("\n"), start=1):  # not splitlines(): JSON strings may hold U+2028
-        if not line.strip():
-            continue
-        try:
-            rows.append((line_no, json.loads(line)))
-        except json.JSONDecodeError as exc:
-            if _one_object(text):
-                raise DataError(
-                    f"{path}: one JSON object over several lines; a data file holds JSON lines (a pair per line) "
-                    "or a JSON array of pairs ([{...}, {...}])"
-                ) from None
-            raise DataError(f"{path}:{line_no}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-    return rows
+def _opened(path: Path, kind: str = ".jsonl or .json") -> BinaryIO:
+    if path.is_dir():
+        raise UnreadableFile(path, f"a folder, not a file (name a {kind} file)")
+    try:
+        return path.open("rb")
+    except OSError as exc:
+        raise UnreadableFile(path, f"cannot be read ({exc.strerror or exc})") from None
+
+
+def _not_utf8(byte: int) -> str:
+    return f"not UTF-8 text (byte 0x{byte:02x}); save the file as UTF-8"
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
+    first = True
+    with _opened(path) as file:
+        for line_no, raw in enumerate(file, start=1):  # split at b"\n" only: JSON strings may hold U+2028
+            try:
+                line = (raw.removeprefix(codecs.BOM_UTF8) if line_no == 1 else raw).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise UnreadableFile(path, _not_utf8(raw[exc.start]), line_no) from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                if first and _one_object(read_text(path)):  # an object over several lines fails on its first
+                    raise DataError(
+                        f"{path}: one JSON object over several lines; a data file holds JSON lines (a pair per "
+                        "line) or a JSON array of pairs ([{...}, {...}])"
+                    ) from None
+                raise DataError(f"{path}:{line_no}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+            first = False
+            yield line_no, row
 
 
 def _one_object(text: str) -> bool:
@@ -294,11 +320,11 @@ def _skip_space(text: str, pos: int) -> int:
     return pos
 
 
-def _read_hub(src: SourceSpec) -> list[tuple[int, Any]]:
+def _read_hub(src: SourceSpec) -> Iterator[tuple[int, Any]]:
     import datasets
 
     try:
         ds = datasets.load_dataset(src.hf, src.name, split=src.split)
     except Exception as exc:  # offline, unknown id or split: all end the same way for the user
         raise DataError(f"hf:{src.hf}: cannot load split '{src.split}': {exc}") from None
-    return [(i + 1, row) for i, row in enumerate(ds)]
+    return ((i + 1, row) for i, row in enumerate(ds))

@@ -91,6 +91,18 @@ def test_a_byte_order_mark_is_skipped(tmp_path: Path) -> None:
     assert load(array)["src"].train == [row, row]
 
 
+def test_rows_are_split_at_newlines_only(tmp_path: Path) -> None:
+    """A file is read a line at a time; U+2028 / U+0085 inside a JSON string (as ensure_ascii=False writes them)
+    are not line ends, and CRLF endings and blank lines are not rows."""
+    rows = [
+        {"prompt": "Q\u2028still Q", "chosen": " good\x85", "rejected": " bad"},
+        {"prompt": "R", "chosen": " a", "rejected": " b"},
+    ]
+    path = tmp_path / "pairs.jsonl"
+    path.write_bytes(b"\r\n".join(json.dumps(r, ensure_ascii=False).encode() for r in rows) + b"\r\n\r\n")
+    assert load(path)["src"].train == rows
+
+
 @pytest.mark.parametrize(
     ("content", "fragment"),
     [
