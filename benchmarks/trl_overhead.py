@@ -13,6 +13,10 @@ Prints the ratios measured in this one run, summed over the rounds:
 - whole trial: time.total_s (setup, training, scoring, tracking) / the bare process's wall time
   (start-up and imports included): the price of everything the harness adds around training.
 
+The harness's trials after the first take their pairs as TRL prepared them (tokenized) from the study's
+cache (harness.tokcache, logged as tokcache.hits), while the bare script prepares them every time: that
+saving is part of the ratio, as a user's sweep sees it.
+
 A single trial's ratio moves by +-20% with the machine's load (same code, same work), so read the
 median and the sum over several rounds, not one trial.
 

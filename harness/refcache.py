@@ -23,7 +23,7 @@ import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,11 +68,15 @@ def weights_fingerprint(model: Any) -> str:
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
-    """A hash of what decides the token ids: vocabulary (added tokens included), special tokens, chat template."""
+    """A hash of what decides the token ids: vocabulary (added tokens included), special tokens, chat template, and
+    for a fast tokenizer its whole pipeline (normalizer, pre-tokenizer, merges, post-processor)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
     payload = {
+        "class": type(tokenizer).__name__,
         "vocab": sorted(tokenizer.get_vocab().items()),
         "special": {k: str(v) for k, v in sorted(tokenizer.special_tokens_map.items())},
         "chat_template": tokenizer.chat_template,
+        "pipeline": hashlib.sha256(backend.to_str().encode()).hexdigest() if backend is not None else None,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -84,13 +88,20 @@ def identity(model: dict[str, Any], tokenizer: str, settings: dict[str, Any]) ->
 
 
 def open_for(
-    study_dir: Path, model: Any, tokenizer: Any, reference: dict[str, Any], settings: dict[str, Any]
+    study_dir: Path,
+    model: Any,
+    tokenizer: Any,
+    reference: dict[str, Any],
+    settings: dict[str, Any],
+    fingerprint: str | None = None,
 ) -> RefCache:
     """The study's cache keyed for one trial's reference: `model` as loaded (before any adapter), its tokenizer,
-    `reference` naming it (name, path, revision, precision) and TRL's `settings` (training.REFERENCE_SETTINGS)."""
+    `reference` naming it (name, path, revision, precision) and TRL's `settings` (training.REFERENCE_SETTINGS);
+    `fingerprint`: the tokenizer's tokenizer_fingerprint, when the caller has it (a real vocabulary's takes ~0.4 s)."""
     started = time.perf_counter()
     reference = reference | {"weights": weights_fingerprint(model)}
-    cache = RefCache.open(study_dir, identity(reference, tokenizer_fingerprint(tokenizer), settings))
+    tokens = fingerprint or tokenizer_fingerprint(tokenizer)
+    cache = RefCache.open(study_dir, identity(reference, tokens, settings))
     cache.seconds = time.perf_counter() - started  # fingerprinting the weights is part of the cache's cost
     return cache
 
@@ -139,12 +150,10 @@ class RefCache:
     def get(self, keys: Iterable[str]) -> dict[str, tuple[float, float]]:
         """The cached (chosen, rejected) reference log-probs of those keys that are present; counts hits and misses."""
         keys = list(keys)
-        found: dict[str, tuple[float, float]] = {}
-        for start in range(0, len(keys), _CHUNK):
-            chunk = keys[start : start + _CHUNK]
-            marks = ",".join("?" * len(chunk))
-            rows = self._db().execute(f"SELECT key, chosen, rejected FROM logps WHERE key IN ({marks})", chunk)
-            found |= {key: (chosen, rejected) for key, chosen, rejected in rows}
+        found = {
+            key: (chosen, rejected)
+            for key, chosen, rejected in select(self._db(), "key, chosen, rejected", "logps", keys)
+        }
         self.hits += sum(key in found for key in keys)
         self.misses += sum(key not in found for key in keys)
         return found
@@ -167,10 +176,22 @@ class RefCache:
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
-            # A generous timeout: another trial may hold the write lock while it stores its pairs.
-            self._conn = sqlite3.connect(self.path, timeout=120)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute(
-                "CREATE TABLE IF NOT EXISTS logps (key TEXT PRIMARY KEY, chosen REAL NOT NULL, rejected REAL NOT NULL)"
+            self._conn = connect(
+                self.path, "logps (key TEXT PRIMARY KEY, chosen REAL NOT NULL, rejected REAL NOT NULL)"
             )
         return self._conn
+
+
+def connect(path: Path, table: str) -> sqlite3.Connection:
+    """A study cache's SQLite file, in WAL mode (trial processes read and write at once), with its `table`."""
+    conn = sqlite3.connect(path, timeout=120)  # generous: another trial may hold the write lock while it stores
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {table}")
+    return conn
+
+
+def select(conn: sqlite3.Connection, columns: str, table: str, keys: list[str]) -> Iterator[tuple]:
+    """The rows of `table` whose key is one of `keys`, in chunks below SQLite's bound-parameter limit."""
+    for start in range(0, len(keys), _CHUNK):
+        chunk = keys[start : start + _CHUNK]
+        yield from conn.execute(f"SELECT {columns} FROM {table} WHERE key IN ({','.join('?' * len(chunk))})", chunk)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from harness.refcache import RefCache
+    from harness.tokcache import TokenCache
 
 # Set by the harness, never by a spec: where outputs go and how they are reported.
 HARNESS_OWNED = {
@@ -333,24 +334,22 @@ def train_dpo(
     on_step: Callable[[int, int], None] | None = None,
     ref_cache: RefCache | None = None,
     resume_from: Path | None = None,
+    token_cache: TokenCache | None = None,
 ) -> Any:
     """Run TRL's DPOTrainer and return the trained model (a PeftModel when LoRA is used).
 
     on_log(step, metrics) streams TRL's logged metrics; on_eval(step, metrics) returns True to
     stop (pruning); on_step(step, max_steps) reports progress. A NaN loss raises TrialStopped.
     ref_cache: the study's reference log-probs; needs a config built with precompute_ref=True.
+    token_cache: the study's pairs as TRL prepared them (tokenized): only pairs no earlier trial had are prepared.
     resume_from: a checkpoint of this same training (last_checkpoint): weights, optimizer, scheduler,
     RNG states and data position are restored, and training goes on from its step.
     """
     from datasets import Dataset
-    from trl import DPOTrainer
 
-    extra: dict[str, Any] = {}
-    if ref_cache is not None:
-        if not config.precompute_ref_log_probs:
-            raise ValueError("a reference cache needs precompute_ref_log_probs=True (dpo_config(precompute_ref=True))")
-        extra["ref_cache"] = ref_cache
-    trainer = (_cached_reference_class() if ref_cache is not None else DPOTrainer)(
+    if ref_cache is not None and not config.precompute_ref_log_probs:
+        raise ValueError("a reference cache needs precompute_ref_log_probs=True (dpo_config(precompute_ref=True))")
+    trainer = _trainer_class()(
         model=model,
         args=config,
         train_dataset=Dataset.from_list(train_rows),
@@ -358,7 +357,8 @@ def train_dpo(
         processing_class=tokenizer,
         peft_config=peft_config,
         callbacks=[_Relay(on_log, on_eval, on_step), _clock_class()(*(trained_seconds(resume_from) or ()))],
-        **extra,
+        ref_cache=ref_cache,
+        token_cache=token_cache,
     )
     if resume_from is not None and _finished(resume_from):
         # the Trainer would take one more step from it (its stop check follows a step): its weights are the model
@@ -378,30 +378,61 @@ def _check_finite(model: Any) -> None:
             raise TrialStopped(f"weights became NaN or inf during training (first: {name}); learning rate too high?")
 
 
+_KEY = "__harness_key"  # a pair's cache key, carried through TRL's preparation of the missing pairs
+
+
 @functools.cache
-def _cached_reference_class() -> type:
-    """DPOTrainer whose reference log-probs come from the study's cache; only the missing pairs go through TRL's
-    own precompute (`_precompute_ref_logps`, the method TRL calls on the train and eval sets when
-    precompute_ref_log_probs=True). With precompute on, TRL holds no reference model: full fine-tuning runs
-    the reference forward on the policy before training starts, LoRA with the adapter disabled. When every
-    pair is cached, no reference forward runs at all. Overriding a private method ties this class to TRL's
-    internals: tests/test_refcache.py checks that the cached route trains exactly as TRL's own does."""
+def _trainer_class() -> type:
+    """DPOTrainer with the study's caches, each used when given. Overriding private methods ties this class to
+    TRL's internals: tests/test_refcache.py and tests/test_tokcache.py check that it trains exactly as TRL does.
+
+    token_cache: TRL prepares (`_prepare_dataset`: the chat template, tokenization, dropping pairs whose prompt
+    fills max_length) only the pairs no earlier trial prepared, and the first pair (its prepared row types the
+    set); the others come from the cache, in the dataset's order.
+
+    ref_cache: the reference log-probs come from the cache; only the missing pairs go through TRL's own
+    precompute (`_precompute_ref_logps`, the method TRL calls on the train and eval sets when
+    precompute_ref_log_probs=True). With precompute on, TRL holds no reference model: full fine-tuning runs the
+    reference forward on the policy before training starts, LoRA with the adapter disabled. When every pair is
+    cached, no reference forward runs at all."""
     import time
 
+    from datasets import Dataset
     from trl import DPOTrainer
 
-    class CachedReference(DPOTrainer):
-        def __init__(self, *args: Any, ref_cache: RefCache, **kwargs: Any):
-            self.ref_cache = ref_cache  # before DPOTrainer.__init__, which precomputes
+    class HarnessDPOTrainer(DPOTrainer):
+        def __init__(self, *args: Any, ref_cache: RefCache | None, token_cache: TokenCache | None, **kwargs: Any):
+            self.ref_cache, self.token_cache = ref_cache, token_cache  # DPOTrainer.__init__ prepares and precomputes
             super().__init__(*args, **kwargs)
 
+        def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
+            cache = self.token_cache
+            if cache is None or not isinstance(dataset, Dataset) or not len(dataset):
+                return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+            keys = [cache.key(row) for row in dataset]
+            found = cache.get(keys)
+            todo = sorted({0} | {i for i, key in enumerate(keys) if key not in found})
+            missing = dataset.select(todo).add_column(_KEY, [keys[i] for i in todo])
+            prepared = super()._prepare_dataset(missing, processing_class, args, dataset_name)
+            made = {row.pop(_KEY): row for row in prepared}
+            fresh = {keys[i]: made.get(keys[i]) for i in todo if keys[i] not in found}  # None: TRL dropped it
+            if fresh:
+                cache.put(fresh)
+            found |= fresh
+            rows = [found[key] for key in keys if found[key] is not None]
+            return Dataset.from_list(rows, features=prepared.remove_columns(_KEY).features)
+
         def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
+            if self.ref_cache is None:
+                return super()._precompute_ref_logps(dataset, name, batch_size)
             started = time.perf_counter()
             ids = dataset.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"])
             keys = [self.ref_cache.key(r["prompt_ids"], r["chosen_ids"], r["rejected_ids"]) for r in ids]
 
             def precompute(missing: list[int]) -> tuple[list[float], list[float]]:
-                computed = super(CachedReference, self)._precompute_ref_logps(dataset.select(missing), name, batch_size)
+                computed = super(HarnessDPOTrainer, self)._precompute_ref_logps(
+                    dataset.select(missing), name, batch_size
+                )
                 return computed["ref_chosen_logps"], computed["ref_rejected_logps"]
 
             chosen, rejected = self.ref_cache.fill(keys, precompute)
@@ -410,7 +441,7 @@ def _cached_reference_class() -> type:
             self.ref_cache.seconds += time.perf_counter() - started
             return dataset
 
-    return CachedReference
+    return HarnessDPOTrainer
 
 
 def _relay_class() -> type:

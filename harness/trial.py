@@ -203,7 +203,7 @@ def library_versions() -> dict[str, str]:
 
 def run(request: TrialRequest, events: Any) -> TrialResult:
     """The trial itself; runs in its own process (harness.worker)."""
-    from harness import models, refcache, scoring, training
+    from harness import models, refcache, scoring, tokcache, training
     from harness.tracking import Tracker
     from harness.worker import mark_phase
 
@@ -255,9 +255,12 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
         has_eval=bool(trial_data.heldout),
         precompute_ref=cached,
     )
+    fingerprint = refcache.tokenizer_fingerprint(tokenizer)  # one for both caches
     ref_cache = None  # opened on the base weights; it serves the probes' reference even where training cannot use it
     if spec.model.ref_cache:
-        ref_cache = _ref_cache(request, config, model, tokenizer, model_path, precision, dpo)
+        ref_cache = _ref_cache(request, config, model, tokenizer, model_path, precision, dpo, fingerprint)
+    settings = training.resolved_train_settings(dpo, list(tokcache.SETTINGS))
+    tokens = tokcache.open_for(Path(request.output_dir), tokenizer, settings, fingerprint)
     lora = config["model"]["lora"]
     try:
         trained = training.train_dpo(
@@ -274,13 +277,16 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
             on_step=lambda step, total: events.put(("step", request.number, step, total)),
             ref_cache=ref_cache if cached else None,
             resume_from=resume_from,
+            token_cache=tokens,
         )
     finally:  # the curves up to a failure are kept too
         tracker.flush()
+        tokens.close()
         if ref_cache is not None:
             ref_cache.close()
-    if ref_cache is not None and cached:
-        tracker.log_metrics(request.run_id, ref_cache.metrics())
+    tracker.log_metrics(
+        request.run_id, tokens.metrics() | (ref_cache.metrics() if ref_cache is not None and cached else {})
+    )
     models.save(trained, tokenizer, request.folder / "model")
     # every thread of the trial (CPU: steadier than wall time), and a resumed trial's training before its checkpoint
     seconds["time.train_s"] = before + time.perf_counter() - clock
@@ -322,7 +328,14 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
 
 
 def _ref_cache(
-    request: TrialRequest, config: dict, model: Any, tokenizer: Any, model_path: str, precision: Any, dpo: Any
+    request: TrialRequest,
+    config: dict,
+    model: Any,
+    tokenizer: Any,
+    model_path: str,
+    precision: Any,
+    dpo: Any,
+    fingerprint: str,
 ) -> Any:
     """The study's reference log-prob cache, keyed for this trial's reference model, tokenizer and TRL settings."""
     from harness import refcache, training
@@ -334,7 +347,7 @@ def _ref_cache(
         "dtype": precision.weights,
     }
     settings = training.resolved_train_settings(dpo, list(training.REFERENCE_SETTINGS))
-    return refcache.open_for(Path(request.output_dir), model, tokenizer, reference, settings)
+    return refcache.open_for(Path(request.output_dir), model, tokenizer, reference, settings, fingerprint)
 
 
 def _scoring_cache_counts(cache: Any) -> dict[str, float]:

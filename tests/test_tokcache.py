@@ -1,0 +1,109 @@
+"""The study's tokenized pairs: a trial's datasets come back exactly as TRL prepares them, whatever the cache
+held before (nothing, some of the pairs, all of them), and the cache misses when the tokenizer or TRL's settings
+change. On the real-vocabulary fixture (byte-level BPE, ChatML, special tokens) with messy and HH-shaped pairs.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from datasets import Dataset
+from trl import DPOTrainer
+
+from harness import data, tokcache, training
+from harness.spec import SourceSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+TEXTS = ["Hi 👋🏽 — naïve café", "  leading spaces", "ends with <|im_end|>", "मैंने", "a\r\nb\n\n\nc", "", "x " * 40]
+
+
+def pairs(kind: str) -> list[dict]:
+    """Messy conversational pairs and the HH fixture's transcripts (several turns), or the same as plain text."""
+    messy = [
+        {
+            "prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": t}],
+            "chosen": [{"role": "assistant", "content": t[::-1] + " ok"}],
+            "rejected": [{"role": "assistant", "content": "no"}],
+        }
+        for t in TEXTS
+    ]
+    rows = messy + data.load_source("hh", SourceSpec(path=str(ROOT / "tests/fixtures/data/hh.jsonl"))).train
+    if kind == "plain":
+        text = lambda messages: "".join(f"{m['role']}: {m['content']}\n" for m in messages)  # noqa: E731
+        rows = [
+            {"prompt": text(r["prompt"]), "chosen": text(r["chosen"]), "rejected": text(r["rejected"])} for r in rows
+        ]
+    return rows
+
+
+@pytest.fixture(scope="module")
+def trainer(real_shape_model, tmp_path_factory) -> DPOTrainer:
+    """The harness's DPOTrainer on the real-vocabulary model; its `_prepare_dataset` is what is tested."""
+    model, tokenizer = real_shape_model
+    folder = tmp_path_factory.mktemp("trainer")
+    config = training.dpo_config({"max_steps": 1, "per_device_train_batch_size": 2}, folder, 0, has_eval=False)
+    first = Dataset.from_list(pairs("conversational")[:1])
+    return training._trainer_class()(
+        model=model, args=config, train_dataset=first, processing_class=tokenizer, ref_cache=None, token_cache=None
+    )
+
+
+def prepare(trainer: DPOTrainer, rows: list[dict], config, cache: tokcache.TokenCache | None) -> Dataset:
+    trainer.token_cache = cache
+    if cache is None:  # TRL's own preparation
+        return DPOTrainer._prepare_dataset(trainer, Dataset.from_list(rows), trainer.processing_class, config, "train")
+    return trainer._prepare_dataset(Dataset.from_list(rows), trainer.processing_class, config, "train")
+
+
+@pytest.mark.parametrize("max_length", [None, 40], ids=["whole", "max_length 40"])
+@pytest.mark.parametrize("kind", ["conversational", "plain"])
+def test_a_trials_pairs_come_back_as_trl_prepares_them(trainer, tmp_path: Path, kind: str, max_length) -> None:
+    config = training.dpo_config(
+        {"max_steps": 1, "max_length": max_length, "truncation_mode": "keep_start"}, tmp_path, 0, has_eval=False
+    )
+    rows = pairs(kind)
+    settings = training.resolved_train_settings(config, list(tokcache.SETTINGS))
+    cache = tokcache.open_for(tmp_path, trainer.processing_class, settings)
+    first = rows[::2]
+    assert prepare(trainer, first, config, cache).to_list() == prepare(trainer, first, config, None).to_list()
+    assert (cache.hits, cache.misses) == (0, len(first))
+
+    later = rows + rows[:3]  # another trial: new pairs, the first one's, repeats (a mix cycling a small source)
+    random.Random(0).shuffle(later)
+    cache = tokcache.open_for(tmp_path, trainer.processing_class, settings)
+    got, expected = prepare(trainer, later, config, cache), prepare(trainer, later, config, None)
+    assert got.to_list() == expected.to_list() and got.features == expected.features
+    assert cache.hits == sum(r in first for r in later) and cache.misses == len(later) - cache.hits
+    dropped = len(later) - len(expected)
+    assert (dropped > 0) == (max_length is not None), "keep_start drops pairs whose prompt fills max_length"
+
+    cache = tokcache.open_for(tmp_path, trainer.processing_class, settings)
+    assert prepare(trainer, later, config, cache).to_list() == expected.to_list()
+    assert (cache.hits, cache.misses) == (len(later), 0), "dropped pairs are remembered as dropped"
+
+
+def test_a_changed_tokenizer_template_or_max_length_misses(real_shape_model, tmp_path: Path) -> None:
+    import copy
+
+    _, tokenizer = real_shape_model
+    row = pairs("conversational")[0]
+    settings = {"max_length": 512, "truncation_mode": "keep_start"}
+    tokcache.open_for(tmp_path, tokenizer, settings).put(
+        {tokcache.open_for(tmp_path, tokenizer, settings).key(row): None}
+    )
+
+    def found(tok, **changed) -> bool:
+        cache = tokcache.open_for(tmp_path, tok, settings | changed)
+        return bool(cache.get([cache.key(row)]))
+
+    assert found(tokenizer)
+    assert not found(tokenizer, max_length=1024)
+    assert not found(tokenizer, truncation_mode="keep_end")
+    other = copy.deepcopy(tokenizer)
+    other.chat_template = tokenizer.chat_template.replace("<|im_start|>", "<|im_start|> ")
+    assert not found(other)
+    other = copy.deepcopy(tokenizer)
+    other.backend_tokenizer.normalizer = __import__("tokenizers").normalizers.Lowercase()  # same vocabulary
+    assert not found(other)
