@@ -161,6 +161,11 @@ class Tracker:
             if not wait:
                 self._pending.append(done)
 
+    def last_steps(self, run_id: str) -> dict[str, int]:
+        """The last step each of a run's metrics was logged at."""
+        keys = self.client.get_run(run_id).data.metrics
+        return {key: max(m.step for m in self.client.get_metric_history(run_id, key)) for key in keys}
+
     def flush(self) -> None:
         """Wait until the metrics logged with wait=False are stored (raising what storing them raised)."""
         pending, self._pending = self._pending, []

@@ -243,8 +243,18 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
     resume_from = Path(request.resume_from) if request.resume_from else None
     resumed = training.trained_seconds(resume_from)  # read now: training rotates the checkpoint away
     before, before_cpu = resumed or (0.0, 0.0)
+    logged: dict[str, int] = {}
     if resume_from:
         status(f"training, resumed from {resume_from.name}", phase="training")
+        logged = tracker.last_steps(request.run_id)
+
+    def resumed(step: int, logs: dict[str, float]) -> dict[str, float]:
+        """A resumed training's logs: the steps between its checkpoint and the stop are trained again (the same
+        batches), but were logged already; and the Trainer's summary of this attempt alone is left out."""
+        if not resume_from:
+            return logs
+        return {k: v for k, v in training.attempt_logs(logs).items() if step > logged.get(k, -1)}
+
     trainer_dir = checkpoints_folder(request.folder, request.trial_id, request.run_id, fresh=resume_from is None)
     dpo = training.dpo_config(
         config["train"],
@@ -270,9 +280,7 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
             trial_data.heldout,
             dpo,
             training.lora_config(**lora) if lora else None,
-            on_log=lambda step, logs: tracker.log_metrics(
-                request.run_id, training.attempt_logs(logs) if resume_from else logs, step, wait=False
-            ),
+            on_log=lambda step, logs: tracker.log_metrics(request.run_id, resumed(step, logs), step, wait=False),
             on_eval=pruning.check if pruning else None,
             on_step=lambda step, total: events.put(("step", request.number, step, total)),
             ref_cache=ref_cache if cached else None,

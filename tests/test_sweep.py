@@ -336,8 +336,8 @@ def test_a_trial_stopped_after_a_checkpoint_resumes_from_it(ws: Workspace, write
     run = MlflowClient(ws.tracking).get_run(children[0].info.run_id)
     resumed_at = int(run.data.tags["harness.resumed_from"].removeprefix("checkpoint-"))
     steps = [m.step for m in MlflowClient(ws.tracking).get_metric_history(run.info.run_id, "loss")]
-    before = [s for s in steps if s <= resumed_at]
-    assert before and len(before) == len(set(before)), "the steps up to the checkpoint were not trained again"
+    assert [s for s in steps if s <= resumed_at], "the steps up to the checkpoint were not trained again"
+    assert len(steps) == len(set(steps)), "each step is logged once, also those trained again after the checkpoint"
     assert max(steps) == 60
     assert list(trainer.glob("checkpoint-*")) == [], "they served resuming: dropped once the trial is recorded"
     assert "train_runtime" not in run.data.metrics, "the Trainer's summary of the resumed part alone is left out"
