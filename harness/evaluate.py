@@ -15,6 +15,7 @@ import yaml
 
 from harness.scoring import Context, Scorecard
 from harness.spec import EvalsSpec, SpecError, read_yaml
+from harness.trial import MODEL_REMOVED
 
 
 @dataclass
@@ -45,6 +46,9 @@ def resolve_target(target: str, evals_file: Path | None, base: str | None, cache
     )
     evals, spec_dir = _evals(evals_file, config)  # first: it needs no model
     if config is not None:
+        if not (trial_dir / "model").is_dir() and (trial_dir / MODEL_REMOVED).is_file():
+            why = (trial_dir / MODEL_REMOVED).read_text().strip()
+            raise models.ModelError(f"MODEL '{target}': the trial's model was removed, {why}")
         if not (trial_dir / "model").is_dir():
             raise models.ModelError(f"MODEL '{target}': the trial folder holds no model/ (did the trial finish?)")
         model = str(trial_dir / "model")

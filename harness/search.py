@@ -449,15 +449,20 @@ def wanted_replicates(study: Any, spec: SweepSpec) -> list[tuple[int, int]]:
     reps = spec.search.replicates
     if reps is None:
         return []
-    complete = search_trials(study, (TrialState.COMPLETE,))
+    best = ranked(search_trials(study, (TrialState.COMPLETE,)), spec)
+    return [(t.number, seed) for t in best[: reps.top_k] for seed in replicate_seeds(spec)]
+
+
+def ranked(complete: list[Any], spec: SweepSpec) -> list[Any]:
+    """Complete trials best first: feasible ones first, then by the first objective (a multi-objective study: its
+    Pareto front first). A trial's rank only falls as trials are added."""
     sign = -1.0 if spec.search.objectives[0].direction == "maximize" else 1.0
     front = {t.number for t in _front(complete, [o.direction for o in spec.search.objectives])}
 
     def infeasible(t: Any) -> bool:
         return any(v > 0 for v in t.constraints.values())
 
-    ranked = sorted(complete, key=lambda t: (infeasible(t), t.number not in front, sign * t.values[0], t.number))
-    return [(t.number, seed) for t in ranked[: reps.top_k] for seed in replicate_seeds(spec)]
+    return sorted(complete, key=lambda t: (infeasible(t), t.number not in front, sign * t.values[0], t.number))
 
 
 def _front(trials: list[Any], directions: list[str]) -> list[Any]:

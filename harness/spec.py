@@ -191,6 +191,7 @@ class SearchSpec(_Strict):
     constraints: list[str] = Field(default_factory=list)  # e.g. "bench.retention >= 0.95"
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
     replicates: ReplicatesSpec | None = None  # e.g. {top_k: 2, seeds: 3}; null: one seed per trial
+    keep_models: int | None = Field(None, ge=1)  # the best N trials keep model/ (a full 8B is 16 GB); null: all
 
 
 class BenchmarkSpec(_Strict):
@@ -253,6 +254,7 @@ class SweepSpec(_Strict):
         data = self.model_dump(mode="json", by_alias=True, exclude_defaults=True)
         data.get("search", {}).pop("trials", None)
         data.get("search", {}).pop("replicates", None)  # added later, it re-trains finished trials: same study
+        data.get("search", {}).pop("keep_models", None)  # what stays on disk, not what is run
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
     def with_trials(self, trials: int) -> SweepSpec:

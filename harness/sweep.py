@@ -33,6 +33,7 @@ from harness.trial import (
     TrialResult,
     mlflow_params,
     remove_checkpoints,
+    remove_model,
     resolve_config,
     trial_folder,
 )
@@ -437,6 +438,8 @@ class Sweep:
                 self.recorder.record(study, trial, tracker, run_id, result)
                 if "save_total_limit" not in self.spec.train:  # a spec that sets it keeps its checkpoints
                     remove_checkpoints(trial_folder(self.output_dir, trial.number))
+                if self.spec.search.keep_models:
+                    self._keep_best_models(study)
         with self._state_lock:
             self._live.discard(trial.number)
         if checkpoint is not None:
@@ -444,6 +447,29 @@ class Sweep:
         else:
             self.progress.trial_ended(trial.number, params, result, search.shown_metrics(self.spec))
         return result
+
+    def _keep_best_models(self, study: Any) -> None:
+        """search.keep_models: N keeps the models of the best N complete trials in this worker's folder (a rank
+        only falls as trials are added, so a model removed would never be wanted again)."""
+        from optuna.trial import TrialState
+
+        keep = self.spec.search.keep_models
+        why = f"not among the best {keep} trial{'s' if keep > 1 else ''} (search.keep_models)"
+        try:
+            finished = study.get_trials(
+                deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+            )
+            complete = [t for t in finished if t.state == TrialState.COMPLETE]
+            best = {t.number for t in search.ranked(complete, self.spec)[:keep]}
+            for t in finished:
+                if (
+                    t.number not in best
+                    and remove_model(trial_folder(self.output_dir, t.number), why)
+                    and self.options.verbose
+                ):
+                    self.progress.note(f"trial {t.number}: its model was removed, {why}")
+        except Exception as exc:  # the database away: the next recorded trial looks again
+            self.progress.note(f"the models of trials outside the best {keep} could not be removed: {first_line(exc)}")
 
     def _request(
         self,

@@ -119,6 +119,20 @@ def remove_checkpoints(folder: Path) -> None:
         shutil.rmtree(checkpoint, ignore_errors=True)
 
 
+MODEL_DIR, MODEL_REMOVED = "model", "model.removed"  # a trial's trained model; why it is gone (keep_models)
+
+
+def remove_model(folder: Path, why: str) -> bool:
+    """Drop a recorded trial's model/ (search.keep_models), leaving why in its place; False: it held none."""
+    import shutil
+
+    if not (folder / MODEL_DIR).is_dir():
+        return False
+    (folder / MODEL_REMOVED).write_text(why + "\n")
+    shutil.rmtree(folder / MODEL_DIR, ignore_errors=True)
+    return True
+
+
 def resumable_checkpoint(folder: Path, trial_id: int, run_id: str | None) -> Path | None:
     """The newest complete checkpoint this Optuna trial's training saved in its folder, or None."""
     import json
@@ -295,7 +309,8 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
     tracker.log_metrics(
         request.run_id, tokens.metrics() | (ref_cache.metrics() if ref_cache is not None and cached else {})
     )
-    models.save(trained, tokenizer, request.folder / "model")
+    models.save(trained, tokenizer, request.folder / MODEL_DIR)
+    (request.folder / MODEL_REMOVED).unlink(missing_ok=True)  # a deleted study's trial of this number left it
     # every thread of the trial (CPU: steadier than wall time), and a resumed trial's training before its checkpoint
     seconds["time.train_s"] = before + time.perf_counter() - clock
     seconds["time.train_cpu_s"] = before_cpu + time.process_time() - cpu

@@ -716,6 +716,34 @@ def test_a_dead_sweeps_trial_with_a_checkpoint_is_taken_over_not_failed(
     assert again.resume_from is None and again.trial.number == len(trials) + 1, "taken once: then a new draw"
 
 
+def test_keep_models_leaves_the_best_trials_models_only(ws: Workspace, write_spec) -> None:
+    """search.keep_models: 2 keeps the models of the best two complete trials (feasible first); the others' are
+    removed as trials are recorded, and `harness eval` of a removed one says why."""
+    from optuna.trial import create_trial
+
+    from harness.evaluate import resolve_target
+    from harness.models import ModelError
+    from harness.trial import trial_folder
+
+    spec = base_spec(search__keep_models=2, search__constraints=["identity.leak_rate <= 0.5"])
+    sweep, study = quiet_sweep(ws, write_spec(spec))
+    for value, violation in ((0.2, 0.0), (0.95, 0.3), (0.5, 0.0), (0.7, 0.0)):
+        study.add_trial(create_trial(values=[value], constraints={"identity.leak_rate <= 0.5": violation}))
+    study.add_trial(create_trial(state=TrialState.FAIL))
+    for t in study.trials:
+        folder = trial_folder(sweep.output_dir, t.number)
+        (folder / "model").mkdir(parents=True)
+        (folder / "trial_config.yaml").write_text(json.dumps({"evals": spec["evals"], "model": {"path": "toy"}}))
+
+    sweep._keep_best_models(study)
+    kept = [t.number for t in study.trials if (trial_folder(sweep.output_dir, t.number) / "model").is_dir()]
+    assert kept == [2, 3], "0.95 breaks the constraint; 0.7 and 0.5 are the best feasible; a failed trial keeps none"
+    with pytest.raises(
+        ModelError, match="the trial.s model was removed, not among the best 2 trials \\(search.keep_models\\)"
+    ):
+        resolve_target(str(trial_folder(sweep.output_dir, 1)), None, None, ws.root)
+
+
 def test_a_claim_survives_a_lock_that_cannot_be_released(ws: Workspace, write_spec) -> None:
     """The database drops as the study lock is released after a claim: the trial, created and owned under the
     lock, is still this slot's to run (dropped, it would have sat RUNNING as this process's, run by nobody)."""
