@@ -222,12 +222,22 @@ def _load(name: str, src: SourceSpec, spec_dir: Path | None) -> Source:
 def _read_file(path: Path) -> Iterator[tuple[int, Any]]:
     """(line, row) pairs from JSON lines, a line at a time (a large file is never held whole beside the pairs
     it converts into), or from a JSON array (LLaMA-Factory's files are arrays)."""
-    with _opened(path) as file:
-        is_array = file.read(4096).removeprefix(codecs.BOM_UTF8).lstrip().startswith(b"[")
-    if is_array:
+    if _starts_array(path):
         yield from _read_array(path, read_text(path))
     else:
         yield from _read_jsonl(path)
+
+
+def _starts_array(path: Path) -> bool:
+    """Whether the file's first character after any whitespace (and a byte-order mark) is '['."""
+    with _opened(path) as file:
+        head = file.read(65536).removeprefix(codecs.BOM_UTF8)
+        while head:
+            text = head.decode("utf-8", errors="replace").lstrip()
+            if text:
+                return text.startswith("[")
+            head = file.read(65536)
+    return False
 
 
 class UnreadableFile(DataError):
@@ -267,7 +277,7 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
     with _opened(path) as file:
         for line_no, raw in enumerate(file, start=1):  # split at b"\n" only: JSON strings may hold U+2028
             try:
-                line = (raw.removeprefix(codecs.BOM_UTF8) if line_no == 1 else raw).decode("utf-8")
+                line = (raw.removeprefix(codecs.BOM_UTF8) if line_no == 1 else raw).removesuffix(b"\n").decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise UnreadableFile(path, _not_utf8(raw[exc.start]), line_no) from None
             if not line.strip():

@@ -76,9 +76,17 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
         "vocab": sorted(tokenizer.get_vocab().items()),
         "special": {k: str(v) for k, v in sorted(tokenizer.special_tokens_map.items())},
         "chat_template": tokenizer.chat_template,
-        "pipeline": hashlib.sha256(backend.to_str().encode()).hexdigest() if backend is not None else None,
+        "pipeline": _pipeline_hash(backend) if backend is not None else None,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _pipeline_hash(backend: Any) -> str:
+    """A fast tokenizer's pipeline, without the padding and truncation a call with padding=True leaves set."""
+    pipeline = json.loads(backend.to_str())
+    pipeline.pop("padding", None)
+    pipeline.pop("truncation", None)
+    return hashlib.sha256(json.dumps(pipeline, sort_keys=True).encode()).hexdigest()
 
 
 def identity(model: dict[str, Any], tokenizer: str, settings: dict[str, Any]) -> str:

@@ -7,14 +7,16 @@ study does it again for (mostly) the same pairs. This cache keeps TRL's prepared
 hands TRL only the pairs no earlier trial prepared, and puts the rest back in order.
 
 A pair's key hashes the pair as given (every field of its row) and what TRL's preparation depends on: the
-tokenizer (harness.refcache.tokenizer_fingerprint: vocabulary, special tokens, chat template, pipeline), TRL's
-version and its settings that shape the prepared rows (max_length and truncation_mode, which drop pairs). A pair
+tokenizer (harness.refcache.tokenizer_fingerprint: vocabulary, special tokens, chat template, pipeline), the
+versions of TRL and of the libraries rendering and tokenizing (LIBRARIES), TRL's settings that shape the prepared
+rows (max_length and truncation_mode, which drop pairs), and today's date for a template that renders it. A pair
 TRL dropped is kept as dropped. Storage: outputs/<study>/tokcache/tokcache.db, SQLite in WAL mode like the
 reference cache; rows are only ever added.
 """
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import sqlite3
@@ -28,6 +30,7 @@ from harness.refcache import connect, select, tokenizer_fingerprint
 
 FOLDER = "tokcache"
 SETTINGS = ("max_length", "truncation_mode")  # DPOConfig fields TRL's dataset preparation reads
+LIBRARIES = ("trl", "transformers", "tokenizers", "jinja2")  # whose versions shape a prepared row
 DROPPED = b""  # the value of a pair TRL dropped
 
 
@@ -37,7 +40,13 @@ def open_for(study_dir: Path, tokenizer: Any, settings: dict[str, Any], fingerpr
     from importlib.metadata import version
 
     tokens = fingerprint or tokenizer_fingerprint(tokenizer)
-    payload = {"tokenizer": tokens, "trl": version("trl"), "settings": settings}
+    payload = {
+        "tokenizer": tokens,
+        "libraries": {name: version(name) for name in LIBRARIES},
+        "settings": settings,
+        # a template that renders today's date (Llama 3's strftime_now) tokenizes differently tomorrow
+        "date": datetime.date.today().isoformat() if "strftime_now" in str(tokenizer.chat_template) else None,
+    }
     folder = Path(study_dir) / FOLDER
     folder.mkdir(parents=True, exist_ok=True)
     return TokenCache(folder / "tokcache.db", hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest())
@@ -58,12 +67,16 @@ class TokenCache:
         text = json.dumps(row, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(f"{self.identity}|{text}".encode()).hexdigest()
 
-    def get(self, keys: Sequence[str]) -> dict[str, dict | None]:
-        """The prepared rows of those keys that are present (None: TRL dropped the pair); counts hits and misses."""
-        found = {key: _decode(value) for key, value in select(self._db(), "key, prepared", "prepared", list(keys))}
+    def present(self, keys: Sequence[str]) -> set[str]:
+        """Those of `keys` the cache holds; counts hits and misses."""
+        found = {key for (key,) in select(self._db(), "key", "prepared", list(keys))}
         self.hits += sum(key in found for key in keys)
         self.misses += sum(key not in found for key in keys)
         return found
+
+    def rows(self, keys: Sequence[str]) -> dict[str, dict | None]:
+        """The prepared rows of those keys the cache holds (None: TRL dropped the pair)."""
+        return {key: _decode(value) for key, value in select(self._db(), "key, prepared", "prepared", list(keys))}
 
     def put(self, values: dict[str, dict | None]) -> None:
         """Add freshly prepared rows (None: dropped); one transaction, a row already there is kept."""

@@ -379,6 +379,7 @@ def _check_finite(model: Any) -> None:
 
 
 _KEY = "__harness_key"  # a pair's cache key, carried through TRL's preparation of the missing pairs
+_CHUNK = 1000  # prepared rows to and from the token cache at a time
 
 
 @functools.cache
@@ -395,10 +396,14 @@ def _trainer_class() -> type:
     precompute_ref_log_probs=True). With precompute on, TRL holds no reference model: full fine-tuning runs the
     reference forward on the policy before training starts, LoRA with the adapter disabled. When every pair is
     cached, no reference forward runs at all."""
+    import sqlite3
     import time
 
-    from datasets import Dataset
+    from datasets import Dataset, concatenate_datasets
+    from transformers.utils import logging
     from trl import DPOTrainer
+
+    logger = logging.get_logger("harness.training")
 
     class HarnessDPOTrainer(DPOTrainer):
         def __init__(self, *args: Any, ref_cache: RefCache | None, token_cache: TokenCache | None, **kwargs: Any):
@@ -406,21 +411,38 @@ def _trainer_class() -> type:
             super().__init__(*args, **kwargs)
 
         def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
-            cache = self.token_cache
-            if cache is None or not isinstance(dataset, Dataset) or not len(dataset):
+            if self.token_cache is None or not isinstance(dataset, Dataset) or not len(dataset):
                 return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+            try:
+                return self._prepare_with_cache(dataset, processing_class, args, dataset_name)
+            except (sqlite3.Error, TypeError) as exc:  # a full disk, a read-only folder, a value JSON cannot hold
+                logger.warning("the study's token cache failed (%s); TRL prepares every pair of this trial", exc)
+                return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+
+        def _prepare_with_cache(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
+            """Rows go to and from the cache a chunk at a time: as Python objects a prepared row (lists of token
+            ids) is several times its Arrow size."""
+            cache = self.token_cache
             keys = [cache.key(row) for row in dataset]
-            found = cache.get(keys)
-            todo = sorted({0} | {i for i, key in enumerate(keys) if key not in found})
+            have = cache.present(keys)
+            todo = sorted({0} | {i for i, key in enumerate(keys) if key not in have})
             missing = dataset.select(todo).add_column(_KEY, [keys[i] for i in todo])
             prepared = super()._prepare_dataset(missing, processing_class, args, dataset_name)
-            made = {row.pop(_KEY): row for row in prepared}
-            fresh = {keys[i]: made.get(keys[i]) for i in todo if keys[i] not in found}  # None: TRL dropped it
-            if fresh:
-                cache.put(fresh)
-            found |= fresh
-            rows = [found[key] for key in keys if found[key] is not None]
-            return Dataset.from_list(rows, features=prepared.remove_columns(_KEY).features)
+            made: set[str] = set()
+            for start in range(0, len(prepared), _CHUNK):
+                chunk = prepared.select(range(start, min(start + _CHUNK, len(prepared))))
+                fresh = {row.pop(_KEY): row for row in chunk.to_list()}
+                made |= fresh.keys()
+                cache.put({key: row for key, row in fresh.items() if key not in have})
+            known = made | have
+            cache.put({keys[i]: None for i in todo if keys[i] not in known})  # TRL dropped them
+            features = prepared.remove_columns(_KEY).features
+            parts = []
+            for start in range(0, len(keys), _CHUNK):
+                chunk = keys[start : start + _CHUNK]
+                rows = cache.rows(chunk)
+                parts.append(Dataset.from_list([rows[k] for k in chunk if rows[k] is not None], features=features))
+            return concatenate_datasets(parts)
 
         def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
             if self.ref_cache is None:

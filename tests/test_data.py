@@ -103,6 +103,21 @@ def test_rows_are_split_at_newlines_only(tmp_path: Path) -> None:
     assert load(path)["src"].train == rows
 
 
+def test_a_broken_line_is_named_with_the_column_json_gives_it(tmp_path: Path) -> None:
+    line = '{"prompt": "Q", "chosen": " a", "rejected": " b"'
+    path = tmp_path / "pairs.jsonl"
+    path.write_text('{"prompt": "Q", "chosen": " a", "rejected": " b"}\n' + line + "\n")
+    with pytest.raises(DataError, match=f":2: not valid JSON \\(Expecting ',' delimiter at column {len(line) + 1}\\)"):
+        load(path)
+
+
+def test_a_json_array_is_recognised_after_any_whitespace(tmp_path: Path) -> None:
+    row = {"prompt": "Q?", "chosen": " good", "rejected": " bad"}
+    path = tmp_path / "pairs.json"
+    path.write_text("\n" * 70000 + "\u00a0 " + json.dumps([row]))
+    assert load(path)["src"].train == [row]
+
+
 @pytest.mark.parametrize(
     ("content", "fragment"),
     [

@@ -242,6 +242,8 @@ def test_trials_get_the_pairs_the_sweep_read_and_drew(ws: Workspace, write_spec,
         pair for pair, source in zip(request.data.train, request.data.train_sources, strict=True) if source == "mine"
     ]
     assert mine and all(pair["chosen"][0]["content"].startswith("Yes") for pair in mine)
+    with pytest.raises(data.DataError, match="every mix weight is 0"):  # the trial fails with this reason
+        sweep._request(SimpleNamespace(number=1, _trial_id=2), {"mix.mine": 0.0, "mix.identity": 0.0}, "run", None)
 
 
 @pytest.mark.slow

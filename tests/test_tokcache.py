@@ -59,7 +59,10 @@ def prepare(trainer: DPOTrainer, rows: list[dict], config, cache: tokcache.Token
 
 @pytest.mark.parametrize("max_length", [None, 40], ids=["whole", "max_length 40"])
 @pytest.mark.parametrize("kind", ["conversational", "plain"])
-def test_a_trials_pairs_come_back_as_trl_prepares_them(trainer, tmp_path: Path, kind: str, max_length) -> None:
+def test_a_trials_pairs_come_back_as_trl_prepares_them(
+    trainer, tmp_path: Path, kind: str, max_length, monkeypatch
+) -> None:
+    monkeypatch.setattr(training, "_CHUNK", 4)  # rows go to and from the cache in several chunks
     config = training.dpo_config(
         {"max_steps": 1, "max_length": max_length, "truncation_mode": "keep_start"}, tmp_path, 0, has_eval=False
     )
@@ -96,7 +99,7 @@ def test_a_changed_tokenizer_template_or_max_length_misses(real_shape_model, tmp
 
     def found(tok, **changed) -> bool:
         cache = tokcache.open_for(tmp_path, tok, settings | changed)
-        return bool(cache.get([cache.key(row)]))
+        return bool(cache.present([cache.key(row)]))
 
     assert found(tokenizer)
     assert not found(tokenizer, max_length=1024)
@@ -107,3 +110,43 @@ def test_a_changed_tokenizer_template_or_max_length_misses(real_shape_model, tmp
     other = copy.deepcopy(tokenizer)
     other.backend_tokenizer.normalizer = __import__("tokenizers").normalizers.Lowercase()  # same vocabulary
     assert not found(other)
+
+
+def test_a_cache_that_cannot_be_written_leaves_the_work_to_trl(trainer, tmp_path: Path) -> None:
+    """A full disk or a read-only folder must not fail the trial: TRL prepares every pair itself."""
+    config = training.dpo_config({"max_steps": 1}, tmp_path, 0, has_eval=False)
+    rows = pairs("conversational")
+    unusable = tokcache.TokenCache(tmp_path, "x")  # a folder where the database file should be
+    assert prepare(trainer, rows, config, unusable).to_list() == prepare(trainer, rows, config, None).to_list()
+
+
+def test_a_template_that_renders_the_date_is_keyed_by_the_day(real_shape_model, tmp_path: Path, monkeypatch) -> None:
+    """Llama 3's template writes today's date into the system turn: a pair prepared yesterday is not today's."""
+    import copy
+    import datetime
+    from types import SimpleNamespace
+
+    _, tokenizer = real_shape_model
+    dated = copy.deepcopy(tokenizer)
+    dated.chat_template = "Today: {{ strftime_now('%d %b %Y') }}\n" + tokenizer.chat_template
+    settings = {"max_length": 512, "truncation_mode": "keep_start"}
+
+    def identity(tok, day: int) -> str:
+        today = SimpleNamespace(today=lambda: datetime.date(2026, 12, day))
+        monkeypatch.setattr(tokcache, "datetime", SimpleNamespace(date=today))
+        return tokcache.open_for(tmp_path, tok, settings).identity
+
+    assert identity(dated, 1) != identity(dated, 2)
+    assert identity(tokenizer, 1) == identity(tokenizer, 2)
+
+
+def test_the_tokenizer_fingerprint_ignores_padding_left_by_a_call(real_shape_model) -> None:
+    import copy
+
+    from harness.refcache import tokenizer_fingerprint
+
+    _, tokenizer = real_shape_model
+    used = copy.deepcopy(tokenizer)
+    before = tokenizer_fingerprint(used)
+    used(["a", "a longer text"], padding=True, truncation=True, max_length=8)  # sets the backend's padding
+    assert tokenizer_fingerprint(used) == before
