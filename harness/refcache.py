@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 FOLDER = "refcache"
 _CHUNK = 500  # keys per SELECT: below SQLite's bound-parameter limit
@@ -115,15 +115,49 @@ def open_for(
 
 
 @dataclass
-class RefCache:
-    """One study's cache, seen from one trial: keys under this trial's reference identity, hit/miss counts."""
+class StudyCache:
+    """A study's cache seen from one trial: its SQLite file (connected on first use, one table: TABLE), the keys'
+    identity (what this trial's values depend on) and the trial's hits and misses."""
 
+    TABLE: ClassVar[str]
     path: Path
     identity: str
     hits: int = 0
     misses: int = 0
+    _conn: sqlite3.Connection | None = field(default=None, repr=False, kw_only=True)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = connect(self.path, self.TABLE)
+        return self._conn
+
+
+def connect(path: Path, table: str) -> sqlite3.Connection:
+    """A study cache's SQLite file, in WAL mode (trial processes read and write at once), with its `table`."""
+    conn = sqlite3.connect(path, timeout=120)  # generous: another trial may hold the write lock while it stores
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {table}")
+    return conn
+
+
+def select(conn: sqlite3.Connection, columns: str, table: str, keys: list[str]) -> Iterator[tuple]:
+    """The rows of `table` whose key is one of `keys`, in chunks below SQLite's bound-parameter limit."""
+    for start in range(0, len(keys), _CHUNK):
+        chunk = keys[start : start + _CHUNK]
+        yield from conn.execute(f"SELECT {columns} FROM {table} WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+
+
+@dataclass
+class RefCache(StudyCache):
+    """The reference log-probs: keys under this trial's reference identity."""
+
+    TABLE = "logps (key TEXT PRIMARY KEY, chosen REAL NOT NULL, rejected REAL NOT NULL)"
     seconds: float = 0.0  # spent looking up, computing (by TRL) and storing reference log-probs
-    _conn: sqlite3.Connection | None = field(default=None, repr=False)
 
     @classmethod
     def open(cls, study_dir: Path, identity: str) -> RefCache:
@@ -176,30 +210,3 @@ class RefCache:
 
     def metrics(self) -> dict[str, float]:
         return {"refcache.hits": self.hits, "refcache.misses": self.misses, "time.ref_s": self.seconds}
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            self._conn = connect(
-                self.path, "logps (key TEXT PRIMARY KEY, chosen REAL NOT NULL, rejected REAL NOT NULL)"
-            )
-        return self._conn
-
-
-def connect(path: Path, table: str) -> sqlite3.Connection:
-    """A study cache's SQLite file, in WAL mode (trial processes read and write at once), with its `table`."""
-    conn = sqlite3.connect(path, timeout=120)  # generous: another trial may hold the write lock while it stores
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(f"CREATE TABLE IF NOT EXISTS {table}")
-    return conn
-
-
-def select(conn: sqlite3.Connection, columns: str, table: str, keys: list[str]) -> Iterator[tuple]:
-    """The rows of `table` whose key is one of `keys`, in chunks below SQLite's bound-parameter limit."""
-    for start in range(0, len(keys), _CHUNK):
-        chunk = keys[start : start + _CHUNK]
-        yield from conn.execute(f"SELECT {columns} FROM {table} WHERE key IN ({','.join('?' * len(chunk))})", chunk)

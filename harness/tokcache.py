@@ -19,14 +19,12 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import sqlite3
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.refcache import connect, select, tokenizer_fingerprint
+from harness.refcache import StudyCache, select, tokenizer_fingerprint
 
 FOLDER = "tokcache"
 SETTINGS = ("max_length", "truncation_mode")  # DPOConfig fields TRL's dataset preparation reads
@@ -52,15 +50,10 @@ def open_for(study_dir: Path, tokenizer: Any, settings: dict[str, Any], fingerpr
     return TokenCache(folder / "tokcache.db", hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest())
 
 
-@dataclass
-class TokenCache:
-    """One study's prepared pairs, seen from one trial: keys under its tokenizer and settings, hit/miss counts."""
+class TokenCache(StudyCache):
+    """The prepared pairs: keys under this trial's tokenizer, libraries and settings."""
 
-    path: Path
-    identity: str
-    hits: int = 0
-    misses: int = 0
-    _conn: sqlite3.Connection | None = field(default=None, repr=False)
+    TABLE = "prepared (key TEXT PRIMARY KEY, prepared BLOB NOT NULL)"
 
     def key(self, row: dict[str, Any]) -> str:
         """A pair's key: the row as given to TRL (all its fields), under this cache's identity."""
@@ -88,16 +81,6 @@ class TokenCache:
 
     def metrics(self) -> dict[str, float]:
         return {"tokcache.hits": self.hits, "tokcache.misses": self.misses}
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            self._conn = connect(self.path, "prepared (key TEXT PRIMARY KEY, prepared BLOB NOT NULL)")
-        return self._conn
 
 
 def _encode(row: dict | None) -> bytes:
