@@ -124,6 +124,24 @@ FP16_FULL_FINETUNE = (
 )
 
 
+def saved_bytes(name: str, revision: str | None, weights: str) -> int | None:
+    """About what a fully fine-tuned copy of the model takes on disk in `weights` (a dtype name): its parameters,
+    counted on the meta device from its config (no weights are loaded); None for the toy or an unreadable config."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if name == TOY_MODEL:
+        return None
+    try:
+        config = AutoConfig.from_pretrained(name, revision=revision, local_files_only=True)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except Exception:  # a model without a causal-LM class, a config not cached: no estimate
+        return None
+    itemsize = getattr(torch, _DTYPES[weights]).itemsize
+    return sum(p.numel() for p in model.parameters()) * itemsize
+
+
 def cache_dir(output_dir: Path) -> Path:
     """Where built artefacts (the toy model) are cached: $HARNESS_CACHE_DIR, else <output-dir>/cache."""
     return Path(os.environ.get("HARNESS_CACHE_DIR") or output_dir / "cache")

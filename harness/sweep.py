@@ -176,6 +176,7 @@ class Sweep:
             else target
         )
         self.progress.start(spec, planned, search.finished_count(study))
+        self._disk_note(planned - search.finished_count(study))
         try:
             if not self._baseline(worker, tracker, parent):
                 self.progress.stop()
@@ -447,6 +448,34 @@ class Sweep:
         else:
             self.progress.trial_ended(trial.number, params, result, search.shown_metrics(self.spec))
         return result
+
+    def _disk_note(self, left: int) -> None:
+        """Full fine-tuning saves a whole model per trial: say so at the start when those of the trials left would
+        not fit on the output folder's disk (search.keep_models bounds them to the best N and those running)."""
+        import shutil
+
+        from harness import models
+
+        if self.spec.model.lora is not None or left <= 0:
+            return
+        weights = models.precision(self.spec.model.dtype, lora=False).weights
+        size = models.saved_bytes(self.spec.model.name, self.spec.model.revision, weights)
+        if not size:
+            return
+        keep = self.spec.search.keep_models
+        count = min(left, keep + len(self.options.slots())) if keep else left
+        folder = next(p for p in (self.output_dir, *self.output_dir.parents) if p.exists())
+        try:
+            free = shutil.disk_usage(folder).free
+        except OSError:
+            return
+        if count * size <= free:
+            return
+        fix = "lower search.keep_models" if keep else "set search.keep_models: N to keep only the best N trials' models"
+        self.progress.note(
+            f"each trial saves its model, about {size / 1e9:.1f} GB in {weights}: {count} of them need about "
+            f"{count * size / 1e9:.0f} GB and {free / 1e9:.0f} GB are free under {folder}; {fix}, or free space"
+        )
 
     def _keep_best_models(self, study: Any) -> None:
         """search.keep_models: N keeps the models of the best N complete trials in this worker's folder (a rank

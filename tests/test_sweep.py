@@ -746,6 +746,35 @@ def test_keep_models_leaves_the_best_trials_models_only(ws: Workspace, write_spe
         resolve_target(str(trial_folder(sweep.output_dir, 1)), None, None, ws.root)
 
 
+def test_a_full_fine_tune_whose_models_would_fill_the_disk_is_told_at_the_start(
+    ws: Workspace, write_spec, real_shape_model_path: Path, monkeypatch
+) -> None:
+    """Every trial saves a whole model: the sweep says what the trials left need against the free space, and how
+    search.keep_models bounds it. The estimate (parameters on the meta device) is the saved model's size."""
+    import shutil
+    from types import SimpleNamespace
+
+    from harness import models
+
+    size = models.saved_bytes(str(real_shape_model_path), None, "float32")
+    on_disk = sum(f.stat().st_size for f in real_shape_model_path.glob("*.safetensors"))
+    assert size == pytest.approx(on_disk, rel=0.01)
+
+    def notes(free: int, **search: object) -> list[str]:
+        spec = base_spec(model__name=str(real_shape_model_path), **{f"search__{k}": v for k, v in search.items()})
+        sweep, _ = quiet_sweep(ws, write_spec(spec))
+        monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(free=free))
+        sweep._disk_note(8)
+        return sweep.progress.notes
+
+    assert notes(free=100 * size) == []
+    (told,) = notes(free=4 * size)
+    assert f"8 of them need about {8 * size / 1e9:.0f} GB" in told and "set search.keep_models: N" in told
+    assert notes(free=4 * size, keep_models=2) == [], "the best 2 and the one running fit"
+    (told,) = notes(free=2 * size, keep_models=2)
+    assert "3 of them" in told and "lower search.keep_models" in told
+
+
 def test_a_claim_survives_a_lock_that_cannot_be_released(ws: Workspace, write_spec) -> None:
     """The database drops as the study lock is released after a claim: the trial, created and owned under the
     lock, is still this slot's to run (dropped, it would have sat RUNNING as this process's, run by nobody)."""
