@@ -625,4 +625,5 @@ def summary(spec: SweepSpec) -> dict[str, Any]:
             if spec.search.replicates
             else "none"
         ),
+        "models kept": f"the best {spec.search.keep_models}" if spec.search.keep_models else "every trial's",
     }

@@ -225,6 +225,8 @@ def test_replicates_retrain_the_best_configurations_with_new_seeds(tmp_path: Pat
         spec.spec_hash()
         == spec.model_copy(update={"search": spec.search.model_copy(update={"replicates": None})}).spec_hash()
     )
+    kept = spec.model_copy(update={"search": spec.search.model_copy(update={"keep_models": 2})})
+    assert kept.spec_hash() == spec.spec_hash(), "what stays on disk is not part of the study's identity"
 
 
 def test_replicates_of_a_multi_objective_study_come_from_its_pareto_front(tmp_path: Path) -> None:
