@@ -441,8 +441,9 @@ def _trainer_class() -> type:
             for start in range(0, len(keys), _CHUNK):
                 chunk = keys[start : start + _CHUNK]
                 rows = cache.rows(chunk)
-                parts.append(Dataset.from_list([rows[k] for k in chunk if rows[k] is not None], features=features))
-            return concatenate_datasets(parts)
+                if kept := [rows[k] for k in chunk if rows[k] is not None]:  # a chunk TRL dropped whole adds nothing
+                    parts.append(Dataset.from_list(kept, features=features))
+            return concatenate_datasets(parts) if parts else prepared.select([]).remove_columns(_KEY)
 
         def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
             if self.ref_cache is None:

@@ -262,7 +262,7 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
         status(f"training, resumed from {resume_from.name}", phase="training")
         logged = tracker.last_steps(request.run_id)
 
-    def resumed(step: int, logs: dict[str, float]) -> dict[str, float]:
+    def new_logs(step: int, logs: dict[str, float]) -> dict[str, float]:
         """A resumed training's logs: the steps between its checkpoint and the stop are trained again (the same
         batches), but were logged already; and the Trainer's summary of this attempt alone is left out."""
         if not resume_from:
@@ -294,7 +294,7 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
             trial_data.heldout,
             dpo,
             training.lora_config(**lora) if lora else None,
-            on_log=lambda step, logs: tracker.log_metrics(request.run_id, resumed(step, logs), step, wait=False),
+            on_log=lambda step, logs: tracker.log_metrics(request.run_id, new_logs(step, logs), step, wait=False),
             on_eval=pruning.check if pruning else None,
             on_step=lambda step, total: events.put(("step", request.number, step, total)),
             ref_cache=ref_cache if cached else None,

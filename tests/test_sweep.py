@@ -68,6 +68,7 @@ def test_sweep_end_to_end(ws: Workspace, write_spec) -> None:
     hits = [m["refcache.hits"] for m in metrics]
     assert hits == _pairs_seen_by_earlier_trials(ws.root / "outputs" / "test", evaluated)
     assert hits[0] == 0 and min(hits[1:]) > 0
+    assert not any("time.train_before_resume_s" in m for m in metrics), "no trial resumed"
     tokenized = [m["tokcache.hits"] for m in metrics]  # TRL's preparation of a pair, once per study
     assert tokenized[0] == 0 and min(tokenized[1:]) > 0 and min(m["tokcache.misses"] for m in metrics[:1]) > 0
 

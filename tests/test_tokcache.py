@@ -150,3 +150,23 @@ def test_the_tokenizer_fingerprint_ignores_padding_left_by_a_call(real_shape_mod
     before = tokenizer_fingerprint(used)
     used(["a", "a longer text"], padding=True, truncation=True, max_length=8)  # sets the backend's padding
     assert tokenizer_fingerprint(used) == before
+
+
+def test_a_chunk_whose_pairs_trl_drops_whole_adds_nothing(trainer, tmp_path: Path, monkeypatch) -> None:
+    """The last chunk holds one pair, whose prompt alone fills max_length: TRL drops it, the rest come back."""
+    from harness.scoring.lm import prompt_ids
+
+    monkeypatch.setattr(training, "_CHUNK", 4)
+    rows = pairs("conversational")
+    rows = [rows[i] for i in (0, 1, 2, 3, TEXTS.index("x " * 40))]
+    lengths = [len(prompt_ids(trainer.processing_class, r["prompt"])) for r in rows]
+    assert lengths[-1] > max(lengths[:4]) + 2
+    config = training.dpo_config({"max_steps": 1, "max_length": max(lengths[:4]) + 2}, tmp_path, 0, has_eval=False)
+    settings = training.resolved_train_settings(config, list(tokcache.SETTINGS))
+    expected = prepare(trainer, rows, config, None)
+    assert len(expected) == 4, "the long prompt is dropped"
+    for _ in range(2):  # cold, then warm
+        got = prepare(trainer, rows, config, tokcache.open_for(tmp_path, trainer.processing_class, settings))
+        assert got.to_list() == expected.to_list() and got.features == expected.features
+    only_dropped = prepare(trainer, rows[-1:], config, tokcache.open_for(tmp_path, trainer.processing_class, settings))
+    assert len(only_dropped) == 0 and only_dropped.features == expected.features
