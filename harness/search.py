@@ -455,14 +455,43 @@ def wanted_replicates(study: Any, spec: SweepSpec) -> list[tuple[int, int]]:
 
 def ranked(complete: list[Any], spec: SweepSpec) -> list[Any]:
     """Complete trials best first: feasible ones first, then by the first objective (a multi-objective study: its
-    Pareto front first). A trial's rank only falls as trials are added."""
+    Pareto front first)."""
+    return sorted(complete, key=_ranking(complete, spec))
+
+
+def _ranking(complete: list[Any], spec: SweepSpec) -> Callable[[Any], tuple]:
     sign = -1.0 if spec.search.objectives[0].direction == "maximize" else 1.0
     front = {t.number for t in _front(complete, [o.direction for o in spec.search.objectives])}
+    return lambda t: (_infeasible(t), t.number not in front, sign * t.values[0], t.number)
 
-    def infeasible(t: Any) -> bool:
-        return any(v > 0 for v in t.constraints.values())
 
-    return sorted(complete, key=lambda t: (infeasible(t), t.number not in front, sign * t.values[0], t.number))
+def _infeasible(t: Any) -> bool:
+    return any(v > 0 for v in t.constraints.values())
+
+
+def kept_models(finished: list[Any], spec: SweepSpec) -> set[int]:
+    """The trial folders whose models search.keep_models: N keeps: the best N configurations (at least
+    replicates.top_k) and those tied with the last of them, every replicated configuration's trials, and in a
+    multi-objective study the Pareto fronts of the complete and of the feasible search trials. A superset of
+    whatever the report can recommend, which only loses trials as trials are added."""
+    from optuna.trial import TrialState
+
+    complete = [t for t in finished if t.state == TrialState.COMPLETE]
+    searched = [t for t in complete if not is_replicate(t)]
+    count = max(spec.search.keep_models or 0, spec.search.replicates.top_k if spec.search.replicates else 0)
+    rank = _ranking(searched, spec)
+    order = sorted(searched, key=rank)
+    keep: set[int] = set()
+    if order:  # the last kept one's rank, ties included: the report breaks ties its own way
+        last = rank(order[min(count, len(order)) - 1])[:3]
+        keep = {t.number for t in order if rank(t)[:3] <= last}
+    keep |= {t.user_attrs[REPLICATE_ATTR] for t in complete if is_replicate(t)}
+    directions = [o.direction for o in spec.search.objectives]
+    if len(directions) > 1:
+        keep |= {t.number for t in _front(searched, directions)}
+        keep |= {t.number for t in _front([t for t in searched if not _infeasible(t)], directions)}
+    kept = [t for t in complete if t.user_attrs.get(REPLICATE_ATTR, t.number) in keep]
+    return {t.user_attrs.get(RECORDED_FROM_ATTR, t.number) for t in kept}  # a late result ran in its first folder
 
 
 def _front(trials: list[Any], directions: list[str]) -> list[Any]:

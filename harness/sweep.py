@@ -29,6 +29,8 @@ from harness.tracking import RESUMED_TAG, Tracker, default_uri
 from harness.trial import (
     COMPLETE,
     FAILED,
+    MODEL_DIR,
+    RESULT_FILE,
     TrialRequest,
     TrialResult,
     mlflow_params,
@@ -177,6 +179,8 @@ class Sweep:
         )
         self.progress.start(spec, planned, search.finished_count(study))
         self._disk_note(planned - search.finished_count(study))
+        if spec.search.keep_models:  # what other workers' trials pushed out since this folder last looked
+            self._keep_best_models(study)
         try:
             if not self._baseline(worker, tracker, parent):
                 self.progress.stop()
@@ -463,7 +467,8 @@ class Sweep:
         if not size:
             return
         keep = self.spec.search.keep_models
-        count = min(left, keep + len(self.options.slots())) if keep else left
+        saved = len(list(self.output_dir.glob(f"trial-*/{MODEL_DIR}")))  # already out of the free space
+        count = max(0, min(left, keep + len(self.options.slots()) - saved)) if keep else left
         folder = next(p for p in (self.output_dir, *self.output_dir.parents) if p.exists())
         try:
             free = shutil.disk_usage(folder).free
@@ -473,13 +478,13 @@ class Sweep:
             return
         fix = "lower search.keep_models" if keep else "set search.keep_models: N to keep only the best N trials' models"
         self.progress.note(
-            f"each trial saves its model, about {size / 1e9:.1f} GB in {weights}: {count} of them need about "
-            f"{count * size / 1e9:.0f} GB and {free / 1e9:.0f} GB are free under {folder}; {fix}, or free space"
+            f"each trial saves its model, about {_gb(size)} in {weights}: {count} more of them need about "
+            f"{_gb(count * size)} and {_gb(free)} are free under {folder}; {fix}, or free space"
         )
 
     def _keep_best_models(self, study: Any) -> None:
-        """search.keep_models: N keeps the models of the best N complete trials in this worker's folder (a rank
-        only falls as trials are added, so a model removed would never be wanted again)."""
+        """search.keep_models: remove from this worker's folder the models of finished trials that search.kept_models
+        no longer keeps; a folder without result.json is left alone (its trial process may still be writing it)."""
         from optuna.trial import TrialState
 
         keep = self.spec.search.keep_models
@@ -488,14 +493,12 @@ class Sweep:
             finished = study.get_trials(
                 deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
             )
-            complete = [t for t in finished if t.state == TrialState.COMPLETE]
-            best = {t.number for t in search.ranked(complete, self.spec)[:keep]}
+            kept = search.kept_models(finished, self.spec)
             for t in finished:
-                if (
-                    t.number not in best
-                    and remove_model(trial_folder(self.output_dir, t.number), why)
-                    and self.options.verbose
-                ):
+                folder = trial_folder(self.output_dir, t.number)
+                if t.number in kept or not (folder / RESULT_FILE).is_file():
+                    continue
+                if remove_model(folder, why) and self.options.verbose:
                     self.progress.note(f"trial {t.number}: its model was removed, {why}")
         except Exception as exc:  # the database away: the next recorded trial looks again
             self.progress.note(f"the models of trials outside the best {keep} could not be removed: {first_line(exc)}")
@@ -674,3 +677,7 @@ def _cache_dir(output_dir: Path) -> Path:
     from harness.models import cache_dir
 
     return cache_dir(output_dir.resolve())
+
+
+def _gb(size: float) -> str:
+    return f"{size / 1e9:.1f} GB" if size < 1e10 else f"{size / 1e9:.0f} GB"

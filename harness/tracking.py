@@ -162,9 +162,12 @@ class Tracker:
                 self._pending.append(done)
 
     def last_steps(self, run_id: str) -> dict[str, int]:
-        """The last step each of a run's metrics was logged at."""
-        keys = self.client.get_run(run_id).data.metrics
-        return {key: max(m.step for m in self.client.get_metric_history(run_id, key)) for key in keys}
+        """The last step each of a run's metrics was logged at (empty when the store cannot say)."""
+        try:
+            keys = [k for k in self.client.get_run(run_id).data.metrics if not k.startswith("system/")]
+            return {key: max(m.step for m in self.client.get_metric_history(run_id, key)) for key in keys}
+        except Exception:  # a resumed training then logs its repeated steps again, as before: nothing is lost
+            return {}
 
     def flush(self) -> None:
         """Wait until the metrics logged with wait=False are stored (raising what storing them raised)."""

@@ -128,8 +128,14 @@ def remove_model(folder: Path, why: str) -> bool:
 
     if not (folder / MODEL_DIR).is_dir():
         return False
+    gone = folder / f"{MODEL_DIR}.removing"
+    shutil.rmtree(gone, ignore_errors=True)  # what an interrupted removal left
+    try:
+        (folder / MODEL_DIR).rename(gone)  # at once: never a half-removed model/ for harness eval to load
+    except FileNotFoundError:  # another worker sharing the folder removed it first
+        return False
     (folder / MODEL_REMOVED).write_text(why + "\n")
-    shutil.rmtree(folder / MODEL_DIR, ignore_errors=True)
+    shutil.rmtree(gone, ignore_errors=True)
     return True
 
 

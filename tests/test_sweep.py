@@ -720,31 +720,59 @@ def test_a_dead_sweeps_trial_with_a_checkpoint_is_taken_over_not_failed(
 
 
 def test_keep_models_leaves_the_best_trials_models_only(ws: Workspace, write_spec) -> None:
-    """search.keep_models: 2 keeps the models of the best two complete trials (feasible first); the others' are
-    removed as trials are recorded, and `harness eval` of a removed one says why."""
+    """search.keep_models: 2 keeps the models of the best two complete trials (feasible first), every trial of a
+    configuration re-trained with new seeds, and the folder a late result ran in; the others' are removed once
+    their trial has written its result, and `harness eval` of a removed one says why."""
     from optuna.trial import create_trial
 
     from harness.evaluate import resolve_target
     from harness.models import ModelError
+    from harness.search import RECORDED_FROM_ATTR, REPLICATE_ATTR
     from harness.trial import trial_folder
 
     spec = base_spec(search__keep_models=2, search__constraints=["identity.leak_rate <= 0.5"])
     sweep, study = quiet_sweep(ws, write_spec(spec))
-    for value, violation in ((0.2, 0.0), (0.95, 0.3), (0.5, 0.0), (0.7, 0.0)):
-        study.add_trial(create_trial(values=[value], constraints={"identity.leak_rate <= 0.5": violation}))
-    study.add_trial(create_trial(state=TrialState.FAIL))
+    limit = "identity.leak_rate <= 0.5"
+    for value, violation in ((0.2, 0.0), (0.95, 0.3), (0.5, 0.0), (0.7, 0.0), (0.1, 0.0)):
+        study.add_trial(create_trial(values=[value], constraints={limit: violation}))
+    study.add_trial(create_trial(state=TrialState.FAIL))  # 5: closed by another worker; its result came late, as 6
+    study.add_trial(create_trial(values=[0.6], constraints={limit: 0.0}, user_attrs={RECORDED_FROM_ATTR: 5}))
+    study.add_trial(create_trial(values=[0.3], constraints={limit: 0.0}, user_attrs={REPLICATE_ATTR: 4}))  # 7
+    study.add_trial(create_trial(state=TrialState.FAIL))  # 8: its trial process is still writing (no result.json)
     for t in study.trials:
         folder = trial_folder(sweep.output_dir, t.number)
         (folder / "model").mkdir(parents=True)
         (folder / "trial_config.yaml").write_text(json.dumps({"evals": spec["evals"], "model": {"path": "toy"}}))
+        if t.number != 8:
+            (folder / "result.json").write_text("{}")
 
     sweep._keep_best_models(study)
     kept = [t.number for t in study.trials if (trial_folder(sweep.output_dir, t.number) / "model").is_dir()]
-    assert kept == [2, 3], "0.95 breaks the constraint; 0.7 and 0.5 are the best feasible; a failed trial keeps none"
-    with pytest.raises(
-        ModelError, match="the trial.s model was removed, not among the best 2 trials \\(search.keep_models\\)"
-    ):
+    # 0.95 breaks the constraint; 0.7 and 0.6 (in trial 5's folder) are the best feasible; 4 was re-trained as 7
+    assert kept == [3, 4, 5, 7, 8]
+    with pytest.raises(ModelError, match="the trial's model was removed, not among the best 2 trials \\(search"):
         resolve_target(str(trial_folder(sweep.output_dir, 1)), None, None, ws.root)
+
+
+def test_keep_models_keeps_the_pareto_fronts_of_a_multi_objective_study() -> None:
+    """The report recommends a trial of the (feasible) Pareto front, however the front is scaled: all of it stays."""
+    from optuna.trial import create_trial
+
+    from harness import search
+    from harness.spec import SweepSpec
+
+    objectives = [
+        {"metric": "identity.hit_rate", "direction": "maximize"},
+        {"metric": "bench.retention", "direction": "maximize"},
+    ]
+    spec = SweepSpec.model_validate(base_spec(search__keep_models=1, search__objectives=objectives))
+    limit = "bench.retention >= 0.5"
+    points = [(0.9, 0.2, 0.3), (0.5, 0.6, 0.0), (0.7, 0.55, 0.0), (0.4, 0.5, 0.0), (0.1, 0.1, 0.0)]
+    trials = [create_trial(values=[a, b], constraints={limit: c}) for a, b, c in points]
+    for number, trial in enumerate(trials):
+        trial.number = number
+    # 0 is on the front of all trials (infeasible); 1 and 2 on both fronts; 3 and 4 are dominated
+    assert search.kept_models(trials, spec) == {0, 1, 2}
 
 
 def test_a_full_fine_tune_whose_models_would_fill_the_disk_is_told_at_the_start(
@@ -770,10 +798,13 @@ def test_a_full_fine_tune_whose_models_would_fill_the_disk_is_told_at_the_start(
 
     assert notes(free=100 * size) == []
     (told,) = notes(free=4 * size)
-    assert f"8 of them need about {8 * size / 1e9:.0f} GB" in told and "set search.keep_models: N" in told
+    assert "8 more of them need about" in told and "set search.keep_models: N" in told
     assert notes(free=4 * size, keep_models=2) == [], "the best 2 and the one running fit"
     (told,) = notes(free=2 * size, keep_models=2)
-    assert "3 of them" in told and "lower search.keep_models" in told
+    assert "3 more of them" in told and "lower search.keep_models" in told
+    for number in (0, 1):  # a resumed sweep: the models on disk already left the free space
+        (ws.root / "outputs" / "test" / f"trial-00{number}" / "model").mkdir(parents=True)
+    assert notes(free=2 * size, keep_models=2) == []
 
 
 def test_a_claim_survives_a_lock_that_cannot_be_released(ws: Workspace, write_spec) -> None:
