@@ -474,12 +474,17 @@ class Sweep:
             free = shutil.disk_usage(folder).free
         except OSError:
             return
-        if count * size <= free:
+        need, checkpoint = count * size, 0
+        if self.spec.train.get("save_strategy", "no") != "no":  # the newest checkpoint of each running trial
+            checkpoint = size + size // _ITEMSIZE[weights] * 8  # its weights and AdamW's two float32 moments
+            need += len(self.options.slots()) * checkpoint
+        if need <= free:
             return
         fix = "lower search.keep_models" if keep else "set search.keep_models: N to keep only the best N trials' models"
+        also = f" and a checkpoint of about {_gb(checkpoint)} per running trial" if checkpoint else ""
         self.progress.note(
-            f"each trial saves its model, about {_gb(size)} in {weights}: {count} more of them need about "
-            f"{_gb(count * size)} and {_gb(free)} are free under {folder}; {fix}, or free space"
+            f"each trial saves its model, about {_gb(size)} in {weights}: {count} more of them{also} need about "
+            f"{_gb(need)} and {_gb(free)} are free under {folder}; {fix}, or free space"
         )
 
     def _keep_best_models(self, study: Any) -> None:
@@ -681,3 +686,6 @@ def _cache_dir(output_dir: Path) -> Path:
 
 def _gb(size: float) -> str:
     return f"{size / 1e9:.1f} GB" if size < 1e10 else f"{size / 1e9:.0f} GB"
+
+
+_ITEMSIZE = {"float32": 4, "bfloat16": 2, "float16": 2}  # bytes per weight, by training dtype

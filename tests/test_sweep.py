@@ -789,8 +789,9 @@ def test_a_full_fine_tune_whose_models_would_fill_the_disk_is_told_at_the_start(
     on_disk = sum(f.stat().st_size for f in real_shape_model_path.glob("*.safetensors"))
     assert size == pytest.approx(on_disk, rel=0.01)
 
-    def notes(free: int, **search: object) -> list[str]:
+    def notes(free: int, train: dict | None = None, **search: object) -> list[str]:
         spec = base_spec(model__name=str(real_shape_model_path), **{f"search__{k}": v for k, v in search.items()})
+        spec["train"] |= train or {}
         sweep, _ = quiet_sweep(ws, write_spec(spec))
         monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(free=free))
         sweep._disk_note(8)
@@ -805,6 +806,9 @@ def test_a_full_fine_tune_whose_models_would_fill_the_disk_is_told_at_the_start(
     for number in (0, 1):  # a resumed sweep: the models on disk already left the free space
         (ws.root / "outputs" / "test" / f"trial-00{number}" / "model").mkdir(parents=True)
     assert notes(free=2 * size, keep_models=2) == []
+    # with checkpoints, each running trial also holds its newest: weights and AdamW's moments (float32 here: 3x)
+    (told,) = notes(free=2 * size, train={"save_strategy": "steps", "save_steps": 10}, keep_models=2)
+    assert "1 more of them and a checkpoint of about" in told and f"need about {4 * size / 1e9:.1f} GB" in told
 
 
 def test_a_claim_survives_a_lock_that_cannot_be_released(ws: Workspace, write_spec) -> None:
