@@ -15,7 +15,7 @@ import yaml
 
 from harness.scoring import Context, Scorecard
 from harness.spec import EvalsSpec, SpecError, read_yaml
-from harness.trial import MODEL_REMOVED
+from harness.trial import MODEL_DIR, MODEL_REMOVED
 
 
 @dataclass
@@ -46,12 +46,12 @@ def resolve_target(target: str, evals_file: Path | None, base: str | None, cache
     )
     evals, spec_dir = _evals(evals_file, config)  # first: it needs no model
     if config is not None:
-        if not (trial_dir / "model").is_dir() and (trial_dir / MODEL_REMOVED).is_file():
+        if not (trial_dir / MODEL_DIR).is_dir() and (trial_dir / MODEL_REMOVED).is_file():
             why = (trial_dir / MODEL_REMOVED).read_text().strip()
             raise models.ModelError(f"MODEL '{target}': the trial's model was removed, {why}")
-        if not (trial_dir / "model").is_dir():
+        if not (trial_dir / MODEL_DIR).is_dir():
             raise models.ModelError(f"MODEL '{target}': the trial folder holds no model/ (did the trial finish?)")
-        model = str(trial_dir / "model")
+        model = str(trial_dir / MODEL_DIR)
     else:
         models.check(target, what="MODEL")
         model = models.resolve(target, cache, announce=log)

@@ -124,9 +124,9 @@ FP16_FULL_FINETUNE = (
 )
 
 
-def saved_bytes(name: str, revision: str | None, weights: str) -> int | None:
-    """About what a fully fine-tuned copy of the model takes on disk in `weights` (a dtype name): its parameters,
-    counted on the meta device from its config (no weights are loaded); None for the toy or an unreadable config."""
+def parameter_count(name: str, revision: str | None = None) -> int | None:
+    """The model's parameters, counted on the meta device from its config (no weights are loaded); None for the
+    toy or a config that is not at hand (what a fully fine-tuned copy takes on disk: times weight_bytes)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -138,8 +138,14 @@ def saved_bytes(name: str, revision: str | None, weights: str) -> int | None:
             model = AutoModelForCausalLM.from_config(config)
     except Exception:  # a model without a causal-LM class, a config not cached: no estimate
         return None
-    itemsize = getattr(torch, _DTYPES[weights]).itemsize
-    return sum(p.numel() for p in model.parameters()) * itemsize
+    return sum(p.numel() for p in model.parameters())
+
+
+def weight_bytes(weights: str) -> int:
+    """Bytes per weight of a training dtype name (Precision.weights)."""
+    import torch
+
+    return getattr(torch, _DTYPES[weights]).itemsize
 
 
 def cache_dir(output_dir: Path) -> Path:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import search
-from harness.data import DataError
+from harness.data import DataError, draw
 from harness.progress import first_line
 from harness.recording import RECORD_ATTEMPTS, RUN_ATTR, Recorder, backoff_s
 from harness.recovery import Recovery, mark_trial_process, own
@@ -409,7 +409,8 @@ class Sweep:
                 else:
                     run_id = tracker.child_run(run.experiment, run.parent, self.spec.study, trial.number)
                     trial.set_user_attr(RUN_ATTR, run_id)
-                tracker.log_params(run_id, mlflow_params(resolve_config(self.spec, params, claim.seed)))
+                config = resolve_config(self.spec, params, claim.seed)
+                tracker.log_params(run_id, mlflow_params(config))
                 if claim.seed is not None:
                     origin = trial.user_attrs.get(search.REPLICATE_ATTR)
                     self.progress.note(
@@ -418,7 +419,7 @@ class Sweep:
                 self.progress.trial_started(trial.number, params, device)
                 result = run.worker.run(
                     trial_job,
-                    self._request(trial, params, run_id, device, claim.seed, claim.resume_from),
+                    self._request(trial, config, run_id, device, claim.seed, claim.resume_from),
                     on_event=self.progress.event,
                     on_start=lambda pid: mark_trial_process(trial, pid),
                 )
@@ -463,9 +464,10 @@ class Sweep:
         if self.spec.model.lora is not None or left <= 0:
             return
         weights = models.precision(self.spec.model.dtype, lora=False).weights
-        size = models.saved_bytes(self.spec.model.name, self.spec.model.revision, weights)
-        if not size:
+        params = models.parameter_count(self.spec.model.name, self.spec.model.revision)
+        if not params:
             return
+        size = params * models.weight_bytes(weights)
         keep = self.spec.search.keep_models
         saved = len(list(self.output_dir.glob(f"trial-*/{MODEL_DIR}")))  # already out of the free space
         count = max(0, min(left, keep + len(self.options.slots()) - saved)) if keep else left
@@ -476,7 +478,7 @@ class Sweep:
             return
         need, checkpoint = count * size, 0
         if self.spec.train.get("save_strategy", "no") != "no":  # the newest checkpoint of each running trial
-            checkpoint = size + size // _ITEMSIZE[weights] * 8  # its weights and AdamW's two float32 moments
+            checkpoint = size + params * 8  # its weights and AdamW's two float32 moments
             need += len(self.options.slots()) * checkpoint
         if need <= free:
             return
@@ -511,27 +513,26 @@ class Sweep:
     def _request(
         self,
         trial: Any,
-        params: dict[str, Any],
+        config: dict[str, Any],
         run_id: str,
         device: str | None,
         seed: int | None = None,
         resume_from: Path | None = None,
     ) -> TrialRequest:
-        from harness import data
-
-        shares = resolve_config(self.spec, params, seed)["data"]["shares"]
+        """A claimed trial's request; `config`: its resolve_config, whose mix draws the pairs it trains on; `seed`: a
+        replicate's training seed (None: the spec's)."""
         return TrialRequest(
             spec=self.spec.model_dump(mode="json", by_alias=True),
             spec_dir=str(self.spec_path.parent.resolve()),
             number=trial.number,
-            params=params,
+            params=config["params"],
             run_id=run_id,
             tracking_uri=self.options.tracking_uri,
             storage=self.options.storage,
             trial_id=trial._trial_id,
             output_dir=str(self.output_dir),
             cache_dir=str(_cache_dir(self.options.output_dir)),
-            data=data.draw(self.sources, shares, self.spec.data.size, self.spec.seed),
+            data=draw(self.sources, config["data"]["shares"], self.spec.data.size, self.spec.seed),
             verbose=self.options.verbose,
             device=device,
             threads=self.options.threads_per_trial(),
@@ -686,6 +687,3 @@ def _cache_dir(output_dir: Path) -> Path:
 
 def _gb(size: float) -> str:
     return f"{size / 1e9:.1f} GB" if size < 1e10 else f"{size / 1e9:.0f} GB"
-
-
-_ITEMSIZE = {"float32": 4, "bfloat16": 2, "float16": 2}  # bytes per weight, by training dtype

@@ -236,7 +236,7 @@ def test_trials_get_the_pairs_the_sweep_read_and_drew(ws: Workspace, write_spec,
     expected = data.draw(data.load_sources(sweep.spec.data, 0, spec.parent), shares, 64, 0)
     sweep.check_inputs()
     path.write_text("".join(json.dumps(r | {"chosen": turn("assistant", "changed")}) + "\n" for r in rows))
-    request = sweep._request(SimpleNamespace(number=0, _trial_id=1), params, "run", None)
+    request = sweep._request(SimpleNamespace(number=0, _trial_id=1), resolve_config(sweep.spec, params), "run", None)
 
     assert request.data == expected
     mine = [
@@ -244,7 +244,8 @@ def test_trials_get_the_pairs_the_sweep_read_and_drew(ws: Workspace, write_spec,
     ]
     assert mine and all(pair["chosen"][0]["content"].startswith("Yes") for pair in mine)
     with pytest.raises(data.DataError, match="every mix weight is 0"):  # the trial fails with this reason
-        sweep._request(SimpleNamespace(number=1, _trial_id=2), {"mix.mine": 0.0, "mix.identity": 0.0}, "run", None)
+        zero = resolve_config(sweep.spec, {"mix.mine": 0.0, "mix.identity": 0.0})
+        sweep._request(SimpleNamespace(number=1, _trial_id=2), zero, "run", None)
 
 
 @pytest.mark.slow
@@ -785,7 +786,7 @@ def test_a_full_fine_tune_whose_models_would_fill_the_disk_is_told_at_the_start(
 
     from harness import models
 
-    size = models.saved_bytes(str(real_shape_model_path), None, "float32")
+    size = models.parameter_count(str(real_shape_model_path)) * models.weight_bytes("float32")
     on_disk = sum(f.stat().st_size for f in real_shape_model_path.glob("*.safetensors"))
     assert size == pytest.approx(on_disk, rel=0.01)
 
