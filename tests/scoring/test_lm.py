@@ -187,6 +187,34 @@ def test_generation_in_small_batches_gives_the_same_greedy_answers(toy_model) ->
     assert record.largest_micro_batch_sequences == 1
 
 
+def test_a_sampled_step_draws_from_the_whole_tempered_distribution() -> None:
+    """Draw replaces HF's torch.multinomial: the same distribution, softmax(scores / T) over every token,
+    across blocks (600 tokens: two whole blocks of 256 and a part) and into the tail."""
+    logits = torch.full((600,), -2.0)
+    logits[[0, 1, 255, 256, 511, 599]] = torch.tensor([2.0, 1.0, 0.5, 1.5, 0.0, 1.0])
+    logits[300] = float("-inf")  # a token an earlier processor banned
+    rows = 40_000
+    torch.manual_seed(0)
+    out = lm.Draw(0.7)(None, logits.repeat(rows, 1))
+    assert (out.isfinite().sum(dim=1) == 1).all(), "one token left for greedy decoding to pick"
+    drawn = torch.bincount(out.argmax(dim=1), minlength=len(logits)) / rows
+    expected = torch.softmax(logits / 0.7, dim=0)
+    assert drawn[300] == 0, "never a banned token"
+    assert torch.allclose(drawn, expected, atol=0.01), "each token within ~4 standard errors at n=40,000"
+    tail = torch.ones(600, dtype=torch.bool)
+    tail[[0, 1, 255, 256, 511, 599]] = False
+    assert drawn[tail].sum().item() == pytest.approx(expected[tail].sum().item(), abs=0.01), "the tail's mass too"
+
+
+def test_sampled_answers_follow_the_seed_and_differ_between_samples(toy_model) -> None:
+    model, tokenizer = toy_model
+    prompts = [p["prompt"] for p in toy_pairs("general")[:3]]
+    first = lm.generate(model, tokenizer, prompts, 12, samples=4, temperature=2.0, seed=1)
+    assert lm.generate(model, tokenizer, prompts, 12, samples=4, temperature=2.0, seed=1) == first
+    assert [len(a) for a in first] == [4, 4, 4] and any(len(set(a)) > 1 for a in first)
+    assert lm.generate(model, tokenizer, prompts, 12, samples=4, temperature=2.0, seed=2) != first
+
+
 # ---------------------------------------------------------------- a real vocabulary
 
 
