@@ -476,14 +476,19 @@ class Sweep:
             free = shutil.disk_usage(folder).free
         except OSError:
             return
-        need, checkpoint = count * size, 0
-        if self.spec.train.get("save_strategy", "no") != "no":  # the newest checkpoint of each running trial
+        need, also = count * size, ""
+        if self.spec.train.get("save_strategy", "no") != "no":
             checkpoint = size + params * 8  # its weights and AdamW's two float32 moments
-            need += len(self.options.slots()) * checkpoint
+            if "save_total_limit" in self.spec.train:  # a spec that sets it keeps its trials' checkpoints
+                kept = self.spec.train["save_total_limit"] or 1  # null keeps every one: at least one
+                need += left * kept * checkpoint
+                also = f" and {kept} checkpoint(s) of about {_gb(checkpoint)} per trial, kept (train.save_total_limit)"
+            else:  # the newest of each running trial, removed as it ends
+                need += len(self.options.slots()) * checkpoint
+                also = f" and a checkpoint of about {_gb(checkpoint)} per running trial"
         if need <= free:
             return
         fix = "lower search.keep_models" if keep else "set search.keep_models: N to keep only the best N trials' models"
-        also = f" and a checkpoint of about {_gb(checkpoint)} per running trial" if checkpoint else ""
         self.progress.note(
             f"each trial saves its model, about {_gb(size)} in {weights}: {count} more of them{also} need about "
             f"{_gb(need)} and {_gb(free)} are free under {folder}; {fix}, or free space"
