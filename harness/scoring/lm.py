@@ -459,6 +459,7 @@ def generate(
                 max_new_tokens=max_new_tokens,
                 pad_token_id=pad,
                 do_sample=False,
+                num_return_sequences=1,  # the samples are rows of their own
                 logits_processor=draw,
             )
         texts = tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True)
