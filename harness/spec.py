@@ -74,6 +74,7 @@ class ModelSpec(_Strict):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     lora: LoraSpec | None = None  # null: full fine-tuning
     ref_cache: bool = True  # reference log-probs computed once per study and reused (harness.refcache)
+    token_cache: bool = True  # pairs as TRL prepares them (tokenized) kept per study and reused (harness.tokcache)
 
 
 Format = Literal["auto", "standard", "conversational", "implicit", "hh", "sharegpt", "alpaca"]
@@ -255,6 +256,9 @@ class SweepSpec(_Strict):
         data.get("search", {}).pop("trials", None)
         data.get("search", {}).pop("replicates", None)  # added later, it re-trains finished trials: same study
         data.get("search", {}).pop("keep_models", None)  # what stays on disk, not what is run
+        # the token cache prepares the rows TRL would: how fast, not what is run
+        if data.get("model", {}).pop("token_cache", None) is not None and not data["model"]:
+            del data["model"]  # as if it had never been written
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
     def with_trials(self, trials: int) -> SweepSpec:

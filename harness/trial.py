@@ -290,7 +290,11 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
     if spec.model.ref_cache:
         ref_cache = _ref_cache(request, config, model, tokenizer, model_path, precision, dpo, fingerprint)
     settings = training.resolved_train_settings(dpo, list(tokcache.SETTINGS))
-    tokens = tokcache.open_for(Path(request.output_dir), tokenizer, settings, fingerprint)
+    tokens = (
+        tokcache.open_for(Path(request.output_dir), tokenizer, settings, fingerprint)
+        if spec.model.token_cache
+        else None
+    )
     lora = config["model"]["lora"]
     try:
         trained = training.train_dpo(
@@ -309,12 +313,11 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
         )
     finally:  # the curves up to a failure are kept too
         tracker.flush()
-        tokens.close()
-        if ref_cache is not None:
-            ref_cache.close()
-    tracker.log_metrics(
-        request.run_id, tokens.metrics() | (ref_cache.metrics() if ref_cache is not None and cached else {})
-    )
+        for cache in (tokens, ref_cache):
+            if cache is not None:
+                cache.close()
+    logged = (tokens.metrics() if tokens else {}) | (ref_cache.metrics() if ref_cache is not None and cached else {})
+    tracker.log_metrics(request.run_id, logged)
     models.save(trained, tokenizer, request.folder / MODEL_DIR)
     (request.folder / MODEL_REMOVED).unlink(missing_ok=True)  # a deleted study's trial of this number left it
     # every thread of the trial (CPU: steadier than wall time), and a resumed trial's training before its checkpoint

@@ -205,6 +205,8 @@ def test_spec_hash_ignores_trial_count(write_spec) -> None:
     assert spec.with_trials(20).spec_hash() == spec.spec_hash()
     other = load_spec(write_spec(base_spec(train__beta=0.2), name="other.yaml"))
     assert other.spec_hash() != spec.spec_hash()
+    uncached = load_spec(write_spec(base_spec(model__token_cache=False), name="uncached.yaml"))
+    assert uncached.spec_hash() == spec.spec_hash(), "the token cache prepares the same rows TRL would"
 
 
 def test_spec_hash_ignores_defaults_and_the_trial_count(write_spec) -> None:

@@ -152,6 +152,18 @@ def nan_spec(seed: int) -> dict:
 
 
 @pytest.mark.slow
+def test_a_sweep_with_both_caches_off_leaves_them_to_trl(ws: Workspace, write_spec) -> None:
+    """model.ref_cache and model.token_cache false: TRL computes the reference and prepares every pair itself."""
+    done = ws.sweep(write_spec(base_spec(search__trials=1, model__ref_cache=False, model__token_cache=False)))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [t.state for t in ws.study().trials] == [TrialState.COMPLETE]
+    metrics = ws.runs()[1][0].data.metrics
+    assert "time.train_s" in metrics and not any(k.startswith(("tokcache.", "refcache.")) for k in metrics)
+    study_dir = ws.root / "outputs" / base_spec()["study"]
+    assert study_dir.is_dir() and not (study_dir / "tokcache").exists() and not (study_dir / "refcache").exists()
+
+
+@pytest.mark.slow
 def test_failing_trial_does_not_stop_the_sweep(ws: Workspace, write_spec) -> None:
     done = ws.sweep(write_spec(nan_spec(seed=31)))
     assert done.returncode == 0, done.stdout + done.stderr
