@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import threading
 import time
@@ -480,7 +481,7 @@ class Sweep:
         if self.spec.train.get("save_strategy", "no") != "no":
             checkpoint = size + params * 8  # its weights and AdamW's two float32 moments
             if "save_total_limit" in self.spec.train:  # a spec that sets it keeps its trials' checkpoints
-                kept = self.spec.train["save_total_limit"] or 1  # null keeps every one: at least one
+                kept = _checkpoints_kept(self.spec.train)
                 need += left * kept * checkpoint
                 also = f" and {kept} checkpoint(s) of about {_gb(checkpoint)} per trial, kept (train.save_total_limit)"
             else:  # the newest of each running trial, removed as it ends
@@ -688,6 +689,18 @@ def _cache_dir(output_dir: Path) -> Path:
     from harness.models import cache_dir
 
     return cache_dir(output_dir.resolve())
+
+
+def _checkpoints_kept(train: dict[str, Any]) -> int:
+    """Checkpoints a trial's Trainer keeps with train.save_total_limit set: null or <= 0 keeps every one, as many
+    as max_steps / save_steps (one when the spec does not say)."""
+    limit = train.get("save_total_limit")
+    if isinstance(limit, int) and limit > 0:
+        return limit
+    steps, every = train.get("max_steps"), train.get("save_steps")
+    if train.get("save_strategy") != "steps" or not isinstance(steps, int) or steps <= 0 or not every or every <= 0:
+        return 1
+    return math.ceil(steps / (every if every >= 1 else math.ceil(every * steps)))  # a fraction < 1: of the steps
 
 
 def _gb(size: float) -> str:

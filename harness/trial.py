@@ -316,7 +316,9 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
         for cache in (tokens, ref_cache):
             if cache is not None:
                 cache.close()
-    logged = (tokens.metrics() if tokens else {}) | (ref_cache.metrics() if ref_cache is not None and cached else {})
+    logged = (tokens.metrics() if tokens is not None else {}) | (
+        ref_cache.metrics() if ref_cache is not None and cached else {}
+    )
     tracker.log_metrics(request.run_id, logged)
     models.save(trained, tokenizer, request.folder / MODEL_DIR)
     (request.folder / MODEL_REMOVED).unlink(missing_ok=True)  # a deleted study's trial of this number left it

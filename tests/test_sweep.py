@@ -825,6 +825,9 @@ def test_a_full_fine_tune_whose_models_would_fill_the_disk_is_told_at_the_start(
     # a spec that sets save_total_limit keeps that many checkpoints of every trial left
     (told,) = notes(free=20 * size, train={"save_strategy": "steps", "save_steps": 10, "save_total_limit": 2})
     assert "8 more of them and 2 checkpoint(s) of about" in told and f"need about {56 * size / 1e9:.1f} GB" in told
+    # null keeps every checkpoint: max_steps / save_steps of them (6 / 2)
+    (told,) = notes(free=20 * size, train={"save_strategy": "steps", "save_steps": 2, "save_total_limit": None})
+    assert "8 more of them and 3 checkpoint(s) of about" in told and f"need about {80 * size / 1e9:.1f} GB" in told
 
 
 def test_a_claim_survives_a_lock_that_cannot_be_released(ws: Workspace, write_spec) -> None:

@@ -385,14 +385,15 @@ def kl_per_token(
 
 
 class Draw:
-    """A logits processor that samples the next token from softmax(scores / temperature), the whole
-    vocabulary (no top-k or top-p), and leaves only that token finite for greedy decoding to pick.
+    """A logits processor that samples the next token from softmax(scores / temperature) over the whole
+    vocabulary (no top-k, top-p or min-p, whatever the model's generation_config says), and leaves only
+    that token finite for greedy decoding to pick.
 
     HF's own sampling draws with torch.multinomial, which on a CPU spends ~20 ns per vocabulary entry
     (an exponential variate each): with 151,936 tokens, most of a real-vocabulary scorecard's time.
     Here a block of BLOCK tokens is drawn by its mass, then a token within it, each by inverse CDF in
-    float64: the same distribution (every token's probability to float32's relative precision, however
-    small) at a fifth of the cost or less."""
+    float64: the same distribution (each token's weight exact to float32's relative precision) at a
+    fifth of the cost or less, computed in the scores' own tensor (no vocabulary-wide copy)."""
 
     BLOCK = 256
 
@@ -402,12 +403,16 @@ class Draw:
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch
 
-        probs = torch.softmax(scores.div_(self.temperature), dim=-1)
-        rows, vocab = probs.shape
-        blocks = torch.nn.functional.pad(probs, (0, -vocab % self.BLOCK)).view(rows, -1, self.BLOCK)
-        block = _inverse_cdf(blocks.sum(dim=-1))
-        within = blocks.gather(1, block[..., None].expand(-1, -1, self.BLOCK)).squeeze(1)
-        token = (block * self.BLOCK + _inverse_cdf(within)).clamp_(max=vocab - 1)
+        rows, vocab = scores.shape
+        weights = scores.sub_(scores.amax(dim=-1, keepdim=True)).div_(self.temperature).exp_()  # unnormalized
+        whole = vocab - vocab % self.BLOCK
+        masses = weights[:, :whole].view(rows, -1, self.BLOCK).sum(dim=-1)
+        if whole < vocab:  # the last block is shorter
+            masses = torch.cat([masses, weights[:, whole:].sum(dim=-1, keepdim=True)], dim=1)
+        start = _inverse_cdf(masses) * self.BLOCK
+        columns = start + torch.arange(self.BLOCK, device=scores.device)
+        within = weights.gather(1, columns.clamp(max=vocab - 1)).masked_fill_(columns >= vocab, 0.0)
+        token = start + _inverse_cdf(within)
         return scores.fill_(float("-inf")).scatter_(1, token, 0.0)
 
 
@@ -416,9 +421,13 @@ def _inverse_cdf(weights: Any) -> Any:
     import torch
 
     cdf = weights.double().cumsum_(dim=-1)
-    u = torch.rand(cdf.shape[0], 1, dtype=torch.float64, device=cdf.device) * cdf[:, -1:]
-    # cdf[i-1] <= u < cdf[i]: column i, never one of zero weight; u reaches the total only by rounding
-    return torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.shape[1] - 1)
+    total = cdf[:, -1:]
+    if not bool(((total > 0) & total.isfinite()).all()):  # as torch.multinomial refuses them
+        raise ValueError("the next-token scores are not a distribution (NaN, infinite or all banned)")
+    u = torch.rand(total.shape, dtype=torch.float64, device=cdf.device) * total
+    u = torch.minimum(u, total.nextafter(torch.zeros_like(total)))  # rounding never reaches the total
+    # cdf[i-1] <= u < cdf[i]: column i, never one of zero weight
+    return torch.searchsorted(cdf, u, right=True)
 
 
 def generate(

@@ -30,7 +30,7 @@ ACTIVATION_BYTES = {"cuda": 2048 * MIB, "cpu": 512 * MIB}
 # a model-dtype buffer counted as a float32 one):
 LOGP_COPIES = 2  # float32 logits (logsumexp in place), the head's output in the model's dtype
 KL_COPIES = 5  # both models' float32 logits (log-softmax in place), the exponentials, two model-dtype outputs
-GENERATE_COPIES = 4  # the model's logits, next-token scores, their softmax and its padded copy (lm.Draw)
+GENERATE_COPIES = 4  # the model's logits, next-token scores, 2 for processors' copies (a repetition_penalty's)
 
 
 @dataclass(frozen=True)

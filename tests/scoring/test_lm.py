@@ -189,21 +189,25 @@ def test_generation_in_small_batches_gives_the_same_greedy_answers(toy_model) ->
 
 def test_a_sampled_step_draws_from_the_whole_tempered_distribution() -> None:
     """Draw replaces HF's torch.multinomial: the same distribution, softmax(scores / T) over every token,
-    across blocks (600 tokens: two whole blocks of 256 and a part) and into the tail."""
-    logits = torch.full((600,), -2.0)
-    logits[[0, 1, 255, 256, 511, 599]] = torch.tensor([2.0, 1.0, 0.5, 1.5, 0.0, 1.0])
-    logits[300] = float("-inf")  # a token an earlier processor banned
-    rows = 40_000
+    across blocks (600 tokens: two whole blocks of 256 and a part), into the tail, each row its own."""
+    first = torch.full((600,), -2.0)
+    first[[0, 1, 255, 256, 511, 599]] = torch.tensor([2.0, 1.0, 0.5, 1.5, 0.0, 1.0])
+    first[300] = float("-inf")  # a token an earlier processor banned
+    second = first.flip(0)
+    rows = 20_000
     torch.manual_seed(0)
-    out = lm.Draw(0.7)(None, logits.repeat(rows, 1))
+    out = lm.Draw(0.7)(None, torch.stack([first, second]).repeat(rows, 1))  # rows alternate
     assert (out.isfinite().sum(dim=1) == 1).all(), "one token left for greedy decoding to pick"
-    drawn = torch.bincount(out.argmax(dim=1), minlength=len(logits)) / rows
-    expected = torch.softmax(logits / 0.7, dim=0)
-    assert drawn[300] == 0, "never a banned token"
-    assert torch.allclose(drawn, expected, atol=0.01), "each token within ~4 standard errors at n=40,000"
-    tail = torch.ones(600, dtype=torch.bool)
-    tail[[0, 1, 255, 256, 511, 599]] = False
-    assert drawn[tail].sum().item() == pytest.approx(expected[tail].sum().item(), abs=0.01), "the tail's mass too"
+    drawn = out.argmax(dim=1)
+    for i, logits in enumerate((first, second)):
+        freq = torch.bincount(drawn[i::2], minlength=600) / rows
+        expected = torch.softmax(logits / 0.7, dim=0)
+        assert freq[logits.isinf()].sum() == 0, "never a banned token"
+        assert torch.allclose(freq, expected, atol=0.015), "each token within ~4 standard errors at n=20,000"
+        tail = expected < 0.01
+        assert freq[tail].sum().item() == pytest.approx(expected[tail].sum().item(), abs=0.015), "the tail's mass"
+    with pytest.raises(ValueError, match="not a distribution"):  # as torch.multinomial refuses it
+        lm.Draw(1.0)(None, torch.tensor([[float("-inf")] * 3, [0.0, 1.0, 2.0]]))
 
 
 def test_sampled_answers_follow_the_seed_and_differ_between_samples(toy_model) -> None:
@@ -213,6 +217,22 @@ def test_sampled_answers_follow_the_seed_and_differ_between_samples(toy_model) -
     assert lm.generate(model, tokenizer, prompts, 12, samples=4, temperature=2.0, seed=1) == first
     assert [len(a) for a in first] == [4, 4, 4] and any(len(set(a)) > 1 for a in first)
     assert lm.generate(model, tokenizer, prompts, 12, samples=4, temperature=2.0, seed=2) != first
+
+
+def test_a_models_own_sampling_settings_change_no_answer(fresh_toy) -> None:
+    """A hub model's generation_config (Qwen's samples with top_k 20, top_p 0.8, temperature 0.7) must not
+    change the suite's greedy answers or its whole-vocabulary samples, nor ask for several sequences a row."""
+    model, tokenizer = fresh_toy
+    prompts = [p["prompt"] for p in toy_pairs("general")[:3]]
+
+    def answers() -> tuple[list, list]:
+        return lm.generate(model, tokenizer, prompts, 12), lm.generate(model, tokenizer, prompts, 12, 3, 1.5, seed=4)
+
+    before = answers()
+    config = model.generation_config
+    config.do_sample, config.top_k, config.top_p, config.temperature = True, 2, 0.5, 0.3
+    config.num_return_sequences = 3
+    assert answers() == before
 
 
 # ---------------------------------------------------------------- a real vocabulary
