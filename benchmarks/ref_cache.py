@@ -64,6 +64,12 @@ def main() -> None:
     for key in ("time.train_s", "time.train_cpu_s"):
         pairs = zip(cached.trials, plain.trials, strict=True)
         print(f"{key} per trial, cache/none: " + ", ".join(f"{a[key]:.0f}/{b[key]:.0f}" for a, b in pairs))
+    if trials > 1:  # a long study's steady state: the first trial fills the cache
+        later = [
+            f"{key} {sum(t[key] for t in cached.trials[1:]) / sum(t[key] for t in plain.trials[1:]):.2f}"
+            for key in ("time.total_s", "time.train_s", "time.train_cpu_s")
+        ]
+        print("trials after the first, cache / no cache: " + ", ".join(later))
     hits, misses = cached.total("refcache.hits"), cached.total("refcache.misses")
     print(f"cache: {hits:.0f} hits, {misses:.0f} misses over the sweep; time.ref_s {cached.total('time.ref_s'):.1f} s")
     hits, misses = cached.total("refcache.scoring_hits"), cached.total("refcache.scoring_misses")
