@@ -406,7 +406,7 @@ class Draw:
         rows, vocab = scores.shape
         weights = scores.sub_(scores.amax(dim=-1, keepdim=True)).div_(self.temperature).exp_()  # unnormalized
         whole = vocab - vocab % self.BLOCK
-        masses = weights[:, :whole].view(rows, -1, self.BLOCK).sum(dim=-1)
+        masses = weights[:, :whole].reshape(rows, -1, self.BLOCK).sum(dim=-1)
         if whole < vocab:  # the last block is shorter
             masses = torch.cat([masses, weights[:, whole:].sum(dim=-1, keepdim=True)], dim=1)
         start = _inverse_cdf(masses) * self.BLOCK

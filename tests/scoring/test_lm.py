@@ -206,6 +206,8 @@ def test_a_sampled_step_draws_from_the_whole_tempered_distribution() -> None:
         assert torch.allclose(freq, expected, atol=0.015), "each token within ~4 standard errors at n=20,000"
         tail = expected < 0.01
         assert freq[tail].sum().item() == pytest.approx(expected[tail].sum().item(), abs=0.015), "the tail's mass"
+    one_left = torch.tensor([[float("-inf"), 0.0, float("-inf")]])  # a vocabulary shorter than a block
+    assert lm.Draw(1.0)(None, one_left).argmax().item() == 1
     with pytest.raises(ValueError, match="not a distribution"):  # as torch.multinomial refuses it
         lm.Draw(1.0)(None, torch.tensor([[float("-inf")] * 3, [0.0, 1.0, 2.0]]))
 
