@@ -23,8 +23,8 @@ BENCH_LIMIT = 8
 
 
 def small_suites(folder: Path) -> tuple[Path, Path]:
-    """The toy identity and probe suites, cut down: on a CPU, sampling over 151,936 tokens costs ~0.15 s
-    per step, and a test needs every metric, not many items."""
+    """The toy identity and probe suites, cut down: on a CPU every generated token costs a pass over the
+    151,936-token LM head, and a test needs every metric, not many items."""
     identity = yaml.safe_load((ROOT / "evals/identity/athene.yaml").read_text())
     identity |= {"prompts": identity["prompts"][:6], "sampling": {"k": 2, "temperature": 0.8}, "max_new_tokens": 12}
     (folder / "identity.yaml").write_text(yaml.safe_dump(identity))
