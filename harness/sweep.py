@@ -700,7 +700,9 @@ def _checkpoints_kept(train: dict[str, Any]) -> int:
     steps, every = train.get("max_steps"), train.get("save_steps")
     if train.get("save_strategy") != "steps" or not isinstance(steps, int) or steps <= 0 or not every or every <= 0:
         return 1
-    return math.ceil(steps / (every if every >= 1 else math.ceil(every * steps)))  # a fraction < 1: of the steps
+    if every < 1:  # a fraction of the steps, as Transformers reads it
+        every = math.ceil(every * steps)
+    return math.ceil(steps / every)
 
 
 def _gb(size: float) -> str:

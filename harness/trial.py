@@ -289,12 +289,10 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
     ref_cache = None  # opened on the base weights; it serves the probes' reference even where training cannot use it
     if spec.model.ref_cache:
         ref_cache = _ref_cache(request, config, model, tokenizer, model_path, precision, dpo, fingerprint)
-    settings = training.resolved_train_settings(dpo, list(tokcache.SETTINGS))
-    tokens = (
-        tokcache.open_for(Path(request.output_dir), tokenizer, settings, fingerprint)
-        if spec.model.token_cache
-        else None
-    )
+    tokens = None
+    if spec.model.token_cache:
+        settings = training.resolved_train_settings(dpo, list(tokcache.SETTINGS))
+        tokens = tokcache.open_for(Path(request.output_dir), tokenizer, settings, fingerprint)
     lora = config["model"]["lora"]
     try:
         trained = training.train_dpo(
