@@ -1,9 +1,10 @@
 """What dead or stopped workers left RUNNING, and who owns a trial.
 
-A trial records its owner (host, PID, PID namespace, machine boot) as it is created. A trial whose owner is gone
-(its PID, on this host; a reboot; or, on any host, heartbeats silent past GRACE_S) is closed with the result it kept
-in its folder, failed, or, when its sweep on this host is gone and its training left a checkpoint, kept RUNNING for
-the next claim to resume from there.
+A trial records its owner (host, PID, PID namespace, machine boot) as it is created, and its writers hold its
+folder's lock (harness.fencing). A trial whose owner is gone (its PID, on this host; its folder's lock, on this
+machine, whatever container ran it; a reboot; or, on any host, heartbeats silent past GRACE_S) is closed with the
+result it kept in its folder, failed, or, when its writers are surely gone (PID or lock) and its training left a
+checkpoint, kept RUNNING for the next claim to resume from there.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import search
+from harness import fencing, search
 from harness.progress import first_line
 from harness.recording import RUN_ATTR, Recorder, end_run
 from harness.spec import SweepSpec
@@ -74,7 +75,7 @@ class Recovery:
                 f"(closed by {worker_id()})",
             )
             for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if is_orphan(t, self.live, beats)
+            if self.gone(t, beats)
         ]
         gone = {d.number for d, _ in dead}  # their process is gone for sure: nothing writes their folders any more
         known = gone | self.live  # ours may beat late, yet they run
@@ -170,6 +171,17 @@ class Recovery:
             return frozen, checkpoint
         return None
 
+    def gone(self, frozen: Any, heartbeats: bool) -> bool:
+        """Whether a RUNNING trial's sweep and trial processes are surely gone. For a trial run on this machine
+        (same boot), whatever container ran it, its folder's lock says so (harness.fencing), when the folder
+        holds this trial's lock; else its PIDs, where they mean the same here (is_orphan)."""
+        boot = frozen.user_attrs.get(BOOT_ATTR)
+        if boot and boot == boot_id() and frozen.number not in self.live:
+            held = fencing.in_use(trial_folder(self.output_dir, frozen.number), frozen._trial_id)
+            if held is not None:
+                return not held
+        return is_orphan(frozen, self.live, heartbeats)
+
     def checkpoint(self, number: int, trial_id: int, run_id: str | None) -> Path | None:
         """The trial's newest complete checkpoint, if its folder holds one of this trial's training."""
         return resumable_checkpoint(trial_folder(self.output_dir, number), trial_id, run_id)
@@ -179,13 +191,21 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def own(study: Any, trial: Any) -> None:
-    """Mark a trial as this worker's: its first heartbeat, then its owner (an owned trial always has a
-    heartbeat that can go stale; one with none was left by a worker that died in between)."""
-    search.beat(study, trial)
-    trial.set_user_attr(PIDNS_ATTR, pid_namespace())
-    trial.set_user_attr(BOOT_ATTR, boot_id())
-    trial.set_user_attr(WORKER_ATTR, worker_id())
+def own(study: Any, trial: Any, folder: Path) -> int | None:
+    """Mark a trial as this worker's (under the study's lock): its folder's lock first (a trial taken over is
+    never unheld while it is ours), then its first heartbeat, then its owner (an owned trial always has a
+    heartbeat that can go stale; one with none was left by a worker that died in between). Returns the
+    folder lock's descriptor, for fencing.release once the trial is recorded or stopped."""
+    held = fencing.hold(folder, trial._trial_id)
+    try:
+        search.beat(study, trial)
+        trial.set_user_attr(PIDNS_ATTR, pid_namespace())
+        trial.set_user_attr(BOOT_ATTR, boot_id())
+        trial.set_user_attr(WORKER_ATTR, worker_id())
+    except BaseException:
+        fencing.release(held)
+        raise
+    return held
 
 
 @functools.cache

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import search
+from harness import fencing, search
 from harness.data import DataError, draw
 from harness.progress import first_line
 from harness.recording import RECORD_ATTEMPTS, RUN_ATTR, Recorder, backoff_s
@@ -110,6 +110,7 @@ class Claim:
     seed: int | None = None  # a replicate's training seed; None: the spec's
     resume_from: Path | None = None  # a trial taken over from a dead or stopped sweep: its last checkpoint
     run_id: str | None = None  # ... and its MLflow run, which goes on
+    folder_lock: int | None = None  # held from the claim until the trial is recorded or stopped (harness.fencing)
 
 
 WAIT, EXHAUSTED = "wait", "exhausted"  # _claim answers WAIT, a Claim, or None (the study is full)
@@ -277,7 +278,10 @@ class Sweep:
             if claim == WAIT:
                 self._stopping.wait(WAIT_POLL_S)
                 continue
-            result = self._one_trial(run, claim, device)
+            try:
+                result = self._one_trial(run, claim, device)
+            finally:  # recorded or stopped: nothing of this sweep writes its folder any more
+                fencing.release(claim.folder_lock)
             self._count(result.state)
             run.report.refresh()
 
@@ -339,13 +343,14 @@ class Sweep:
 
         for _ in range(MAX_DUPLICATE_DRAWS):
             trial = study.ask()
-            own(study, trial)
+            held = own(study, trial, trial_folder(self.output_dir, trial.number))
             params = search.suggest(trial, self.spec)
             twin = search.duplicate_of(study, trial)
             if twin is None:
                 with self._state_lock:
                     self._live.add(trial.number)
-                return Claim(trial, params)
+                return Claim(trial, params, folder_lock=held)
+            fencing.release(held)
             trial.set_user_attr(search.REASON_ATTR, f"same parameters as trial {twin}: not run again")
             trial.set_user_attr(DUPLICATE_ATTR, twin)
             study.tell(trial, state=TrialState.FAIL)
@@ -365,11 +370,11 @@ class Sweep:
             return None
         frozen, checkpoint = found
         trial = optuna.trial.Trial(study, frozen._trial_id)
-        own(study, trial)
+        held = own(study, trial, trial_folder(self.output_dir, frozen.number))
         with self._state_lock:
             self._live.add(frozen.number)
         seed = frozen.user_attrs.get(search.SEED_ATTR)
-        return Claim(trial, dict(frozen.params), seed, checkpoint, frozen.user_attrs[RUN_ATTR])
+        return Claim(trial, dict(frozen.params), seed, checkpoint, frozen.user_attrs[RUN_ATTR], held)
 
     def _claim_replicate(self, study: Any) -> Claim | str | None:
         """After the search: the next seed replicate of a best configuration (search.replicates), if any."""
@@ -382,11 +387,11 @@ class Sweep:
             return None
         origin, seed = missing[0]
         trial, seed = search.ask_replicate(study, origin, seed)
-        own(study, trial)
+        held = own(study, trial, trial_folder(self.output_dir, trial.number))
         params = search.suggest(trial, self.spec)
         with self._state_lock:
             self._live.add(trial.number)
-        return Claim(trial, params, seed)
+        return Claim(trial, params, seed, folder_lock=held)
 
     # ------------------------------------------------------------ one trial
 

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from harness import fencing
 from harness.trial import FAILED, TrialResult
 
 # Besides the packages, the submodules they load lazily that every trial uses: DPOTrainer (0.16 s), MLflow's
@@ -178,7 +179,8 @@ def _entry(job: Job, request: Any, events: Any, sweep_pid: int) -> None:
     # The ~640k objects of the preloaded libraries live as long as the process: freezing them keeps every
     # full garbage collection from walking them (0.28 s each; Trainer.train runs one at its start).
     gc.freeze()
-    die_with_sweep(sweep_pid)
+    fencing.join(request.folder)  # held until this process ends: its sweep's machine sees the folder in use
+    die_with_sweep(sweep_pid)  # ... and a sweep gone by now (its hold dropped) stops this one before it writes
     _pin(request)
     log = _quiet_output(request.folder, request.verbose)
     (request.folder / PHASE_FILE).unlink(missing_ok=True)  # a phase left by an earlier attempt is not this one's

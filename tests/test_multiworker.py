@@ -1,6 +1,7 @@
 """Several `harness sweep` workers on one study through PostgreSQL (Optuna and MLflow), as on a GPU box
 or across hosts, or through SQLite from containers on one host: exact trial counts, no repeated points, a
-dead worker's trial reclaimed and a live one's left alone."""
+dead worker's trial reclaimed (resumed, when its container restarts on the same machine) and a live one's left
+alone."""
 
 from __future__ import annotations
 
@@ -31,12 +32,17 @@ def start(ws: Workspace, path, n: int) -> list[subprocess.Popen]:
 
 
 def other_host(args: list[str]) -> list[str]:
-    """The command run in a UTS namespace of its own, whose hostname is other-host: to the rest, a worker
-    on another machine (its PID means nothing here), so only its heartbeats can tell that it died."""
-    probe = subprocess.run(["unshare", "--uts", "true"], capture_output=True)
+    """The command as on another machine: UTS and mount namespaces of its own, whose hostname is other-host and
+    whose boot id is another kernel's. To the rest its PIDs mean nothing and a lock it held in the shared
+    outputs/ proves nothing (a shared disk seen from two machines), so only its heartbeats can tell that it died."""
+    other = (
+        'boot=$(mktemp) && echo 00000000-0000-4000-8000-000000000000 > "$boot" && '
+        'mount --bind "$boot" /proc/sys/kernel/random/boot_id && hostname other-host && exec "$@"'
+    )
+    probe = subprocess.run(["unshare", "--uts", "--mount", "sh", "-c", other, "sh", "true"], capture_output=True)
     if probe.returncode != 0:
-        missing_for_workers(f"cannot make a UTS namespace (unshare --uts needs root): {probe.stderr.decode()}")
-    return ["unshare", "--uts", "sh", "-c", 'hostname other-host && exec "$@"', "sh", *args]
+        missing_for_workers(f"cannot make UTS and mount namespaces (unshare needs root): {probe.stderr.decode()}")
+    return ["unshare", "--uts", "--mount", "sh", "-c", other, "sh", *args]
 
 
 def held_by_other_host(ws: Workspace) -> int | None:
@@ -114,7 +120,12 @@ def own_pids(args: list[str]) -> list[str]:
 
 
 @pytest.mark.slow
-def test_workers_in_containers_on_one_host_leave_each_others_trials_alone(ws: Workspace, write_spec) -> None:
+@pytest.mark.parametrize("store", ["sqlite", "journal"])
+def test_workers_in_containers_on_one_host_leave_each_others_trials_alone(ws: Workspace, write_spec, store) -> None:
+    """Each worker is PID 1 of its own container: its PIDs say nothing of the other's trials. With SQLite the
+    heartbeats show them alive; a journal file has none, and the shared trial folders' locks do."""
+    if store == "journal":
+        ws.storage = str(ws.root / "journal.log")
     spec = base_spec()
     spec["search"]["trials"] = 6
     spec["train"]["max_steps"] = 10  # enough work that a worker starting late still finds trials to run
@@ -131,6 +142,42 @@ def test_workers_in_containers_on_one_host_leave_each_others_trials_alone(ws: Wo
     assert len({t.user_attrs["worker_pid_namespace"] for t in trials}) == 2, "both workers ran trials"
     assert {o.rpartition(":")[2] for o in owners} == {"1"}, "the same worker id in each container"
     assert all(r.info.status == "FINISHED" for r in ws.runs()[1])
+
+
+@pytest.mark.slow
+def test_a_sweep_restarted_in_a_new_container_resumes_its_trial_at_once(ws: Workspace, write_spec) -> None:
+    """A container restarted in its pod (same hostname and machine, a new PID namespace: the old sweep's PIDs mean
+    nothing to the new one): its sweep finds the trial folder's lock free (harness.fencing) and takes the trial
+    over from its last checkpoint, as a rerun on one host does, instead of failing it once its heartbeats stop."""
+    from harness.training import last_checkpoint
+
+    spec = base_spec()
+    spec["search"]["trials"] = 1
+    spec["train"] |= {"max_steps": 200, "save_strategy": "steps", "save_steps": 4}  # long enough to be cut short
+    path = write_spec(spec)
+    trainer = ws.root / "outputs" / "test" / "trial-000" / "trainer"
+    first = subprocess.Popen(
+        own_pids(ws.args(path)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        while last_checkpoint(trainer) is None:
+            assert first.poll() is None, "the first container's sweep ended before it saved a checkpoint"
+            time.sleep(0.5)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the container stops: its PID 1 dies, and every process with it
+        first.wait()
+
+    restarted = subprocess.run(own_pids(ws.args(path)), capture_output=True, text=True, timeout=900)
+    out = restarted.stdout + restarted.stderr
+    assert restarted.returncode == 0, out
+    assert "its training resumes from" in out
+    (trial,) = ws.study().trials
+    assert trial.state == TrialState.COMPLETE, trial.user_attrs.get("fail_reason")
+    _, (run,) = ws.runs()
+    assert run.info.run_id == trial.user_attrs["mlflow_run_id"] and "harness.resumed_from" in run.data.tags
+    client = MlflowClient(ws.tracking)
+    assert len(client.get_metric_history(run.info.run_id, "identity.hit_rate")) == 1, "scored once"
+    assert max(m.step for m in client.get_metric_history(run.info.run_id, "loss")) == 200
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -539,15 +540,16 @@ class _Notes(_Quiet):
 
 def _recording(ws: Workspace, write_spec, spec: dict | None = None) -> SimpleNamespace:
     """A sweep with one trial of this process's (no slot runs it any more) and the trial's MLflow run."""
-    from harness import recovery
+    from harness import fencing, recovery
     from harness.recording import RUN_ATTR
     from harness.tracking import Tracker
+    from harness.trial import trial_folder
 
     sweep, study = quiet_sweep(ws, write_spec(spec or base_spec()))
     tracker = Tracker(ws.tracking)
     experiment = tracker.experiment("test")
     trial = study.ask()
-    recovery.own(study, trial)
+    fencing.release(recovery.own(study, trial, trial_folder(sweep.output_dir, trial.number)))  # its slot is done
     run_id = tracker.child_run(experiment, tracker.parent_run(experiment, "test"), "test", trial.number)
     trial.set_user_attr(RUN_ATTR, run_id)
     return SimpleNamespace(sweep=sweep, study=study, tracker=tracker, experiment=experiment, trial=trial, run_id=run_id)
@@ -730,6 +732,69 @@ def test_a_dead_sweeps_trial_with_a_checkpoint_is_taken_over_not_failed(
     sweep.recovery.reclaimed_at -= recovery.RECLAIM_EVERY_S  # the next claim looks for dead trials again
     again = sweep._claim(study, tracker, r.experiment, target=10)
     assert again.resume_from is None and again.trial.number == len(trials) + 1, "taken once: then a new draw"
+
+
+def _holding(folder: Path) -> subprocess.Popen:
+    """Another process holding a trial folder's lock as a trial process does (fencing.join), until it is killed."""
+    code = "import sys; from pathlib import Path; from harness import fencing; fencing.join(Path(sys.argv[1]));"
+    code += " print('held', flush=True); sys.stdin.read()"
+    holder = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert holder.stdout.readline() == b"held\n"
+    return holder
+
+
+def test_a_trial_from_another_container_here_is_taken_over_once_its_folder_is_free(
+    ws: Workspace, write_spec, monkeypatch
+) -> None:
+    """A trial whose sweep ran in another container on this machine (same hostname and boot, its PIDs not ours,
+    as after a restart in its pod): while a process holds its folder's lock it is left alone, whatever its
+    heartbeats; once none does, it is taken over from its checkpoint at once. The same free lock says nothing
+    about another machine's trial (its disk shared with this one): heartbeats decide that one."""
+    from harness import fencing, recovery, search
+    from harness.recording import RUN_ATTR
+    from harness.trial import checkpoints_folder, trial_folder
+
+    r = _recording(ws, write_spec)
+    sweep, study, tracker = r.sweep, r.study, r.tracker
+    r.trial.set_user_attr("worker", f"{socket.gethostname()}:999999999")  # _recording's own: failed, no checkpoint
+    monkeypatch.setattr(search, "stale_trials", lambda study: [])  # heartbeats say nothing here
+    trials = {}
+    machines = {"other container": (socket.gethostname(), recovery.boot_id()), "other host": ("host-b", "its-boot")}
+    for name, (host, boot) in machines.items():
+        trial = study.ask()
+        search.suggest(trial, sweep.spec)
+        folder = trial_folder(sweep.output_dir, trial.number)
+        fencing.release(fencing.hold(folder, trial._trial_id))  # as its sweep claimed it, then died
+        trial.set_user_attr("worker", f"{host}:1")  # PID 1 of its container
+        trial.set_user_attr("worker_pid_namespace", "pid:[1]")
+        trial.set_user_attr("worker_boot_id", boot)
+        run_id = tracker.child_run(r.experiment, tracker.parent_run(r.experiment, "test"), "test", trial.number)
+        trial.set_user_attr(RUN_ATTR, run_id)
+        trainer = checkpoints_folder(folder, trial._trial_id, run_id, fresh=True)
+        (trainer / "checkpoint-4").mkdir()
+        (trainer / "checkpoint-4" / "trainer_state.json").write_text('{"global_step": 4}')
+        trials[name] = trial
+    here, elsewhere = trials["other container"], trials["other host"]
+
+    holder = _holding(trial_folder(sweep.output_dir, here.number))
+    try:
+        claim = sweep._claim(study, tracker, r.experiment, target=10)
+        assert claim.resume_from is None, "a held folder: its container's trial process still runs"
+        fencing.release(claim.folder_lock)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert search.state_of(study, here) == "RUNNING"
+    sweep.recovery.reclaimed_at -= recovery.RECLAIM_EVERY_S
+    claim = sweep._claim(study, tracker, r.experiment, target=10)
+    assert claim.trial.number == here.number and claim.resume_from.name == "checkpoint-4"
+    assert study.trials[here.number].user_attrs["worker"] == recovery.worker_id(), "re-owned"
+    assert fencing.in_use(trial_folder(sweep.output_dir, here.number), here._trial_id), "held by its claim"
+    assert search.state_of(study, elsewhere) == "RUNNING", "another machine's trial is left to heartbeats"
+    fencing.release(claim.folder_lock)
+    assert fencing.in_use(trial_folder(sweep.output_dir, here.number), here._trial_id) is False
+    assert fencing.in_use(trial_folder(sweep.output_dir, here.number), elsewhere._trial_id) is None, "names its trial"
+    assert fencing.in_use(trial_folder(sweep.output_dir, 99), 99) is None, "no lock file: nothing to tell"
 
 
 def test_keep_models_leaves_the_best_trials_models_only(ws: Workspace, write_spec) -> None:
