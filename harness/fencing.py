@@ -1,82 +1,109 @@
 """Who may write a trial's folder: a lock that its writers hold, and that a worker on the same machine can test.
 
 A trial's writers, its sweep process (from its claim until it is recorded or stopped) and its trial process (for
-its whole life), each hold a shared flock on the folder's LOCK_FILE, which names the trial. The kernel drops a
-process's locks when it dies, however it dies. So a worker that can take the lock exclusively, on the same kernel
-(same boot), knows that nothing writes that folder any more, even when the PIDs of the trial's sweep mean nothing
-to it: a container restarted in its pod, or a sweep beside it in another container. Across machines the test says
-nothing (a shared disk mounted without locking answers every lock locally): heartbeats decide there.
+its whole life), each hold a shared flock on the folder's LOCK_FILE, which names the claim (a token drawn at each
+claim and kept in the trial's user attributes: a takeover, or an earlier study's trial of the same number, writes
+another). The kernel drops a process's locks when it dies, however it dies. So a worker that can take the lock
+exclusively, on the same kernel (same boot), knows that nothing of that claim writes the folder any more, even when
+the PIDs of the trial's sweep mean nothing to it: a container restarted in its pod, or a sweep beside it in another
+container. Across machines the test says nothing (a shared disk mounted without locking answers every lock
+locally): heartbeats decide there. Where the filesystem refuses locks, nothing is held and the test cannot tell.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import os
+import uuid
 from pathlib import Path
 
-try:
-    import fcntl
-except ImportError:  # Windows: no flock; the lock then tells nothing, and PIDs and heartbeats decide
-    fcntl = None  # type: ignore[assignment]
-
 LOCK_FILE = "owner.lock"
+# The lock files this process holds, by descriptor. NFS emulates flock with POSIX locks, which belong to the
+# process: a second descriptor's exclusive try would convert this process's own hold, and its close drop it.
+_held: dict[int, str] = {}  # paths as str: compared in C, atomic beside the slots' threads
 
 
-def hold(folder: Path, trial_id: int) -> int | None:
-    """Claim a trial's folder for its sweep process: the lock file, naming the trial (Optuna's trial id,
-    unique in the storage), held shared until `release`. Returns the descriptor that holds it."""
-    if fcntl is None:
+def new_claim() -> str:
+    return uuid.uuid4().hex
+
+
+def hold(folder: Path, claim: str) -> int | None:
+    """Take a trial's folder for this claim's sweep process: the lock file, naming the claim, held shared until
+    `release`. Returns the descriptor that holds it; None where it cannot be held (a read-only or lockless
+    filesystem: the trial then runs, and fails, as it would have without the lock)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
         return None
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH)  # waits out a tester's exclusive moment
-        name = str(trial_id).encode()
-        os.pwrite(fd, name, 0)
-        os.ftruncate(fd, len(name))
-    except BaseException:
+        os.pwrite(fd, claim.encode(), 0)
+        os.ftruncate(fd, len(claim))
+    except OSError:
         os.close(fd)
-        raise
+        return None
+    _held[fd] = str(folder / LOCK_FILE)
     return fd
 
 
 def join(folder: Path) -> int | None:
     """The trial process's own hold on its folder, taken before it writes anything (it stops at once if its
     sweep is gone by then, so the folder is never written with no lock held). None when the folder has no lock
-    file (a job that is no trial: the baseline)."""
-    if fcntl is None:
-        return None
-    try:
-        fd = os.open(folder / LOCK_FILE, os.O_RDONLY)
-    except FileNotFoundError:
-        return None
-    fcntl.flock(fd, fcntl.LOCK_SH)
-    return fd
-
-
-def release(fd: int | None) -> None:
-    if fd is not None:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-
-
-def in_use(folder: Path, trial_id: int) -> bool | None:
-    """Whether a process holds this trial's folder: True (it is written, or may be), False (nothing writes it any
-    more), None when the lock cannot tell (no lock file, one left by another trial, no flock). Only a test on the
-    kernel its writers ran on answers (see the module's docstring)."""
-    if fcntl is None:
-        return None
+    file (a job that is no trial: the baseline) or it cannot be held."""
     try:
         fd = os.open(folder / LOCK_FILE, os.O_RDONLY)
     except OSError:
         return None
     try:
-        if os.pread(fd, 32, 0).decode(errors="replace") != str(trial_id):
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def release(fd: int | None) -> None:
+    """Let go of a hold (once: the descriptor's number may be reused afterwards)."""
+    if fd is not None:
+        _held.pop(fd, None)
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def remove(folder: Path) -> None:
+    """Drop the lock file of a claim that ran nothing (a duplicate draw), and its folder if that leaves it empty."""
+    with contextlib.suppress(OSError):
+        (folder / LOCK_FILE).unlink()
+        folder.rmdir()
+
+
+def in_use(folder: Path, claim: str | None) -> bool | None:
+    """Whether a process holds this claim's folder: True (it is written, or may be), False (nothing of the claim
+    writes it any more), None when the lock cannot tell (no claim recorded, no lock file, one naming another
+    claim, a filesystem without locks). Only a test on the kernel its writers ran on answers (see above)."""
+    if not claim:
+        return None
+    if str(folder / LOCK_FILE) in _held.values():  # this process's own claim of the folder
+        return True
+    try:  # for writing: NFS emulates flock with POSIX locks, whose exclusive kind needs a writable descriptor
+        fd = os.open(folder / LOCK_FILE, os.O_RDWR)
+    except PermissionError:
+        try:
+            fd = os.open(folder / LOCK_FILE, os.O_RDONLY)
+        except OSError:
+            return None
+    except OSError:
+        return None
+    try:
+        if os.pread(fd, 64, 0).decode(errors="replace") != claim:
             return None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
+        except OSError as exc:
+            return True if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN) else None
         return False  # released with the descriptor below: a moment's exclusive hold
     finally:
         os.close(fd)

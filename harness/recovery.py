@@ -31,6 +31,7 @@ WORKER_ATTR, PID_ATTR = "worker", "trial_pid"  # the sweep process (host:pid) th
 PID_STARTED_ATTR = "trial_pid_started"  # when that trial process started (a PID is reused)
 PIDNS_ATTR = "worker_pid_namespace"  # whose process ids WORKER_ATTR's are (containers may share a hostname)
 BOOT_ATTR = "worker_boot_id"  # the boot of WORKER_ATTR's machine: after a reboot, no process of it runs
+CLAIM_ATTR = "claim"  # drawn at each claim, named by the trial folder's lock (harness.fencing)
 # How often a claim also looks for dead workers' trials: every claim did, and with 8 slots that look was
 # half of the study lock's hold (the slots' claims queue on it). Heartbeats only go stale after GRACE_S.
 RECLAIM_EVERY_S = 5.0
@@ -44,7 +45,7 @@ class Recovery:
         self.output_dir = output_dir
         self.recorder = recorder
         self.live = live
-        self.resumable: dict[int, tuple[int, str]] = {}  # dead trials with a checkpoint: number -> (id, owner)
+        self.resumable: dict[int, tuple[int, str]] = {}  # dead trials with a checkpoint: number -> (id, claim)
         self.reclaimed_at = -RECLAIM_EVERY_S  # monotonic time of the last look
 
     @property
@@ -98,7 +99,7 @@ class Recovery:
                 kept[frozen.number] = told
             elif frozen.number in gone and not result and self.checkpoint(frozen.number, frozen._trial_id, run_id):
                 # trained part of the way (a trial that ran to its end but could not be recorded is not trained again)
-                self.resumable[frozen.number] = (frozen._trial_id, frozen.user_attrs.get(WORKER_ATTR, ""))
+                self.resumable[frozen.number] = (frozen._trial_id, claim_of(frozen))
             elif search.fail_running(study, frozen, {search.REASON_ATTR: reason}):
                 closed.add(frozen.number)
                 self.progress.note(f"trial {frozen.number}: {reason}: marked FAIL")
@@ -122,7 +123,9 @@ class Recovery:
         for run in tracker.runs(experiment, self.spec.study, status="RUNNING"):
             trial = trials.get(run.data.tags.get(TRIAL_TAG, ""))
             alive = trial is not None and trial.number not in closed
-            if alive and (trial.state == TrialState.RUNNING or being_recorded(trial, self.live, beats)):
+            if alive and trial.state == TrialState.RUNNING:
+                continue
+            if alive and being_recorded(trial, self.live, self.gone(trial, beats)):
                 continue
             if trial is not None and trial.number in kept:  # as its own worker would have ended it
                 end_run(tracker, run.info.run_id, *kept[trial.number])
@@ -156,10 +159,10 @@ class Recovery:
         from optuna.trial import TrialState
 
         while self.resumable:
-            trial_id, owner = self.resumable.pop(min(self.resumable))
+            trial_id, claim = self.resumable.pop(min(self.resumable))
             frozen = study._storage.get_trial(trial_id)
-            if frozen.state != TrialState.RUNNING or frozen.user_attrs.get(WORKER_ATTR) != owner:
-                continue  # closed or taken over meanwhile
+            if frozen.state != TrialState.RUNNING or claim_of(frozen) != claim:
+                continue  # closed or taken over meanwhile (a worker id alone may be another container's PID 1 too)
             checkpoint = self.checkpoint(frozen.number, trial_id, frozen.user_attrs.get(RUN_ATTR))
             if checkpoint is None:
                 continue  # gone meanwhile: the next look closes the trial as failed
@@ -177,7 +180,7 @@ class Recovery:
         holds this trial's lock; else its PIDs, where they mean the same here (is_orphan)."""
         boot = frozen.user_attrs.get(BOOT_ATTR)
         if boot and boot == boot_id() and frozen.number not in self.live:
-            held = fencing.in_use(trial_folder(self.output_dir, frozen.number), frozen._trial_id)
+            held = fencing.in_use(trial_folder(self.output_dir, frozen.number), frozen.user_attrs.get(CLAIM_ATTR))
             if held is not None:
                 return not held
         return is_orphan(frozen, self.live, heartbeats)
@@ -192,13 +195,15 @@ def worker_id() -> str:
 
 
 def own(study: Any, trial: Any, folder: Path) -> int | None:
-    """Mark a trial as this worker's (under the study's lock): its folder's lock first (a trial taken over is
-    never unheld while it is ours), then its first heartbeat, then its owner (an owned trial always has a
-    heartbeat that can go stale; one with none was left by a worker that died in between). Returns the
-    folder lock's descriptor, for fencing.release once the trial is recorded or stopped."""
-    held = fencing.hold(folder, trial._trial_id)
+    """Mark a trial as this worker's (under the study's lock): its folder's lock for a new claim first (a trial
+    taken over is never unheld while it is ours), then its first heartbeat, then its owner (an owned trial
+    always has a heartbeat that can go stale; one with none was left by a worker that died in between).
+    Returns the folder lock's descriptor, for fencing.release once the trial is recorded or stopped."""
+    claim = fencing.new_claim()
+    held = fencing.hold(folder, claim)
     try:
         search.beat(study, trial)
+        trial.set_user_attr(CLAIM_ATTR, claim)
         trial.set_user_attr(PIDNS_ATTR, pid_namespace())
         trial.set_user_attr(BOOT_ATTR, boot_id())
         trial.set_user_attr(WORKER_ATTR, worker_id())
@@ -267,13 +272,19 @@ def _trial_process_alive(frozen: Any) -> bool:
         return True
 
 
-def being_recorded(frozen: Any, live: set[int], heartbeats: bool = True) -> bool:
+def claim_of(frozen: Any) -> str:
+    """Which claim of a trial this is: its token, or for a trial an older harness claimed, its worker."""
+    return frozen.user_attrs.get(CLAIM_ATTR) or frozen.user_attrs.get(WORKER_ATTR, "")
+
+
+def being_recorded(frozen: Any, live: set[int], gone: bool) -> bool:
     """A finished trial whose worker may still be ending its MLflow run: one of this process's slots, or a
     worker elsewhere within the heartbeat grace of telling Optuna (its run is closed on a later look if not).
-    The teller's clock may be another machine's: a skew either way closes the run early, with the told state."""
+    The teller's clock may be another machine's: a skew either way closes the run early, with the told state.
+    `gone`: its worker is surely gone (Recovery.gone)."""
     if frozen.number in live:
         return True
-    if is_orphan(frozen, live, heartbeats):  # its worker on this host is gone: nobody will end the run
+    if gone:  # nobody will end the run
         return False
     told = frozen.datetime_complete
     return told is not None and abs(datetime.datetime.now() - told) < datetime.timedelta(seconds=GRACE_S)

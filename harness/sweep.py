@@ -14,6 +14,7 @@ import math
 import os
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -343,14 +344,15 @@ class Sweep:
 
         for _ in range(MAX_DUPLICATE_DRAWS):
             trial = study.ask()
-            held = own(study, trial, trial_folder(self.output_dir, trial.number))
-            params = search.suggest(trial, self.spec)
-            twin = search.duplicate_of(study, trial)
-            if twin is None:
-                with self._state_lock:
-                    self._live.add(trial.number)
-                return Claim(trial, params, folder_lock=held)
+            with self._owning(study, trial) as held:
+                params = search.suggest(trial, self.spec)
+                twin = search.duplicate_of(study, trial)
+                if twin is None:
+                    with self._state_lock:
+                        self._live.add(trial.number)
+                    return Claim(trial, params, folder_lock=held)
             fencing.release(held)
+            fencing.remove(trial_folder(self.output_dir, trial.number))  # it runs nothing
             trial.set_user_attr(search.REASON_ATTR, f"same parameters as trial {twin}: not run again")
             trial.set_user_attr(DUPLICATE_ATTR, twin)
             study.tell(trial, state=TrialState.FAIL)
@@ -370,11 +372,21 @@ class Sweep:
             return None
         frozen, checkpoint = found
         trial = optuna.trial.Trial(study, frozen._trial_id)
-        held = own(study, trial, trial_folder(self.output_dir, frozen.number))
-        with self._state_lock:
-            self._live.add(frozen.number)
-        seed = frozen.user_attrs.get(search.SEED_ATTR)
-        return Claim(trial, dict(frozen.params), seed, checkpoint, frozen.user_attrs[RUN_ATTR], held)
+        with self._owning(study, trial) as held:
+            with self._state_lock:
+                self._live.add(frozen.number)
+            seed = frozen.user_attrs.get(search.SEED_ATTR)
+            return Claim(trial, dict(frozen.params), seed, checkpoint, frozen.user_attrs[RUN_ATTR], held)
+
+    @contextlib.contextmanager
+    def _owning(self, study: Any, trial: Any) -> Iterator[int | None]:
+        """own() a trial and hold its folder (the descriptor is yielded): let go again if the claim fails."""
+        held = own(study, trial, trial_folder(self.output_dir, trial.number))
+        try:
+            yield held
+        except BaseException:
+            fencing.release(held)
+            raise
 
     def _claim_replicate(self, study: Any) -> Claim | str | None:
         """After the search: the next seed replicate of a best configuration (search.replicates), if any."""
@@ -387,11 +399,11 @@ class Sweep:
             return None
         origin, seed = missing[0]
         trial, seed = search.ask_replicate(study, origin, seed)
-        held = own(study, trial, trial_folder(self.output_dir, trial.number))
-        params = search.suggest(trial, self.spec)
-        with self._state_lock:
-            self._live.add(trial.number)
-        return Claim(trial, params, seed, folder_lock=held)
+        with self._owning(study, trial) as held:
+            params = search.suggest(trial, self.spec)
+            with self._state_lock:
+                self._live.add(trial.number)
+            return Claim(trial, params, seed, folder_lock=held)
 
     # ------------------------------------------------------------ one trial
 

@@ -37,7 +37,7 @@ def other_host(args: list[str]) -> list[str]:
     outputs/ proves nothing (a shared disk seen from two machines), so only its heartbeats can tell that it died."""
     other = (
         'boot=$(mktemp) && echo 00000000-0000-4000-8000-000000000000 > "$boot" && '
-        'mount --bind "$boot" /proc/sys/kernel/random/boot_id && hostname other-host && exec "$@"'
+        'mount --bind "$boot" /proc/sys/kernel/random/boot_id && rm "$boot" && hostname other-host && exec "$@"'
     )
     probe = subprocess.run(["unshare", "--uts", "--mount", "sh", "-c", other, "sh", "true"], capture_output=True)
     if probe.returncode != 0:

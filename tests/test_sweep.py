@@ -746,10 +746,13 @@ def _holding(folder: Path) -> subprocess.Popen:
 def test_a_trial_from_another_container_here_is_taken_over_once_its_folder_is_free(
     ws: Workspace, write_spec, monkeypatch
 ) -> None:
-    """A trial whose sweep ran in another container on this machine (same hostname and boot, its PIDs not ours,
-    as after a restart in its pod): while a process holds its folder's lock it is left alone, whatever its
-    heartbeats; once none does, it is taken over from its checkpoint at once. The same free lock says nothing
+    """Trials whose sweep ran in another container on this machine (same hostname and boot, its PIDs not ours, as
+    after a restart in its pod): while a process holds a trial's folder lock it is left alone, whatever its
+    heartbeats; once none does, it is taken over from its checkpoint at once, unless another worker (PID 1 of
+    its own container too: the same worker id) claimed it since it was found. The same free lock says nothing
     about another machine's trial (its disk shared with this one): heartbeats decide that one."""
+    from optuna.trial import Trial
+
     from harness import fencing, recovery, search
     from harness.recording import RUN_ATTR
     from harness.trial import checkpoints_folder, trial_folder
@@ -758,13 +761,15 @@ def test_a_trial_from_another_container_here_is_taken_over_once_its_folder_is_fr
     sweep, study, tracker = r.sweep, r.study, r.tracker
     r.trial.set_user_attr("worker", f"{socket.gethostname()}:999999999")  # _recording's own: failed, no checkpoint
     monkeypatch.setattr(search, "stale_trials", lambda study: [])  # heartbeats say nothing here
-    trials = {}
-    machines = {"other container": (socket.gethostname(), recovery.boot_id()), "other host": ("host-b", "its-boot")}
-    for name, (host, boot) in machines.items():
+    machines = [(socket.gethostname(), recovery.boot_id())] * 2 + [("host-b", "its-boot")]
+    trials, folders, claims = [], [], []
+    for host, boot in machines:
         trial = study.ask()
         search.suggest(trial, sweep.spec)
         folder = trial_folder(sweep.output_dir, trial.number)
-        fencing.release(fencing.hold(folder, trial._trial_id))  # as its sweep claimed it, then died
+        claim = fencing.new_claim()
+        fencing.release(fencing.hold(folder, claim))  # as its sweep claimed it, then died
+        trial.set_user_attr("claim", claim)
         trial.set_user_attr("worker", f"{host}:1")  # PID 1 of its container
         trial.set_user_attr("worker_pid_namespace", "pid:[1]")
         trial.set_user_attr("worker_boot_id", boot)
@@ -773,28 +778,57 @@ def test_a_trial_from_another_container_here_is_taken_over_once_its_folder_is_fr
         trainer = checkpoints_folder(folder, trial._trial_id, run_id, fresh=True)
         (trainer / "checkpoint-4").mkdir()
         (trainer / "checkpoint-4" / "trainer_state.json").write_text('{"global_step": 4}')
-        trials[name] = trial
-    here, elsewhere = trials["other container"], trials["other host"]
+        trials.append(trial), folders.append(folder), claims.append(claim)
+    here, queued, elsewhere = trials
 
-    holder = _holding(trial_folder(sweep.output_dir, here.number))
+    holders = [_holding(folders[0]), _holding(folders[1])]
     try:
         claim = sweep._claim(study, tracker, r.experiment, target=10)
-        assert claim.resume_from is None, "a held folder: its container's trial process still runs"
+        assert claim.resume_from is None, "held folders: their container's trial processes still run"
         fencing.release(claim.folder_lock)
     finally:
-        holder.kill()
-        holder.wait()
-    assert search.state_of(study, here) == "RUNNING"
+        for holder in holders:
+            holder.kill()
+            holder.wait()
+    assert [search.state_of(study, t) for t in trials] == ["RUNNING"] * 3
     sweep.recovery.reclaimed_at -= recovery.RECLAIM_EVERY_S
     claim = sweep._claim(study, tracker, r.experiment, target=10)
     assert claim.trial.number == here.number and claim.resume_from.name == "checkpoint-4"
     assert study.trials[here.number].user_attrs["worker"] == recovery.worker_id(), "re-owned"
-    assert fencing.in_use(trial_folder(sweep.output_dir, here.number), here._trial_id), "held by its claim"
+    assert fencing.in_use(folders[0], study.trials[here.number].user_attrs["claim"]), "held by its claim"
     assert search.state_of(study, elsewhere) == "RUNNING", "another machine's trial is left to heartbeats"
-    fencing.release(claim.folder_lock)
-    assert fencing.in_use(trial_folder(sweep.output_dir, here.number), here._trial_id) is False
-    assert fencing.in_use(trial_folder(sweep.output_dir, here.number), elsewhere._trial_id) is None, "names its trial"
-    assert fencing.in_use(trial_folder(sweep.output_dir, 99), 99) is None, "no lock file: nothing to tell"
+
+    taken = Trial(study, queued._trial_id)
+    other = recovery.own(study, taken, folders[1])  # another container's worker took it over meanwhile ...
+    taken.set_user_attr("worker", f"{socket.gethostname()}:1")  # ... PID 1 of its container, as the dead one was
+    again = sweep._claim(study, tracker, r.experiment, target=10)
+    assert again.resume_from is None and again.trial.number not in {t.number for t in trials}, "not taken twice"
+    for held in (claim.folder_lock, again.folder_lock, other):
+        fencing.release(held)
+    assert fencing.in_use(folders[0], study.trials[here.number].user_attrs["claim"]) is False
+    assert fencing.in_use(folders[0], claims[0]) is None, "the lock names another claim now: it cannot tell"
+    assert fencing.in_use(trial_folder(sweep.output_dir, 99), claims[2]) is None, "no lock file: nothing to tell"
+    assert fencing.in_use(folders[2], None) is None, "no claim recorded (an older harness's trial)"
+
+
+def test_a_claim_that_fails_lets_go_of_its_folder(ws: Workspace, write_spec, monkeypatch) -> None:
+    """A claim that fails after taking its trial's folder (the database, a broken sampler) leaves the folder
+    free: the trial is then closed as any dead claim's, not held forever by the sweep that failed it."""
+    from harness import fencing, search
+    from harness.tracking import Tracker
+    from harness.trial import trial_folder
+
+    sweep, study = quiet_sweep(ws, write_spec(base_spec()))
+    tracker = Tracker(ws.tracking)
+
+    def broken(trial, spec):
+        raise RuntimeError("the sampler broke")
+
+    monkeypatch.setattr(search, "suggest", broken)
+    with pytest.raises(RuntimeError):
+        sweep._claim(study, tracker, tracker.experiment("test"), target=10)
+    (trial,) = study.trials
+    assert fencing.in_use(trial_folder(sweep.output_dir, trial.number), trial.user_attrs["claim"]) is False
 
 
 def test_keep_models_leaves_the_best_trials_models_only(ws: Workspace, write_spec) -> None:
