@@ -17,6 +17,7 @@ import errno
 import fcntl
 import os
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 LOCK_FILE = "owner.lock"
@@ -29,10 +30,18 @@ def new_claim() -> str:
     return uuid.uuid4().hex
 
 
-def hold(folder: Path, claim: str) -> int | None:
+@dataclass(frozen=True)
+class Hold:
+    """A claim's hold on its trial folder: the descriptor that keeps the lock, and the claim the file names."""
+
+    fd: int
+    claim: str
+
+
+def hold(folder: Path, claim: str) -> Hold | None:
     """Take a trial's folder for this claim's sweep process: the lock file, naming the claim, held shared until
-    `release`. Returns the descriptor that holds it; None where it cannot be held (a read-only or lockless
-    filesystem: the trial then runs, and fails, as it would have without the lock)."""
+    `release`. None where it cannot be held (a read-only or lockless filesystem: the trial then runs, or fails,
+    as it would have without the lock, and the lock tells nothing about it)."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
@@ -46,37 +55,45 @@ def hold(folder: Path, claim: str) -> int | None:
         os.close(fd)
         return None
     _held[fd] = str(folder / LOCK_FILE)
-    return fd
+    return Hold(fd, claim)
 
 
-def join(folder: Path) -> int | None:
-    """The trial process's own hold on its folder, taken before it writes anything (it stops at once if its
-    sweep is gone by then, so the folder is never written with no lock held). None when the folder has no lock
-    file (a job that is no trial: the baseline) or it cannot be held."""
+def join(folder: Path, claim: str | None) -> bool:
+    """The trial process's own hold on its folder for its sweep's `claim` (None: its sweep holds nothing, the
+    lock is not in play), taken before it writes anything and kept for the process's life. False when it must
+    not write: the file no longer names the claim (taken over meanwhile) or cannot be locked (it could be
+    taken over unseen once its sweep is gone). Its sweep may be gone by the time this returns: die_with_sweep,
+    called next, stops the process then."""
+    if claim is None:
+        return True
     try:
         fd = os.open(folder / LOCK_FILE, os.O_RDONLY)
     except OSError:
-        return None
+        return False
     try:
         fcntl.flock(fd, fcntl.LOCK_SH)
     except OSError:
         os.close(fd)
-        return None
-    return fd
+        return False
+    if os.pread(fd, 64, 0).decode(errors="replace") != claim:
+        os.close(fd)
+        return False
+    return True  # the descriptor stays open: the lock lasts as long as this process
 
 
-def release(fd: int | None) -> None:
+def release(held: Hold | None) -> None:
     """Let go of a hold (once: the descriptor's number may be reused afterwards)."""
-    if fd is not None:
-        _held.pop(fd, None)
+    if held is not None:
+        _held.pop(held.fd, None)
         with contextlib.suppress(OSError):
-            os.close(fd)
+            os.close(held.fd)
 
 
 def remove(folder: Path) -> None:
     """Drop the lock file of a claim that ran nothing (a duplicate draw), and its folder if that leaves it empty."""
     with contextlib.suppress(OSError):
         (folder / LOCK_FILE).unlink()
+    with contextlib.suppress(OSError):
         folder.rmdir()
 
 

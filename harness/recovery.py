@@ -163,6 +163,8 @@ class Recovery:
             frozen = study._storage.get_trial(trial_id)
             if frozen.state != TrialState.RUNNING or claim_of(frozen) != claim:
                 continue  # closed or taken over meanwhile (a worker id alone may be another container's PID 1 too)
+            if fencing.in_use(trial_folder(self.output_dir, frozen.number), frozen.user_attrs.get(CLAIM_ATTR)):
+                continue  # its writers are back (it was found dead by its PID): the next look decides again
             checkpoint = self.checkpoint(frozen.number, trial_id, frozen.user_attrs.get(RUN_ATTR))
             if checkpoint is None:
                 continue  # gone meanwhile: the next look closes the trial as failed
@@ -194,16 +196,17 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def own(study: Any, trial: Any, folder: Path) -> int | None:
-    """Mark a trial as this worker's (under the study's lock): its folder's lock for a new claim first (a trial
-    taken over is never unheld while it is ours), then its first heartbeat, then its owner (an owned trial
-    always has a heartbeat that can go stale; one with none was left by a worker that died in between).
-    Returns the folder lock's descriptor, for fencing.release once the trial is recorded or stopped."""
+def own(study: Any, trial: Any, folder: Path) -> fencing.Hold | None:
+    """Mark a trial as this worker's (under the study's lock): a new claim, recorded before its folder's lock
+    names it (the lock tells nothing of a claim not recorded) and taken before anything else (a trial taken
+    over is never unheld while it is ours), then its first heartbeat, then its owner (an owned trial always has
+    a heartbeat that can go stale; one with none was left by a worker that died in between). Returns the hold
+    on its folder, for fencing.release once the trial is recorded or stopped."""
     claim = fencing.new_claim()
+    trial.set_user_attr(CLAIM_ATTR, claim)
     held = fencing.hold(folder, claim)
     try:
         search.beat(study, trial)
-        trial.set_user_attr(CLAIM_ATTR, claim)
         trial.set_user_attr(PIDNS_ATTR, pid_namespace())
         trial.set_user_attr(BOOT_ATTR, boot_id())
         trial.set_user_attr(WORKER_ATTR, worker_id())

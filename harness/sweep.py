@@ -111,7 +111,7 @@ class Claim:
     seed: int | None = None  # a replicate's training seed; None: the spec's
     resume_from: Path | None = None  # a trial taken over from a dead or stopped sweep: its last checkpoint
     run_id: str | None = None  # ... and its MLflow run, which goes on
-    folder_lock: int | None = None  # held from the claim until the trial is recorded or stopped (harness.fencing)
+    folder_lock: fencing.Hold | None = None  # from the claim until the trial is recorded or stopped
 
 
 WAIT, EXHAUSTED = "wait", "exhausted"  # _claim answers WAIT, a Claim, or None (the study is full)
@@ -379,8 +379,8 @@ class Sweep:
             return Claim(trial, dict(frozen.params), seed, checkpoint, frozen.user_attrs[RUN_ATTR], held)
 
     @contextlib.contextmanager
-    def _owning(self, study: Any, trial: Any) -> Iterator[int | None]:
-        """own() a trial and hold its folder (the descriptor is yielded): let go again if the claim fails."""
+    def _owning(self, study: Any, trial: Any) -> Iterator[fencing.Hold | None]:
+        """own() a trial and hold its folder (the hold is yielded): let go again if the claim fails."""
         held = own(study, trial, trial_folder(self.output_dir, trial.number))
         try:
             yield held
@@ -437,7 +437,7 @@ class Sweep:
                 self.progress.trial_started(trial.number, params, device)
                 result = run.worker.run(
                     trial_job,
-                    self._request(trial, config, run_id, device, claim.seed, claim.resume_from),
+                    self._request(trial, config, run_id, device, claim.seed, claim.resume_from, claim.folder_lock),
                     on_event=self.progress.event,
                     on_start=lambda pid: mark_trial_process(trial, pid),
                 )
@@ -541,9 +541,10 @@ class Sweep:
         device: str | None,
         seed: int | None = None,
         resume_from: Path | None = None,
+        held: fencing.Hold | None = None,
     ) -> TrialRequest:
         """A claimed trial's request; `config`: its resolve_config, whose mix draws the pairs it trains on; `seed`: a
-        replicate's training seed (None: the spec's)."""
+        replicate's training seed (None: the spec's); `held`: the claim's hold on the trial folder."""
         return TrialRequest(
             spec=self.spec.model_dump(mode="json", by_alias=True),
             spec_dir=str(self.spec_path.parent.resolve()),
@@ -561,6 +562,7 @@ class Sweep:
             threads=self.options.threads_per_trial(),
             seed=seed,
             resume_from=str(resume_from) if resume_from else None,
+            claim=held.claim if held else None,
         )
 
     # ------------------------------------------------------------ the report

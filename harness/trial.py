@@ -39,6 +39,7 @@ class TrialRequest:
     threads: int | None = None  # torch CPU threads, when trials share the CPU
     seed: int | None = None  # training seed of a seed replicate; None: the spec's (data draws always use it)
     resume_from: str | None = None  # a checkpoint of this trial's own training (resumable_checkpoint) to go on from
+    claim: str | None = None  # the sweep's claim of the folder, which the process holds too; None: no lock held
 
     @property
     def folder(self) -> Path:

@@ -179,8 +179,13 @@ def _entry(job: Job, request: Any, events: Any, sweep_pid: int) -> None:
     # The ~640k objects of the preloaded libraries live as long as the process: freezing them keeps every
     # full garbage collection from walking them (0.28 s each; Trainer.train runs one at its start).
     gc.freeze()
-    fencing.join(request.folder)  # held until this process ends: its sweep's machine sees the folder in use
-    die_with_sweep(sweep_pid)  # ... and a sweep gone by now (its hold dropped) stops this one before it writes
+    # Its folder held until this process ends (its sweep's machine sees it in use), before anything is written;
+    # then a sweep gone by now (its own hold dropped, the trial maybe taken over) stops this process at once.
+    if not fencing.join(request.folder, getattr(request, "claim", None)):
+        reason = f"{request.folder / fencing.LOCK_FILE} no longer names this claim, or cannot be locked"
+        events.put(("result", request.number, TrialResult(FAILED, reason=f"{reason}: another worker may run it")))
+        return
+    die_with_sweep(sweep_pid)
     _pin(request)
     log = _quiet_output(request.folder, request.verbose)
     (request.folder / PHASE_FILE).unlink(missing_ok=True)  # a phase left by an earlier attempt is not this one's

@@ -734,21 +734,30 @@ def test_a_dead_sweeps_trial_with_a_checkpoint_is_taken_over_not_failed(
     assert again.resume_from is None and again.trial.number == len(trials) + 1, "taken once: then a new draw"
 
 
-def _holding(folder: Path) -> subprocess.Popen:
+def _holding(folder: Path, claim: str) -> subprocess.Popen:
     """Another process holding a trial folder's lock as a trial process does (fencing.join), until it is killed."""
-    code = "import sys; from pathlib import Path; from harness import fencing; fencing.join(Path(sys.argv[1]));"
-    code += " print('held', flush=True); sys.stdin.read()"
-    holder = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    assert holder.stdout.readline() == b"held\n"
+    code = "import sys; from pathlib import Path; from harness import fencing;"
+    code += " print(fencing.join(Path(sys.argv[1]), sys.argv[2]), flush=True); sys.stdin.read()"
+    args = [sys.executable, "-c", code, str(folder), claim]
+    holder = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert holder.stdout.readline() == b"True\n"
     return holder
+
+
+def _in_use_elsewhere(folder: Path, claim: str) -> str:
+    """fencing.in_use as another process on this machine sees it (this one answers for its own holds itself)."""
+    code = "import sys; from pathlib import Path; from harness import fencing;"
+    code += " print(fencing.in_use(Path(sys.argv[1]), sys.argv[2]))"
+    done = subprocess.run([sys.executable, "-c", code, str(folder), claim], capture_output=True, text=True)
+    return done.stdout.strip()
 
 
 def test_a_trial_from_another_container_here_is_taken_over_once_its_folder_is_free(
     ws: Workspace, write_spec, monkeypatch
 ) -> None:
     """Trials whose sweep ran in another container on this machine (same hostname and boot, its PIDs not ours, as
-    after a restart in its pod): while a process holds a trial's folder lock it is left alone, whatever its
-    heartbeats; once none does, it is taken over from its checkpoint at once, unless another worker (PID 1 of
+    after a restart in its pod): while a process holds a trial's folder lock it is left alone (heartbeats set
+    aside here); once none does, it is taken over from its checkpoint at once, unless another worker (PID 1 of
     its own container too: the same worker id) claimed it since it was found. The same free lock says nothing
     about another machine's trial (its disk shared with this one): heartbeats decide that one."""
     from optuna.trial import Trial
@@ -781,7 +790,7 @@ def test_a_trial_from_another_container_here_is_taken_over_once_its_folder_is_fr
         trials.append(trial), folders.append(folder), claims.append(claim)
     here, queued, elsewhere = trials
 
-    holders = [_holding(folders[0]), _holding(folders[1])]
+    holders = [_holding(folders[0], claims[0]), _holding(folders[1], claims[1])]
     try:
         claim = sweep._claim(study, tracker, r.experiment, target=10)
         assert claim.resume_from is None, "held folders: their container's trial processes still run"
@@ -795,7 +804,7 @@ def test_a_trial_from_another_container_here_is_taken_over_once_its_folder_is_fr
     claim = sweep._claim(study, tracker, r.experiment, target=10)
     assert claim.trial.number == here.number and claim.resume_from.name == "checkpoint-4"
     assert study.trials[here.number].user_attrs["worker"] == recovery.worker_id(), "re-owned"
-    assert fencing.in_use(folders[0], study.trials[here.number].user_attrs["claim"]), "held by its claim"
+    assert _in_use_elsewhere(folders[0], study.trials[here.number].user_attrs["claim"]) == "True", "held by its claim"
     assert search.state_of(study, elsewhere) == "RUNNING", "another machine's trial is left to heartbeats"
 
     taken = Trial(study, queued._trial_id)
@@ -805,7 +814,7 @@ def test_a_trial_from_another_container_here_is_taken_over_once_its_folder_is_fr
     assert again.resume_from is None and again.trial.number not in {t.number for t in trials}, "not taken twice"
     for held in (claim.folder_lock, again.folder_lock, other):
         fencing.release(held)
-    assert fencing.in_use(folders[0], study.trials[here.number].user_attrs["claim"]) is False
+    assert _in_use_elsewhere(folders[0], study.trials[here.number].user_attrs["claim"]) == "False"
     assert fencing.in_use(folders[0], claims[0]) is None, "the lock names another claim now: it cannot tell"
     assert fencing.in_use(trial_folder(sweep.output_dir, 99), claims[2]) is None, "no lock file: nothing to tell"
     assert fencing.in_use(folders[2], None) is None, "no claim recorded (an older harness's trial)"
@@ -815,6 +824,7 @@ def test_a_claim_that_fails_lets_go_of_its_folder(ws: Workspace, write_spec, mon
     """A claim that fails after taking its trial's folder (the database, a broken sampler) leaves the folder
     free: the trial is then closed as any dead claim's, not held forever by the sweep that failed it."""
     from harness import fencing, search
+    from harness.recovery import RECLAIM_EVERY_S
     from harness.tracking import Tracker
     from harness.trial import trial_folder
 
@@ -829,6 +839,28 @@ def test_a_claim_that_fails_lets_go_of_its_folder(ws: Workspace, write_spec, mon
         sweep._claim(study, tracker, tracker.experiment("test"), target=10)
     (trial,) = study.trials
     assert fencing.in_use(trial_folder(sweep.output_dir, trial.number), trial.user_attrs["claim"]) is False
+    monkeypatch.undo()
+    sweep.recovery.reclaimed_at -= RECLAIM_EVERY_S
+    sweep._claim(study, tracker, tracker.experiment("test"), target=10)
+    assert search.state_of(study, trial) == "FAIL", "closed at the next look"
+
+
+def test_a_trial_process_writes_only_under_its_claim(tmp_path: Path) -> None:
+    """fencing.join: a trial process holds its folder when the lock file names its sweep's claim, and must not
+    write when it names another (the trial was taken over before the process started) or is missing; a job
+    whose sweep holds nothing (the baseline, a lockless filesystem) goes on."""
+    from harness import fencing
+
+    mine, theirs = fencing.new_claim(), fencing.new_claim()
+    held = fencing.hold(tmp_path, theirs)
+    try:
+        assert not fencing.join(tmp_path, mine), "taken over: the file names another claim"
+        assert fencing.join(tmp_path, theirs)
+        assert not fencing.join(tmp_path / "gone", mine), "no lock file"
+        assert fencing.join(tmp_path / "gone", None), "no lock in play"
+    finally:
+        fencing.release(held)
+    assert _in_use_elsewhere(tmp_path, theirs) == "True", "the joined hold lasts as long as this process"
 
 
 def test_keep_models_leaves_the_best_trials_models_only(ws: Workspace, write_spec) -> None:
