@@ -178,8 +178,8 @@ class Recovery:
 
     def gone(self, frozen: Any, heartbeats: bool) -> bool:
         """Whether a RUNNING trial's sweep and trial processes are surely gone. For a trial run on this machine
-        (same boot), whatever container ran it, its folder's lock says so (harness.fencing), when the folder
-        holds this trial's lock; else its PIDs, where they mean the same here (is_orphan)."""
+        (same boot), whatever container ran it, its folder's lock says so (harness.fencing), when the lock file
+        names the trial's claim; else its PIDs, where they mean the same here (is_orphan)."""
         boot = frozen.user_attrs.get(BOOT_ATTR)
         if boot and boot == boot_id() and frozen.number not in self.live:
             held = fencing.in_use(trial_folder(self.output_dir, frozen.number), frozen.user_attrs.get(CLAIM_ATTR))
