@@ -75,7 +75,7 @@ def join(folder: Path, claim: str | None) -> bool:
     except OSError:
         os.close(fd)
         return False
-    if os.pread(fd, 64, 0).decode(errors="replace") != claim:
+    if not _names(fd, claim):
         os.close(fd)
         return False
     return True  # the descriptor stays open: the lock lasts as long as this process
@@ -115,7 +115,7 @@ def in_use(folder: Path, claim: str | None) -> bool | None:
     except OSError:
         return None
     try:
-        if os.pread(fd, 64, 0).decode(errors="replace") != claim:
+        if not _names(fd, claim):
             return None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -124,3 +124,8 @@ def in_use(folder: Path, claim: str | None) -> bool | None:
         return False  # released with the descriptor below: a moment's exclusive hold
     finally:
         os.close(fd)
+
+
+def _names(fd: int, claim: str) -> bool:
+    """Whether the lock file open at `fd` names this claim."""
+    return os.pread(fd, 64, 0).decode(errors="replace") == claim

@@ -125,7 +125,7 @@ class Recovery:
             alive = trial is not None and trial.number not in closed
             if alive and trial.state == TrialState.RUNNING:
                 continue
-            if alive and being_recorded(trial, self.live, self.gone(trial, beats)):
+            if alive and (trial.number in self.live or being_recorded(trial, self.gone(trial, beats))):
                 continue
             if trial is not None and trial.number in kept:  # as its own worker would have ended it
                 end_run(tracker, run.info.run_id, *kept[trial.number])
@@ -163,7 +163,7 @@ class Recovery:
             frozen = study._storage.get_trial(trial_id)
             if frozen.state != TrialState.RUNNING or claim_of(frozen) != claim:
                 continue  # closed or taken over meanwhile (a worker id alone may be another container's PID 1 too)
-            if fencing.in_use(trial_folder(self.output_dir, frozen.number), frozen.user_attrs.get(CLAIM_ATTR)):
+            if self.folder_held(frozen):
                 continue  # its writers are back (it was found dead by its PID): the next look decides again
             checkpoint = self.checkpoint(frozen.number, trial_id, frozen.user_attrs.get(RUN_ATTR))
             if checkpoint is None:
@@ -182,10 +182,14 @@ class Recovery:
         names the trial's claim; else its PIDs, where they mean the same here (is_orphan)."""
         boot = frozen.user_attrs.get(BOOT_ATTR)
         if boot and boot == boot_id() and frozen.number not in self.live:
-            held = fencing.in_use(trial_folder(self.output_dir, frozen.number), frozen.user_attrs.get(CLAIM_ATTR))
+            held = self.folder_held(frozen)
             if held is not None:
                 return not held
         return is_orphan(frozen, self.live, heartbeats)
+
+    def folder_held(self, frozen: Any) -> bool | None:
+        """fencing.in_use of the trial's folder for its recorded claim."""
+        return fencing.in_use(trial_folder(self.output_dir, frozen.number), frozen.user_attrs.get(CLAIM_ATTR))
 
     def checkpoint(self, number: int, trial_id: int, run_id: str | None) -> Path | None:
         """The trial's newest complete checkpoint, if its folder holds one of this trial's training."""
@@ -280,13 +284,11 @@ def claim_of(frozen: Any) -> str:
     return frozen.user_attrs.get(CLAIM_ATTR) or frozen.user_attrs.get(WORKER_ATTR, "")
 
 
-def being_recorded(frozen: Any, live: set[int], gone: bool) -> bool:
-    """A finished trial whose worker may still be ending its MLflow run: one of this process's slots, or a
+def being_recorded(frozen: Any, gone: bool) -> bool:
+    """A finished trial, not one of this process's slots', whose worker may still be ending its MLflow run: a
     worker elsewhere within the heartbeat grace of telling Optuna (its run is closed on a later look if not).
     The teller's clock may be another machine's: a skew either way closes the run early, with the told state.
     `gone`: its worker is surely gone (Recovery.gone)."""
-    if frozen.number in live:
-        return True
     if gone:  # nobody will end the run
         return False
     told = frozen.datetime_complete

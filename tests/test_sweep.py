@@ -734,21 +734,23 @@ def test_a_dead_sweeps_trial_with_a_checkpoint_is_taken_over_not_failed(
     assert again.resume_from is None and again.trial.number == len(trials) + 1, "taken once: then a new draw"
 
 
+def _fencing_elsewhere(call: str, folder: Path, claim: str) -> list[str]:
+    """A process printing fencing.<call>(folder, claim), then waiting for its stdin to close."""
+    code = f"import sys; from pathlib import Path; from harness import fencing; print(fencing.{call}"
+    code += "(Path(sys.argv[1]), sys.argv[2]), flush=True); sys.stdin.read()"
+    return [sys.executable, "-c", code, str(folder), claim]
+
+
 def _holding(folder: Path, claim: str) -> subprocess.Popen:
     """Another process holding a trial folder's lock as a trial process does (fencing.join), until it is killed."""
-    code = "import sys; from pathlib import Path; from harness import fencing;"
-    code += " print(fencing.join(Path(sys.argv[1]), sys.argv[2]), flush=True); sys.stdin.read()"
-    args = [sys.executable, "-c", code, str(folder), claim]
-    holder = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    holder = subprocess.Popen(_fencing_elsewhere("join", folder, claim), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert holder.stdout.readline() == b"True\n"
     return holder
 
 
 def _in_use_elsewhere(folder: Path, claim: str) -> str:
     """fencing.in_use as another process on this machine sees it (this one answers for its own holds itself)."""
-    code = "import sys; from pathlib import Path; from harness import fencing;"
-    code += " print(fencing.in_use(Path(sys.argv[1]), sys.argv[2]))"
-    done = subprocess.run([sys.executable, "-c", code, str(folder), claim], capture_output=True, text=True)
+    done = subprocess.run(_fencing_elsewhere("in_use", folder, claim), input="", capture_output=True, text=True)
     return done.stdout.strip()
 
 
