@@ -26,9 +26,11 @@ from pathlib import Path
 from _common import ROOT, machine, spec_with, trial_metrics
 
 
-def hh_file(path: Path, n: int) -> None:
+def hh_file(path: Path, n: int, words: list[str] | None = None) -> None:
+    """n HH-RLHF-shaped transcripts: 0-3 earlier exchanges, then a question; turns of 5-120 words drawn from
+    `words` (default: 20,000 made-up ones, several tokens each; real words are about one token each)."""
     rng = random.Random(0)
-    words = [f"w{i}" for i in range(20000)]
+    words = words or [f"w{i}" for i in range(20000)]
 
     def say(k: int) -> str:
         return " ".join(rng.choices(words, k=k)) + "."

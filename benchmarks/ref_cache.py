@@ -18,7 +18,15 @@ With --training-only it times the training phase alone, in this one process, alt
 the reference itself with a warm cache (the default spec's batch and pairs, 20 steps, no scoring):
 the part of a trial the cache can change, without the sweep's scoring and start-up around it.
 
+With --reference-pass it times the pass that fills the cache (the study's first trial; every trial when
+a user sets precompute_ref_log_probs without the cache) on HH-shaped transcripts (benchmarks/data_scale.py's
+generator, with the toy pairs' words): TRL's own precompute, in the dataset's order, against the harness's,
+longest pair first, alternating, with the tokens each pads its batches to. --model real-vocab (the default
+here) runs on a CPU, where the LM head over 151,936 tokens, not the padding, takes most of the time;
+qwen2.5-0.5b is a GPU's work, where the layers do.
+
     .venv/bin/python benchmarks/ref_cache.py [--trials 8] [--model toy|real-vocab|qwen2.5-0.5b] [--training-only]
+    .venv/bin/python benchmarks/ref_cache.py --reference-pass [--model real-vocab|qwen2.5-0.5b] [--pairs 96]
 """
 
 from __future__ import annotations
@@ -37,9 +45,13 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--model", choices=["toy", *real_shape.LAYOUTS], default="toy")
     parser.add_argument("--training-only", action="store_true")
+    parser.add_argument("--reference-pass", action="store_true")
+    parser.add_argument("--pairs", type=int, default=96, help="HH-shaped pairs written for --reference-pass")
     args = parser.parse_args()
     if args.training_only:
         return training_phase(rounds=2)
+    if args.reference_pass:
+        return reference_pass("real-vocab" if args.model == "toy" else args.model, args.pairs, rounds=2)
     trials = args.trials
     with tempfile.TemporaryDirectory(prefix="harness-bench-") as tmp:
         folder = Path(tmp)
@@ -110,6 +122,85 @@ def training_phase(rounds: int) -> None:
     print(f"\ntraining phase, {len(pairs)} pairs, 20 steps, {rounds} rounds alternating; machine: {machine()}")
     print(f"warm cache / TRL's own reference: wall {cw:.1f}/{pw:.1f} s = {cw / pw:.2f}, ", end="")
     print(f"CPU {cc:.1f}/{pc:.1f} s = {cc / pc:.2f}")
+
+
+def reference_pass(layout: str, pairs: int, rounds: int) -> None:
+    """TRL's precompute in the dataset's order vs the harness's longest first, alternating in this process."""
+    import time
+
+    from data_scale import hh_file
+    from datasets import Dataset
+    from trl import DPOTrainer
+
+    from harness import data, models, training
+    from harness.spec import SourceSpec
+
+    with tempfile.TemporaryDirectory(prefix="harness-bench-") as tmp:
+        folder = Path(tmp)
+        hh_file(folder / "hh.jsonl", pairs, words=toy_words())  # words the tokenizer knows: real lengths
+        rows = data.load_source("hh", SourceSpec(path=str(folder / "hh.jsonl"))).train
+        precision = models.precision("auto", lora=False)
+        path = real_shape.save(folder / "model", **real_shape.LAYOUTS[layout])
+        model, tokenizer = models.load(str(path), None, precision.weights)
+        config = training.dpo_config({"max_steps": 1}, folder / "out", 0, mixed=precision.mixed, has_eval=False)
+        trainer = training._trainer_class()(
+            model=model,
+            args=config,
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+            ref_cache=None,
+            token_cache=None,
+        )
+        prepared, collate, batch = trainer.train_dataset, trainer.data_collator, config.per_device_train_batch_size
+        padded = {"TRL's order": 0, "longest first": 0}
+        seconds = {name: 0.0 for name in padded}
+
+        def run(name: str, n: int) -> None:
+            def counting(examples: list[dict]) -> dict:
+                collated = collate(examples)
+                padded[name] += collated["input_ids"].numel()
+                return collated
+
+            trainer.data_collator, trainer._precompute_model_hash = counting, f"{name}-{n}"  # no TRL file cache
+            own = name == "TRL's order"
+            started = time.perf_counter()
+            if own:
+                DPOTrainer._precompute_ref_logps(trainer, prepared, "train", batch)
+            else:
+                trainer._precompute_ref_logps(prepared, "train", batch)
+            seconds[name] += time.perf_counter() - started
+
+        alternate({name: lambda n, name=name: run(name, n) for name in padded}, rounds)
+    widths = [  # as TRL's collator cuts them
+        min(len(p) + max(len(c), len(r)), config.max_length or 1 << 30)
+        for p, c, r in zip(*(prepared[f"{k}_ids"] for k in KINDS), strict=True)
+    ]
+    print(f"\nreference pass over {len(widths)} HH-shaped pairs ({layout}, {precision.mixed or 'float32'}), pairs of")
+    print(f"{min(widths)}-{max(widths)} tokens (mean {sum(widths) / len(widths):.0f}), batches of {batch}, ", end="")
+    print(f"{rounds} rounds alternating; machine: {machine()}")
+    (a, b), (ta, tb) = padded.values(), seconds.values()
+    print(f"tokens padded to, longest first / TRL's order: {b // rounds:,} / {a // rounds:,} = {b / a:.2f}")
+    print(f"wall, longest first / TRL's order: {tb:.1f} / {ta:.1f} s = {tb / ta:.2f}")
+    for size in (8, 32):  # what a larger precompute_ref_batch_size would pad to, from the widths alone
+        mine, theirs = (padded_tokens(order, size) for order in (sorted(widths, reverse=True), widths))
+        print(f"batches of {size:2}: tokens padded to, longest first / TRL's order: {mine:,} / {theirs:,} = ", end="")
+        print(f"{mine / theirs:.2f} (from the widths)")
+
+
+KINDS = ("prompt", "chosen", "rejected")
+
+
+def toy_words() -> list[str]:
+    """The words of the toy pairs, on which the real-vocabulary tokenizer was trained (one token or two each)."""
+    from harness.toy import toy_pairs
+
+    texts = (m["content"] for source in ("identity", "general") for p in toy_pairs(source) for m in p["prompt"])
+    return sorted({word.strip(".,?!") for text in texts for word in text.split()} - {""})
+
+
+def padded_tokens(widths: list[int], batch: int) -> int:
+    """Rows TRL's collator makes (chosen and rejected) times the width it pads each batch to, in this order."""
+    return sum(2 * len(widths[i : i + batch]) * max(widths[i : i + batch]) for i in range(0, len(widths), batch))
 
 
 if __name__ == "__main__":

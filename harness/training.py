@@ -380,6 +380,7 @@ def _check_finite(model: Any) -> None:
 
 _KEY = "__harness_key"  # a pair's cache key, carried through TRL's preparation of the missing pairs
 _CHUNK = 1000  # prepared rows to and from the token cache at a time
+_IDS = ["prompt_ids", "chosen_ids", "rejected_ids"]  # a prepared pair's token ids: the reference forward's input
 
 
 @functools.cache
@@ -395,7 +396,7 @@ def _trainer_class() -> type:
     precompute (`_precompute_ref_logps`, the method TRL calls on the train and eval sets when
     precompute_ref_log_probs=True). With precompute on, TRL holds no reference model: full fine-tuning runs the
     reference forward on the policy before training starts, LoRA with the adapter disabled. When every pair is
-    cached, no reference forward runs at all."""
+    cached, no reference forward runs at all. Whatever TRL precomputes, it computes longest pair first."""
     import sqlite3
     import time
 
@@ -447,15 +448,12 @@ def _trainer_class() -> type:
 
         def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
             if self.ref_cache is None:
-                return super()._precompute_ref_logps(dataset, name, batch_size)
+                return self._precompute_longest_first(dataset, name, batch_size)
             started = time.perf_counter()
-            ids = dataset.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"])
-            keys = [self.ref_cache.key(r["prompt_ids"], r["chosen_ids"], r["rejected_ids"]) for r in ids]
+            keys = [self.ref_cache.key(*(r[k] for k in _IDS)) for r in dataset.select_columns(_IDS)]
 
             def precompute(missing: list[int]) -> tuple[list[float], list[float]]:
-                computed = super(HarnessDPOTrainer, self)._precompute_ref_logps(
-                    dataset.select(missing), name, batch_size
-                )
+                computed = self._precompute_longest_first(dataset.select(missing), name, batch_size)
                 return computed["ref_chosen_logps"], computed["ref_rejected_logps"]
 
             chosen, rejected = self.ref_cache.fill(keys, precompute)
@@ -463,6 +461,20 @@ def _trainer_class() -> type:
             dataset = dataset.add_column("ref_rejected_logps", rejected)
             self.ref_cache.seconds += time.perf_counter() - started
             return dataset
+
+        def _precompute_longest_first(self, dataset: Any, name: str, batch_size: int) -> Any:
+            """TRL's precompute over the pairs sorted longest first, returned in the dataset's order. TRL pads each
+            batch to its longest pair, so in the dataset's order one long transcript among short ones makes its
+            whole batch that long (HH-shaped pairs, batches of 8: half as many tokens again as sorted); longest
+            first, a batch too big for memory fails at once, as harness.scoring's batches do."""
+            widths = []
+            for rows in dataset.select_columns(_IDS).iter(batch_size=_CHUNK):  # a chunk at a time: lists are big
+                widths += [len(p) + max(len(c), len(r)) for p, c, r in zip(*(rows[k] for k in _IDS), strict=True)]
+            order = sorted(range(len(widths)), key=lambda i: -widths[i])  # stable: like widths keep their order
+            if order == list(range(len(order))):
+                return super()._precompute_ref_logps(dataset, name, batch_size)
+            computed = super()._precompute_ref_logps(dataset.select(order), name, batch_size)
+            return computed.select(sorted(range(len(order)), key=order.__getitem__))  # back to the dataset's order
 
     return HarnessDPOTrainer
 
