@@ -467,6 +467,8 @@ def _trainer_class() -> type:
             batch to its longest pair, so in the dataset's order one long transcript among short ones makes its
             whole batch that long (HH-shaped pairs, batches of 8: half as many tokens again as sorted); longest
             first, a batch too big for memory fails at once, as harness.scoring's batches do."""
+            if not isinstance(dataset, Dataset):  # TRL refuses an IterableDataset here, and says why
+                return super()._precompute_ref_logps(dataset, name, batch_size)
             widths = []
             for rows in dataset.select_columns(_IDS).iter(batch_size=_CHUNK):  # a chunk at a time: lists are big
                 widths += [len(p) + max(len(c), len(r)) for p, c, r in zip(*(rows[k] for k in _IDS), strict=True)]
