@@ -22,8 +22,8 @@ With --reference-pass it times the pass that fills the cache (the study's first 
 a user sets precompute_ref_log_probs without the cache) on HH-shaped transcripts (benchmarks/data_scale.py's
 generator, with the toy pairs' words): TRL's own precompute, in the dataset's order, against the harness's,
 longest pair first, alternating, with the tokens each pads its batches to. --model real-vocab (the default
-here) runs on a CPU, where the LM head over 151,936 tokens, not the padding, takes most of the time;
-qwen2.5-0.5b is a GPU's work, where the layers do.
+here) runs on a CPU, where most of the time is the LM head over 151,936 tokens, at padded positions too;
+qwen2.5-0.5b is a GPU's work.
 
     .venv/bin/python benchmarks/ref_cache.py [--trials 8] [--model toy|real-vocab|qwen2.5-0.5b] [--training-only]
     .venv/bin/python benchmarks/ref_cache.py --reference-pass [--model real-vocab|qwen2.5-0.5b] [--pairs 96]

@@ -137,10 +137,22 @@ class StudyCache:
         return self._conn
 
 
+_WAIT_S = 120  # generous: another trial may hold the write lock while it stores
+
+
 def connect(path: Path, table: str) -> sqlite3.Connection:
     """A study cache's SQLite file, in WAL mode (trial processes read and write at once), with its `table`."""
-    conn = sqlite3.connect(path, timeout=120)  # generous: another trial may hold the write lock while it stores
-    conn.execute("PRAGMA journal_mode=WAL")
+    conn = sqlite3.connect(path, timeout=_WAIT_S)
+    deadline = time.monotonic() + _WAIT_S
+    while True:
+        try:  # SQLite answers "locked" at once, without its busy wait, while another process turns a new file to WAL
+            conn.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                conn.close()
+                raise
+            time.sleep(0.01)
     conn.execute(f"CREATE TABLE IF NOT EXISTS {table}")
     return conn
 

@@ -447,36 +447,34 @@ def _trainer_class() -> type:
             return concatenate_datasets(parts) if parts else prepared.select([]).remove_columns(_KEY)
 
         def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
-            if self.ref_cache is None:
-                return self._precompute_longest_first(dataset, name, batch_size)
-            started = time.perf_counter()
-            keys = [self.ref_cache.key(*(r[k] for k in _IDS)) for r in dataset.select_columns(_IDS)]
-
-            def precompute(missing: list[int]) -> tuple[list[float], list[float]]:
-                computed = self._precompute_longest_first(dataset.select(missing), name, batch_size)
-                return computed["ref_chosen_logps"], computed["ref_rejected_logps"]
-
-            chosen, rejected = self.ref_cache.fill(keys, precompute)
-            dataset = dataset.add_column("ref_chosen_logps", chosen)
-            dataset = dataset.add_column("ref_rejected_logps", rejected)
-            self.ref_cache.seconds += time.perf_counter() - started
-            return dataset
-
-        def _precompute_longest_first(self, dataset: Any, name: str, batch_size: int) -> Any:
-            """TRL's precompute over the pairs sorted longest first, returned in the dataset's order. TRL pads each
-            batch to its longest pair, so in the dataset's order one long transcript among short ones makes its
-            whole batch that long (HH-shaped pairs, batches of 8: half as many tokens again as sorted); longest
-            first, a batch too big for memory fails at once, as harness.scoring's batches do."""
             if not isinstance(dataset, Dataset):  # TRL refuses an IterableDataset here, and says why
                 return super()._precompute_ref_logps(dataset, name, batch_size)
+            if self.ref_cache is None:
+                chosen, rejected = self._precompute_longest_first(dataset, name, batch_size)
+            else:
+                started = time.perf_counter()
+                keys = [self.ref_cache.key(*(r[k] for k in _IDS)) for r in dataset.select_columns(_IDS)]
+                chosen, rejected = self.ref_cache.fill(
+                    keys, lambda missing: self._precompute_longest_first(dataset.select(missing), name, batch_size)
+                )
+                self.ref_cache.seconds += time.perf_counter() - started
+            return dataset.add_column("ref_chosen_logps", chosen).add_column("ref_rejected_logps", rejected)
+
+        def _precompute_longest_first(self, dataset: Any, name: str, batch_size: int) -> tuple[list, list]:
+            """TRL's precompute of the pairs' (chosen, rejected) reference log-probs, in the dataset's order, the
+            pairs handed to it longest first. TRL pads each batch to its longest pair, so in the dataset's order
+            one long transcript among short ones makes its whole batch that long (HH-shaped pairs, batches of 8:
+            half as many tokens again as sorted); longest first, a batch too big for memory fails at once, as
+            harness.scoring's batches do. Only the token ids go (TRL's collator reads nothing else)."""
+            ids = dataset.select_columns(_IDS)
             widths = []
-            for rows in dataset.select_columns(_IDS).iter(batch_size=_CHUNK):  # a chunk at a time: lists are big
+            for rows in ids.iter(batch_size=_CHUNK):  # a chunk at a time: as Python lists, token ids are big
                 widths += [len(p) + max(len(c), len(r)) for p, c, r in zip(*(rows[k] for k in _IDS), strict=True)]
             order = sorted(range(len(widths)), key=lambda i: -widths[i])  # stable: like widths keep their order
-            if order == list(range(len(order))):
-                return super()._precompute_ref_logps(dataset, name, batch_size)
-            computed = super()._precompute_ref_logps(dataset.select(order), name, batch_size)
-            return computed.select(sorted(range(len(order)), key=order.__getitem__))  # back to the dataset's order
+            computed = super()._precompute_ref_logps(ids.select(order), name, batch_size)
+            chosen, rejected = computed["ref_chosen_logps"], computed["ref_rejected_logps"]
+            back = sorted(range(len(order)), key=order.__getitem__)  # where each pair of the dataset went
+            return [chosen[n] for n in back], [rejected[n] for n in back]
 
     return HarnessDPOTrainer
 
