@@ -188,15 +188,21 @@ class RefCache(StudyCache):
         return hashlib.sha256(f"{self.identity}|{ids}".encode()).hexdigest()
 
     def fill(
-        self, keys: Sequence[str], compute: Callable[[list[int]], tuple[Sequence[float], Sequence[float]]]
+        self,
+        keys: Sequence[str],
+        compute: Callable[[list[int]], tuple[Sequence[float], Sequence[float]]],
+        chunk: int | None = None,
     ) -> tuple[list[float], list[float]]:
         """The (chosen, rejected) reference log-probs of every key: cached ones, and for the rest
-        compute(their indices), which are stored for the next trial."""
+        compute(their indices), which are stored for the next trial; `chunk` indices at a time when given, each
+        chunk stored once computed, so that a trial killed during a long pass leaves the next what it finished."""
         known = self.get(keys)
         missing = [i for i, key in enumerate(keys) if key not in known]
-        if missing:
-            chosen, rejected = compute(missing)
-            fresh = {keys[i]: (c, r) for i, c, r in zip(missing, chosen, rejected, strict=True)}
+        step = chunk or len(missing) or 1
+        for start in range(0, len(missing), step):
+            part = missing[start : start + step]
+            chosen, rejected = compute(part)
+            fresh = {keys[i]: (c, r) for i, c, r in zip(part, chosen, rejected, strict=True)}
             self.put(fresh)
             known |= fresh
         return [known[key][0] for key in keys], [known[key][1] for key in keys]

@@ -381,6 +381,7 @@ def _check_finite(model: Any) -> None:
 _KEY = "__harness_key"  # a pair's cache key, carried through TRL's preparation of the missing pairs
 _CHUNK = 1000  # prepared rows to and from the token cache at a time
 _IDS = ["prompt_ids", "chosen_ids", "rejected_ids"]  # a prepared pair's token ids: the reference forward's input
+_REF_CHUNK = 1024  # pairs whose reference log-probs are stored together: a pass killed midway loses at most these
 
 
 @functools.cache
@@ -396,7 +397,7 @@ def _trainer_class() -> type:
     precompute (`_precompute_ref_logps`, the method TRL calls on the train and eval sets when
     precompute_ref_log_probs=True). With precompute on, TRL holds no reference model: full fine-tuning runs the
     reference forward on the policy before training starts, LoRA with the adapter disabled. When every pair is
-    cached, no reference forward runs at all. Whatever TRL precomputes, it computes longest pair first."""
+    cached, no reference forward runs at all."""
     import sqlite3
     import time
 
@@ -447,34 +448,37 @@ def _trainer_class() -> type:
             return concatenate_datasets(parts) if parts else prepared.select([]).remove_columns(_KEY)
 
         def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
+            """TRL's precompute of the pairs' reference log-probs (only of those the study's cache lacks), the pairs
+            handed to it longest first and only their token ids (TRL's collator reads nothing else); the values
+            come back as TRL's two columns, in the dataset's order. TRL pads each batch to its longest pair, so in
+            the dataset's order one long transcript among short ones makes its whole batch that long (HH-shaped
+            pairs, batches of 8: half as many tokens again as sorted); longest first, a batch too big for memory
+            fails at once, as harness.scoring's batches do."""
             if not isinstance(dataset, Dataset):  # TRL refuses an IterableDataset here, and says why
                 return super()._precompute_ref_logps(dataset, name, batch_size)
-            if self.ref_cache is None:
-                chosen, rejected = self._precompute_longest_first(dataset, name, batch_size)
-            else:
-                started = time.perf_counter()
-                keys = [self.ref_cache.key(*(r[k] for k in _IDS)) for r in dataset.select_columns(_IDS)]
-                chosen, rejected = self.ref_cache.fill(
-                    keys, lambda missing: self._precompute_longest_first(dataset.select(missing), name, batch_size)
-                )
-                self.ref_cache.seconds += time.perf_counter() - started
-            return dataset.add_column("ref_chosen_logps", chosen).add_column("ref_rejected_logps", rejected)
-
-        def _precompute_longest_first(self, dataset: Any, name: str, batch_size: int) -> tuple[list, list]:
-            """TRL's precompute of the pairs' (chosen, rejected) reference log-probs, in the dataset's order, the
-            pairs handed to it longest first. TRL pads each batch to its longest pair, so in the dataset's order
-            one long transcript among short ones makes its whole batch that long (HH-shaped pairs, batches of 8:
-            half as many tokens again as sorted); longest first, a batch too big for memory fails at once, as
-            harness.scoring's batches do. Only the token ids go (TRL's collator reads nothing else)."""
+            started = time.perf_counter()
             ids = dataset.select_columns(_IDS)
             widths = []
             for rows in ids.iter(batch_size=_CHUNK):  # a chunk at a time: as Python lists, token ids are big
                 widths += [len(p) + max(len(c), len(r)) for p, c, r in zip(*(rows[k] for k in _IDS), strict=True)]
             order = sorted(range(len(widths)), key=lambda i: -widths[i])  # stable: like widths keep their order
-            computed = super()._precompute_ref_logps(ids.select(order), name, batch_size)
-            chosen, rejected = computed["ref_chosen_logps"], computed["ref_rejected_logps"]
+            ordered = ids.select(order)
+
+            def precompute(indices: list[int]) -> tuple[list[float], list[float]]:
+                computed = super(HarnessDPOTrainer, self)._precompute_ref_logps(
+                    ordered.select(indices), name, batch_size
+                )
+                return computed["ref_chosen_logps"], computed["ref_rejected_logps"]
+
+            if self.ref_cache is None:
+                chosen, rejected = precompute(list(range(len(order))))
+            else:
+                keys = [self.ref_cache.key(*(r[k] for k in _IDS)) for r in ordered]
+                chosen, rejected = self.ref_cache.fill(keys, precompute, chunk=_REF_CHUNK)
+                self.ref_cache.seconds += time.perf_counter() - started
             back = sorted(range(len(order)), key=order.__getitem__)  # where each pair of the dataset went
-            return [chosen[n] for n in back], [rejected[n] for n in back]
+            chosen, rejected = [chosen[n] for n in back], [rejected[n] for n in back]
+            return dataset.add_column("ref_chosen_logps", chosen).add_column("ref_rejected_logps", rejected)
 
     return HarnessDPOTrainer
 

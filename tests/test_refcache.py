@@ -302,3 +302,32 @@ def test_the_reference_pass_goes_longest_first_and_gives_trls_values_in_order(
     longest_first = sorted(widths, reverse=True)
     assert padded[1:] == [sum(8 * longest_first[i] for i in range(0, len(rows), 4))] * 2
     assert padded[1] < 0.75 * padded[0]  # TRL's own pass, in the dataset's order
+
+
+def test_a_reference_pass_cut_short_leaves_the_next_trial_the_chunks_it_finished(
+    tmp_path: Path, toy_model_path: Path, rows: list[dict], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A study's first trial on a large set spends long on the reference pass; killed midway, the chunks it
+    finished are in the cache, and the next trial computes only the rest."""
+    from trl import DPOTrainer
+
+    monkeypatch.setattr(training, "_REF_CHUNK", 4)
+    pairs = (rows[:12], rows[12:16])
+    passes: list[int] = []
+    trls = DPOTrainer._precompute_ref_logps
+
+    def killed_in_the_second(self: Any, dataset: Any, name: str, batch_size: int) -> Any:
+        passes.append(len(dataset))
+        if len(passes) == 2:
+            raise KeyboardInterrupt  # what a stopped sweep's trial process gets
+        return trls(self, dataset, name, batch_size)
+
+    monkeypatch.setattr(DPOTrainer, "_precompute_ref_logps", killed_in_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "first", toy_model_path, pairs, study_cache(tmp_path / "study", toy_model_path))
+    assert passes == [4, 4]
+    monkeypatch.setattr(DPOTrainer, "_precompute_ref_logps", trls)
+    again = study_cache(tmp_path / "study", toy_model_path)
+    own = train(tmp_path / "own", toy_model_path, pairs)
+    assert_same_training(own, train(tmp_path / "again", toy_model_path, pairs, again))
+    assert (again.hits, again.misses) == (4, 8 + 4)  # the first chunk; the rest and the held-out pairs
