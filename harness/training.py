@@ -458,9 +458,12 @@ def _trainer_class() -> type:
                 return super()._precompute_ref_logps(dataset, name, batch_size)
             started = time.perf_counter()
             ids = dataset.select_columns(_IDS)
-            widths = []
+            widths, keys = [], []
             for rows in ids.iter(batch_size=_CHUNK):  # a chunk at a time: as Python lists, token ids are big
-                widths += [len(p) + max(len(c), len(r)) for p, c, r in zip(*(rows[k] for k in _IDS), strict=True)]
+                for prompt, chosen, rejected in zip(*(rows[k] for k in _IDS), strict=True):
+                    widths.append(len(prompt) + max(len(chosen), len(rejected)))
+                    if self.ref_cache is not None:
+                        keys.append(self.ref_cache.key(prompt, chosen, rejected))
             order = sorted(range(len(widths)), key=lambda i: -widths[i])  # stable: like widths keep their order
             ordered = ids.select(order)
 
@@ -468,12 +471,12 @@ def _trainer_class() -> type:
                 computed = super(HarnessDPOTrainer, self)._precompute_ref_logps(
                     ordered.select(indices), name, batch_size
                 )
-                return computed["ref_chosen_logps"], computed["ref_rejected_logps"]
+                return list(computed["ref_chosen_logps"]), list(computed["ref_rejected_logps"])
 
             if self.ref_cache is None:
                 chosen, rejected = precompute(list(range(len(order))))
             else:
-                keys = [self.ref_cache.key(*(r[k] for k in _IDS)) for r in ordered]
+                keys = [keys[i] for i in order]
                 chosen, rejected = self.ref_cache.fill(keys, precompute, chunk=_REF_CHUNK)
                 self.ref_cache.seconds += time.perf_counter() - started
             back = sorted(range(len(order)), key=order.__getitem__)  # where each pair of the dataset went

@@ -326,8 +326,15 @@ def test_a_reference_pass_cut_short_leaves_the_next_trial_the_chunks_it_finished
     with pytest.raises(KeyboardInterrupt):
         train(tmp_path / "first", toy_model_path, pairs, study_cache(tmp_path / "study", toy_model_path))
     assert passes == [4, 4]
-    monkeypatch.setattr(DPOTrainer, "_precompute_ref_logps", trls)
-    again = study_cache(tmp_path / "study", toy_model_path)
     own = train(tmp_path / "own", toy_model_path, pairs)
+    passes.clear()
+
+    def counted(self: Any, dataset: Any, name: str, batch_size: int) -> Any:
+        passes.append(len(dataset))
+        return trls(self, dataset, name, batch_size)
+
+    monkeypatch.setattr(DPOTrainer, "_precompute_ref_logps", counted)
+    again = study_cache(tmp_path / "study", toy_model_path)
     assert_same_training(own, train(tmp_path / "again", toy_model_path, pairs, again))
     assert (again.hits, again.misses) == (4, 8 + 4)  # the first chunk; the rest and the held-out pairs
+    assert passes == [4, 4, 4]  # the training pairs' two missing chunks, the held-out pairs
