@@ -155,22 +155,21 @@ def reference_pass(layout: str, pairs: int, rounds: int) -> None:
         padded = {"TRL's order": 0, "longest first": 0}
         seconds = {name: 0.0 for name in padded}
 
-        def run(name: str, n: int) -> None:
+        def run(name: str) -> None:
             def counting(examples: list[dict]) -> dict:
                 collated = collate(examples)
                 padded[name] += collated["input_ids"].numel()
                 return collated
 
-            trainer.data_collator, trainer._precompute_model_hash = counting, f"{name}-{n}"  # no TRL file cache
-            own = name == "TRL's order"
+            trainer.data_collator = counting  # an in-memory set's TRL file cache has a random name: no hits
             started = time.perf_counter()
-            if own:
+            if name == "TRL's order":
                 DPOTrainer._precompute_ref_logps(trainer, prepared, "train", batch)
             else:
                 trainer._precompute_ref_logps(prepared, "train", batch)
             seconds[name] += time.perf_counter() - started
 
-        alternate({name: lambda n, name=name: run(name, n) for name in padded}, rounds)
+        alternate({name: lambda n, name=name: run(name) for name in padded}, rounds)
     widths = [  # as TRL's collator cuts them
         min(len(p) + max(len(c), len(r)), config.max_length or 1 << 30)
         for p, c, r in zip(*(prepared[f"{k}_ids"] for k in KINDS), strict=True)

@@ -285,7 +285,6 @@ def test_the_reference_pass_goes_longest_first_and_gives_trls_values_in_order(
 
     def reference_pass(cache: RefCache | None, own: bool = False) -> Any:
         trainer.ref_cache = cache
-        trainer._precompute_model_hash = f"{own}-{cache}"  # TRL keeps each pass's values in a file named by this
         padded.append(0)
         if own:
             return DPOTrainer._precompute_ref_logps(trainer, prepared, "train", 4)
