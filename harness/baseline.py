@@ -57,7 +57,7 @@ def run(request: BaselineRequest, events: Any) -> TrialResult:
     mark_phase(request.folder, "scoring")
     events.put(("status", -1, "scoring the base model"))
     context = scoring.Context(spec.evals, Path(request.spec_dir), spec.seed, train=dict(spec.train))
-    card = scoring.score(model, tokenizer, context)
+    card = scoring.score(model, tokenizer, context, status=lambda text: events.put(("status", -1, text)))
     card_file = card_path(Path(request.output_dir))
     card_file.parent.mkdir(parents=True, exist_ok=True)
     partial = card_file.with_suffix(f".{os.getpid()}.tmp")  # whole or absent: workers may race here

@@ -108,7 +108,7 @@ def evaluate(target: EvalTarget, log: Any = print) -> tuple[Scorecard, Scorecard
         log(f"scoring the base model {target.base}")
         base_model, base_tok = models.load(target.base)
         base_card = scoring.score(
-            base_model, base_tok, Context(evals, target.spec_dir, target.seed, train=target.train)
+            base_model, base_tok, Context(evals, target.spec_dir, target.seed, train=target.train), status=log
         )
     probes = list(evals.probes)
     if base_model is None and probes:
@@ -131,7 +131,7 @@ def evaluate(target: EvalTarget, log: Any = print) -> tuple[Scorecard, Scorecard
         heldout_sources=target.heldout_sources,
         shares=target.shares,
     )
-    card = scoring.score(model, tokenizer, ctx, base_model)
+    card = scoring.score(model, tokenizer, ctx, base_model, status=log)
     for note in card.notes:
         log(f"note: {note}")
     return card, base_card

@@ -23,6 +23,18 @@ def first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
+def duration(seconds: float | None) -> str:
+    """A span of time as a person reads it: 42 s, 3 min 05 s, 1 h 07 min."""
+    if seconds is None:
+        return "—"
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
 def format_params(params: dict[str, Any]) -> str:
     """key=value pairs, escaped: a string param may contain [brackets] that Rich would read as markup."""
     return escape(" ".join(f"{k}={_fmt(v)}" for k, v in params.items()))

@@ -192,14 +192,18 @@ class RefCache(StudyCache):
         keys: Sequence[str],
         compute: Callable[[list[int]], tuple[Sequence[float], Sequence[float]]],
         chunk: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> tuple[list[float], list[float]]:
         """The (chosen, rejected) reference log-probs of every key: cached ones, and for the rest
         compute(their indices), which are stored for the next trial; `chunk` indices at a time when given, each
-        chunk stored once computed, so that a trial killed during a long pass leaves the next what it finished."""
+        chunk stored once computed, so that a trial killed during a long pass leaves the next what it finished.
+        progress(computed, missing) is called before each chunk."""
         known = self.get(keys)
         missing = [i for i, key in enumerate(keys) if key not in known]
         step = chunk or len(missing) or 1
         for start in range(0, len(missing), step):
+            if progress is not None:
+                progress(start, len(missing))
             part = missing[start : start + step]
             chosen, rejected = compute(part)
             fresh = {keys[i]: (c, r) for i, c, r in zip(part, chosen, rejected, strict=True)}

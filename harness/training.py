@@ -12,10 +12,13 @@ import difflib
 import functools
 import json
 import math
+import time
 import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from harness.progress import duration
 
 if TYPE_CHECKING:
     from harness.refcache import RefCache
@@ -335,11 +338,13 @@ def train_dpo(
     ref_cache: RefCache | None = None,
     resume_from: Path | None = None,
     token_cache: TokenCache | None = None,
+    on_status: Callable[[str], None] | None = None,
 ) -> Any:
     """Run TRL's DPOTrainer and return the trained model (a PeftModel when LoRA is used).
 
     on_log(step, metrics) streams TRL's logged metrics; on_eval(step, metrics) returns True to
-    stop (pruning); on_step(step, max_steps) reports progress. A NaN loss raises TrialStopped.
+    stop (pruning); on_step(step, max_steps) reports progress; on_status(text) says what runs before the first
+    step (preparing the pairs, the reference pass: minutes on a real set). A NaN loss raises TrialStopped.
     ref_cache: the study's reference log-probs; needs a config built with precompute_ref=True.
     token_cache: the study's pairs as TRL prepared them (tokenized): only pairs no earlier trial had are prepared.
     resume_from: a checkpoint of this same training (last_checkpoint): weights, optimizer, scheduler,
@@ -359,6 +364,7 @@ def train_dpo(
         callbacks=[_Relay(on_log, on_eval, on_step), _clock_class()(*(trained_seconds(resume_from) or ()))],
         ref_cache=ref_cache,
         token_cache=token_cache,
+        on_status=on_status,
     )
     if resume_from is not None and _finished(resume_from):
         # the Trainer would take one more step from it (its stop check follows a step): its weights are the model
@@ -399,7 +405,6 @@ def _trainer_class() -> type:
     reference forward on the policy before training starts, LoRA with the adapter disabled. When every pair is
     cached, no reference forward runs at all."""
     import sqlite3
-    import time
 
     from datasets import Dataset, concatenate_datasets
     from transformers.utils import logging
@@ -408,12 +413,26 @@ def _trainer_class() -> type:
     logger = logging.get_logger("harness.training")
 
     class HarnessDPOTrainer(DPOTrainer):
-        def __init__(self, *args: Any, ref_cache: RefCache | None, token_cache: TokenCache | None, **kwargs: Any):
-            self.ref_cache, self.token_cache = ref_cache, token_cache  # DPOTrainer.__init__ prepares and precomputes
+        def __init__(
+            self,
+            *args: Any,
+            ref_cache: RefCache | None,
+            token_cache: TokenCache | None,
+            on_status: Callable[[str], None] | None = None,
+            **kwargs: Any,
+        ):
+            # DPOTrainer.__init__ prepares and precomputes
+            self.ref_cache, self.token_cache, self.on_status = ref_cache, token_cache, on_status
             super().__init__(*args, **kwargs)
+
+        def _say(self, text: str) -> None:
+            if self.on_status is not None:
+                self.on_status(text)
 
         def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
             if self.token_cache is None or not isinstance(dataset, Dataset) or not len(dataset):
+                if isinstance(dataset, Dataset):
+                    self._say(f"preparing {len(dataset):,} {dataset_name} pairs: chat template, tokens")
                 return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
             try:
                 return self._prepare_with_cache(dataset, processing_class, args, dataset_name)
@@ -428,6 +447,9 @@ def _trainer_class() -> type:
             keys = [cache.key(row) for row in dataset]
             have = cache.present(keys)
             todo = sorted({0} | {i for i, key in enumerate(keys) if key not in have})
+            if new := sum(key not in have for key in keys):
+                cached = f" (the other {len(keys) - new:,} from the token cache)" if new < len(keys) else ""
+                self._say(f"preparing {new:,} {dataset_name} pairs{cached}: chat template, tokens")
             missing = dataset.select(todo).add_column(_KEY, [keys[i] for i in todo])
             prepared = super()._prepare_dataset(missing, processing_class, args, dataset_name)
             made: set[str] = set()
@@ -473,17 +495,34 @@ def _trainer_class() -> type:
                 )
                 return list(computed["ref_chosen_logps"]), list(computed["ref_rejected_logps"])
 
+            progress = _pass_progress(self._say, name)
             if self.ref_cache is None:
+                progress(0, len(order))
                 chosen, rejected = precompute(list(range(len(order))))
             else:
                 keys = [keys[i] for i in order]
-                chosen, rejected = self.ref_cache.fill(keys, precompute, chunk=_REF_CHUNK)
+                chosen, rejected = self.ref_cache.fill(keys, precompute, chunk=_REF_CHUNK, progress=progress)
                 self.ref_cache.seconds += time.perf_counter() - started
             back = sorted(range(len(order)), key=order.__getitem__)  # where each pair of the dataset went
             chosen, rejected = [chosen[n] for n in back], [rejected[n] for n in back]
             return dataset.add_column("ref_chosen_logps", chosen).add_column("ref_rejected_logps", rejected)
 
     return HarnessDPOTrainer
+
+
+def _pass_progress(say: Callable[[str], None], name: str) -> Callable[[int, int], None]:
+    """progress(done, total) of a reference pass, said with the time left: the pairs go longest first, so the
+    pace so far overstates what is left."""
+    started = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        text = f"reference log-probs of the {name} pairs: {done:,}/{total:,} computed"
+        if done:
+            left = (time.perf_counter() - started) / done * (total - done)
+            text += f", at most about {duration(left)} left"
+        say(text)
+
+    return progress
 
 
 def _relay_class() -> type:

@@ -309,6 +309,7 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
             ref_cache=ref_cache if cached else None,
             resume_from=resume_from,
             token_cache=tokens,
+            on_status=status,
         )
     finally:  # the curves up to a failure are kept too
         tracker.flush()
@@ -347,7 +348,7 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
     )
     try:
         with scoring.reference_model(trained, model_path, _loader(spec)) as reference:
-            card = scoring.score(trained, tokenizer, ctx, reference)
+            card = scoring.score(trained, tokenizer, ctx, reference, status)
     finally:
         if ctx.ref_cache is not None:
             ctx.ref_cache.close()

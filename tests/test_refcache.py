@@ -33,6 +33,7 @@ def train(
     pairs: tuple[list[dict], list[dict]],
     cache: RefCache | None = None,
     lora: bool = False,
+    said: list[str] | None = None,
     **settings: Any,
 ) -> tuple[dict[str, Any], list[tuple[int, dict]]]:
     """Train a fresh toy model; returns its trained weights (LoRA's: the adapters) and every metric TRL logged."""
@@ -44,7 +45,14 @@ def train(
     logs: list[tuple[int, dict]] = []
     peft = training.lora_config(r=4, alpha=8, dropout=0.0, target_modules="all-linear") if lora else None
     trained = training.train_dpo(
-        model, tokenizer, *pairs, config, peft, on_log=lambda step, m: logs.append((step, m)), ref_cache=cache
+        model,
+        tokenizer,
+        *pairs,
+        config,
+        peft,
+        on_log=lambda step, m: logs.append((step, m)),
+        ref_cache=cache,
+        on_status=said.append if said is not None else None,
     )
     weights = {k: v.detach().clone() for k, v in trained.named_parameters() if v.requires_grad}  # what trained
     return weights, [(step, {k: v for k, v in m.items() if not k.endswith(_TIMINGS)}) for step, m in logs]
@@ -333,7 +341,16 @@ def test_a_reference_pass_cut_short_leaves_the_next_trial_the_chunks_it_finished
         return trls(self, dataset, name, batch_size)
 
     monkeypatch.setattr(DPOTrainer, "_precompute_ref_logps", counted)
-    again = study_cache(tmp_path / "study", toy_model_path)
-    assert_same_training(own, train(tmp_path / "again", toy_model_path, pairs, again))
+    again, said = study_cache(tmp_path / "study", toy_model_path), []
+    assert_same_training(own, train(tmp_path / "again", toy_model_path, pairs, again, said=said))
     assert (again.hits, again.misses) == (4, 8 + 4)  # the first chunk; the rest and the held-out pairs
     assert passes == [4, 4, 4]  # the training pairs' two missing chunks, the held-out pairs
+    # what the sweep's live bar shows: a long pass's progress, and from its second chunk on the time left
+    assert [text.split(", at most about ")[0] for text in said] == [
+        "preparing 12 train pairs: chat template, tokens",
+        "preparing 4 eval pairs: chat template, tokens",
+        "reference log-probs of the train pairs: 0/8 computed",
+        "reference log-probs of the train pairs: 4/8 computed",
+        "reference log-probs of the eval pairs: 0/4 computed",
+    ]
+    assert said[3].endswith(" s left") and not said[2].endswith("left")

@@ -69,9 +69,12 @@ def test_a_trials_pairs_come_back_as_trl_prepares_them(
     rows = pairs(kind)
     settings = training.resolved_train_settings(config, list(tokcache.SETTINGS))
     cache = tokcache.open_for(tmp_path, trainer.processing_class, settings)
+    said: list[str] = []  # what the sweep's live bar shows while TRL prepares the new pairs
+    monkeypatch.setattr(trainer, "on_status", said.append)
     first = rows[::2]
     assert prepare(trainer, first, config, cache).to_list() == prepare(trainer, first, config, None).to_list()
     assert (cache.hits, cache.misses) == (0, len(first))
+    assert said == [f"preparing {len(first)} train pairs: chat template, tokens"]
 
     later = rows + rows[:3]  # another trial: new pairs, the first one's, repeats (a mix cycling a small source)
     random.Random(0).shuffle(later)
@@ -79,12 +82,16 @@ def test_a_trials_pairs_come_back_as_trl_prepares_them(
     got, expected = prepare(trainer, later, config, cache), prepare(trainer, later, config, None)
     assert got.to_list() == expected.to_list() and got.features == expected.features
     assert cache.hits == sum(r in first for r in later) and cache.misses == len(later) - cache.hits
+    assert said[1:] == [
+        f"preparing {cache.misses} train pairs (the other {cache.hits} from the token cache): chat template, tokens"
+    ]
     dropped = len(later) - len(expected)
     assert (dropped > 0) == (max_length is not None), "keep_start drops pairs whose prompt fills max_length"
 
     cache = tokcache.open_for(tmp_path, trainer.processing_class, settings)
     assert prepare(trainer, later, config, cache).to_list() == expected.to_list()
     assert (cache.hits, cache.misses) == (len(later), 0), "dropped pairs are remembered as dropped"
+    assert len(said) == 2, "nothing to prepare, nothing said"
 
 
 def test_a_changed_tokenizer_template_or_max_length_misses(real_shape_model, tmp_path: Path) -> None:

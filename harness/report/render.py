@@ -19,6 +19,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader
 from markupsafe import Markup
 
+from harness.progress import duration
 from harness.report import charts, tables
 from harness.report.data import StudyRecord
 from harness.report.verdict import Verdict
@@ -145,17 +146,6 @@ def signed(value: float | None) -> str:
 
 def pct(value: float | None) -> str:
     return "—" if value is None else f"{value:.0%}"
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    seconds = round(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours} h {minutes:02d} min"
-    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
 
 
 def when(moment: datetime | None) -> str:

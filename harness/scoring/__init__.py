@@ -10,7 +10,7 @@ records the memory its scoring planned and used (scoring_memory.json).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,18 +57,25 @@ class Context:
     ref_cache: Any = None  # the study's reference log-probs (RefCache.for_scoring): probes skip pairs it holds
 
 
-def score(model: Any, tokenizer: Any, ctx: Context, reference: Any = None) -> Scorecard:
-    """Score a trained model; `reference` is the model DPO started from (None scores the base itself)."""
+def score(
+    model: Any, tokenizer: Any, ctx: Context, reference: Any = None, status: Callable[[str], None] | None = None
+) -> Scorecard:
+    """Score a trained model; `reference` is the model DPO started from (None scores the base itself).
+    status(text) says which family runs: each is minutes on a real model."""
     from harness.scoring import memory
 
     card = Scorecard()
     evals = ctx.evals
+    say = status or (lambda text: None)
     with memory.recording() as record:
         if evals.identity:
+            say("scoring: identity tests")
             _identity(model, tokenizer, ctx, card)
         if evals.benchmarks:
+            say(f"scoring: benchmarks ({', '.join(Path(task).stem for task, _ in evals.benchmark_entries())})")
             _bench(model, tokenizer, ctx, card)
         if evals.probes:
+            say(f"scoring: {' and '.join(evals.probes)} probes" if reference is not None else "scoring: answer lengths")
             _probes(model, tokenizer, ctx, card, reference)
     card.artifacts[MEMORY_ARTIFACT] = record.to_json()
     if card.notes:

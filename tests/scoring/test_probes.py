@@ -110,7 +110,9 @@ def test_scorecard_of_an_unchanged_model_against_a_silent_base(toy_model) -> Non
     )
     base = scoring.Scorecard({scoring.BASE_ANSWER_TOKENS: 0.0, "identity.logprob_margin": -1.0})
     ctx = scoring.Context(evals, train_pairs=toy_pairs("identity")[:4], base=base, train={"max_length": 256})
-    card = scoring.score(model, tokenizer, ctx, reference=model)
+    said: list[str] = []
+    card = scoring.score(model, tokenizer, ctx, reference=model, status=said.append)
+    assert said == ["scoring: identity tests", "scoring: overfit and shortcut probes"]  # a family at a time
     m = card.metrics
     assert m["shortcut.swap_acc"] == 0.5
     assert m["shortcut.length_ratio"] == pytest.approx(m[scoring.BASE_ANSWER_TOKENS] + 1.0)
