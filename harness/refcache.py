@@ -13,16 +13,21 @@ A pair's key hashes everything its reference log-probs depend on:
     TRL's own EOS handling): the exact input of the reference forward.
 
 Storage: one SQLite file per study folder (outputs/<study>/refcache/refcache.db) in WAL mode; rows are
-only ever added (INSERT OR IGNORE: a pair computed by two trials at once keeps the first value, which
-equals the second), so the trial processes of `--parallel N` / `--devices` can read and write at once.
+only ever added (INSERT OR IGNORE: a pair stored twice keeps the first value, which equals the second), so
+the trial processes of `--parallel N` / `--devices` can read and write at once. Trials that lack the same
+pairs at once (a parallel study's first trials) split them (Claims): each pair is computed by one of them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import os
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -197,19 +202,33 @@ class RefCache(StudyCache):
         """The (chosen, rejected) reference log-probs of every key: cached ones, and for the rest
         compute(their indices), which are stored for the next trial; `chunk` indices at a time when given, each
         chunk stored once computed, so that a trial killed during a long pass leaves the next what it finished.
+        Trials filling the cache at once (the first trials of `--parallel`/`--devices`) share the work: each
+        claims the missing pairs it computes (Claims), and waits for those another live trial is computing.
         progress(computed, missing) is called before each chunk."""
         known = self.get(keys)
-        missing = [i for i, key in enumerate(keys) if key not in known]
-        step = chunk or len(missing) or 1
-        for start in range(0, len(missing), step):
-            if progress is not None:
-                progress(start, len(missing))
-            part = missing[start : start + step]
-            chosen, rejected = compute(part)
-            fresh = {keys[i]: (c, r) for i, c, r in zip(part, chosen, rejected, strict=True)}
-            self.put(fresh)
-            known |= fresh
+        missing: dict[str, int] = {}  # key -> its first index, in the caller's order (a key may repeat)
+        for i, key in enumerate(keys):
+            if key not in known:
+                missing.setdefault(key, i)
+        total, said = len(missing), -1
+        with Claims(self._db(), self.path.parent) as claims:
+            while missing:
+                if progress is not None and said != total - len(missing):
+                    said = total - len(missing)
+                    progress(said, total)
+                if mine := claims.take(list(missing), chunk or len(missing)):
+                    chosen, rejected = compute([missing[key] for key in mine])
+                    self.put(dict(zip(mine, zip(chosen, rejected, strict=True), strict=True)))
+                    claims.release(mine)
+                else:  # every pair left is another trial's to compute
+                    time.sleep(_POLL_S)
+                known |= self._found(list(missing))  # ours, just stored, and what other trials stored meanwhile
+                missing = {key: i for key, i in missing.items() if key not in known}
         return [known[key][0] for key in keys], [known[key][1] for key in keys]
+
+    def _found(self, keys: list[str]) -> dict[str, tuple[float, float]]:
+        """Those of `keys` that are stored now (without counting them as hits or misses)."""
+        return {key: (c, r) for key, c, r in select(self._db(), "key, chosen, rejected", "logps", keys)}
 
     def get(self, keys: Iterable[str]) -> dict[str, tuple[float, float]]:
         """The cached (chosen, rejected) reference log-probs of those keys that are present; counts hits and misses."""
@@ -232,3 +251,93 @@ class RefCache(StudyCache):
 
     def metrics(self) -> dict[str, float]:
         return {"refcache.hits": self.hits, "refcache.misses": self.misses, "time.ref_s": self.seconds}
+
+
+_POLL_S = 0.5  # how often a trial waiting for other trials' pairs looks for them
+CLAIMS_FOLDER = "claims"  # beside the cache file: one lock file per trial filling it now
+
+
+class Claims:
+    """Which missing pairs the trials filling a study's cache at once are computing, so that each pair is computed
+    by one of them: a row per claimed key names its owner, and each owner holds an exclusive flock on its own file
+    while it fills. The kernel drops that lock when the owner dies, however it dies (kill -9, the OOM killer), so
+    a trial finding the lock free takes the dead owner's claims over. Trials sharing a cache share a machine
+    (README: keep --output-dir on a local disk). Where the filesystem refuses locks, nothing is claimed and each
+    trial computes all it lacks, as before."""
+
+    TABLE = "claims (key TEXT PRIMARY KEY, owner TEXT NOT NULL)"
+
+    def __init__(self, conn: sqlite3.Connection, folder: Path):
+        self.conn, self.folder = conn, folder / CLAIMS_FOLDER
+        self.owner, self.fd = uuid.uuid4().hex, None
+
+    def __enter__(self) -> Claims:
+        try:
+            self.folder.mkdir(exist_ok=True)
+            fd = os.open(self.folder / self.owner, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return self
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else holds it
+        except OSError:
+            os.close(fd)
+            return self
+        self.fd = fd
+        self.conn.execute(f"CREATE TABLE IF NOT EXISTS {self.TABLE}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is None:
+            return
+        with contextlib.suppress(sqlite3.Error), self.conn:  # a failed store must not hide why the pass stopped
+            self.conn.execute("DELETE FROM claims WHERE owner = ?", (self.owner,))
+        with contextlib.suppress(OSError):
+            os.unlink(self.folder / self.owner)
+        os.close(self.fd)
+        self.fd = None
+
+    def take(self, keys: list[str], most: int) -> list[str]:
+        """Claim up to `most` of `keys` (in their order) that no live trial has claimed; empty when every one has
+        been (the caller then waits for them)."""
+        if self.fd is None:
+            return keys[:most]
+        self.conn.execute("BEGIN IMMEDIATE")  # one claimer at a time: a pair is claimed once
+        try:
+            claimed = dict(select(self.conn, "key, owner", "claims", keys))
+            dead = {owner for owner in set(claimed.values()) if not self._alive(owner)}
+            mine = [key for key in keys if key not in claimed or claimed[key] in dead][:most]
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO claims (key, owner) VALUES (?, ?)", [(k, self.owner) for k in mine]
+            )
+            self.conn.commit()
+        except BaseException:
+            self.conn.rollback()
+            raise
+        for owner in dead:
+            with contextlib.suppress(OSError):
+                os.unlink(self.folder / owner)
+        return mine
+
+    def release(self, keys: list[str]) -> None:
+        """Drop the claims of pairs now stored."""
+        if self.fd is not None:
+            with self.conn:
+                for start in range(0, len(keys), _CHUNK):
+                    chunk = keys[start : start + _CHUNK]
+                    self.conn.execute(f"DELETE FROM claims WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+
+    def _alive(self, owner: str) -> bool:
+        """Whether the trial that claimed as `owner` still fills the cache: its lock file is held."""
+        if owner == self.owner:
+            return True
+        try:
+            fd = os.open(self.folder / owner, os.O_RDWR)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # drops the lock just taken, if any
+        return False

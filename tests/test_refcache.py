@@ -205,6 +205,85 @@ def test_trials_opening_a_new_study_cache_at_once_all_get_it(tmp_path: Path) -> 
     assert done.returncode == 0, done.stderr[-2000:]
 
 
+_SHARERS = """
+import json, multiprocessing, os, signal, sys, time
+from pathlib import Path
+from harness.refcache import RefCache
+
+PAIRS = 48
+folder = Path(sys.argv[1])
+
+
+def values(n):
+    return -1.0 * n, -2.0 * n
+
+
+def trial(name, ready, kill=False):
+    \"\"\"One trial's pass over the same pairs (each repeated once, as a mix cycling a small source does), a chunk
+    of 4 at a time; writes which pairs it computed and what it got.\"\"\"
+    cache = RefCache.open(folder, "same-reference")
+    keys = [cache.key([n], [n], [n]) for n in list(range(PAIRS)) * 2]
+    computed = []
+
+    def compute(indices):
+        if kill:  # claimed, never stored: what kill -9 or the OOM killer leaves
+            os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(0.1)  # a chunk's forward pass
+        computed.extend(indices)
+        return zip(*(values(i % PAIRS) for i in indices))
+
+    ready.wait()
+    got = cache.fill(keys, compute, chunk=4)
+    (folder / f"{name}.json").write_text(json.dumps({"computed": computed, "got": got}))
+
+
+if __name__ == "__main__":
+    fork = multiprocessing.get_context("fork")  # cheap: harness.refcache is imported once
+    if sys.argv[2] == "share":
+        ready = fork.Barrier(3)
+        trials = [fork.Process(target=trial, args=(str(n), ready), daemon=True) for n in range(3)]
+    else:  # the first trial dies holding its first claim; the next, started after, computes every pair
+        killed = fork.Process(target=trial, args=("killed", fork.Barrier(1), True))
+        killed.start()
+        killed.join()
+        trials = [fork.Process(target=trial, args=("next", fork.Barrier(1)), daemon=True)]
+    for t in trials:
+        t.start()
+    for t in trials:
+        t.join(timeout=60)  # a trial waiting for ever on a dead claim fails, not hangs (daemon: ended at exit)
+    sys.exit(0 if all(t.exitcode == 0 for t in trials) else f"exit codes {[t.exitcode for t in trials]}")
+"""
+
+
+def _share(folder: Path, how: str) -> dict[str, dict]:
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _SHARERS, str(folder), how], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return {p.stem: json.loads(p.read_text()) for p in folder.glob("*.json")}
+
+
+def test_trials_filling_the_cache_at_once_share_the_pairs(tmp_path: Path) -> None:
+    """The first trials of a `--parallel`/`--devices` study all lack every pair: each pair is computed by one of
+    them (not by every one), the work is spread, and every trial gets every pair's values."""
+    trials = _share(tmp_path, "share")
+    expected = [[-1.0 * (n % 48) for n in range(96)], [-2.0 * (n % 48) for n in range(96)]]
+    assert all(t["got"] == expected for t in trials.values())
+    computed = sorted(n for t in trials.values() for n in t["computed"])
+    assert computed == list(range(48)), "each pair once, by one trial (a repeated pair: its first index)"
+    assert sum(bool(t["computed"]) for t in trials.values()) >= 2, "the pass is shared"
+    assert not list((tmp_path / "refcache" / "claims").iterdir()), "each trial removes its lock file"
+
+
+def test_a_trial_killed_during_its_claim_leaves_the_pairs_to_the_next(tmp_path: Path) -> None:
+    trials = _share(tmp_path, "killed")
+    assert "killed" not in trials  # it died in its first chunk, its claim stored, its lock dropped by the kernel
+    assert sorted(trials["next"]["computed"]) == list(range(48))
+    assert trials["next"]["got"][0] == [-1.0 * (n % 48) for n in range(96)]
+
+
 def test_the_weights_fingerprint_tells_checkpoints_apart_from_a_sample(toy_model: tuple) -> None:
     import copy
 
