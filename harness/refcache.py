@@ -210,21 +210,35 @@ class RefCache(StudyCache):
         for i, key in enumerate(keys):
             if key not in known:
                 missing.setdefault(key, i)
+        if missing:  # (a study's later trials lack none: no claims, no lock file)
+            known |= self._compute(missing, compute, chunk or len(missing), progress)
+        return [known[key][0] for key in keys], [known[key][1] for key in keys]
+
+    def _compute(
+        self,
+        missing: dict[str, int],
+        compute: Callable[[list[int]], tuple[Sequence[float], Sequence[float]]],
+        chunk: int,
+        progress: Callable[[int, int], None] | None,
+    ) -> dict[str, tuple[float, float]]:
+        """The missing pairs' values: those this trial claims, computed and stored a chunk at a time, and those
+        other trials compute meanwhile."""
+        found: dict[str, tuple[float, float]] = {}
         total, said = len(missing), -1
         with Claims(self._db(), self.path.parent) as claims:
             while missing:
                 if progress is not None and said != total - len(missing):
                     said = total - len(missing)
                     progress(said, total)
-                if mine := claims.take(list(missing), chunk or len(missing)):
+                if mine := claims.take(list(missing), chunk):
                     chosen, rejected = compute([missing[key] for key in mine])
                     self.put(dict(zip(mine, zip(chosen, rejected, strict=True), strict=True)))
                     claims.release(mine)
                 else:  # every pair left is another trial's to compute
                     time.sleep(_POLL_S)
-                known |= self._found(list(missing))  # ours, just stored, and what other trials stored meanwhile
-                missing = {key: i for key, i in missing.items() if key not in known}
-        return [known[key][0] for key in keys], [known[key][1] for key in keys]
+                found |= self._found(list(missing))  # ours, just stored, and what other trials stored meanwhile
+                missing = {key: i for key, i in missing.items() if key not in found}
+        return found
 
     def _found(self, keys: list[str]) -> dict[str, tuple[float, float]]:
         """Those of `keys` that are stored now (without counting them as hits or misses)."""
