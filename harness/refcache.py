@@ -222,35 +222,38 @@ class RefCache(StudyCache):
         progress: Callable[[int, int], None] | None,
     ) -> dict[str, tuple[float, float]]:
         """The missing pairs' values: those this trial claims, computed and stored a chunk at a time, and those
-        other trials compute meanwhile."""
+        other trials store meanwhile. Pairs another live trial claimed but has stored none of for _STALL_S (a
+        hung process, a far slower device) are computed here too: a pair stored twice keeps one value."""
         found: dict[str, tuple[float, float]] = {}
-        total, said = len(missing), -1
+        total, said, moved = len(missing), -1, time.monotonic()
         with Claims(self._db(), self.path.parent) as claims:
             while missing:
                 if progress is not None and said != total - len(missing):
                     said = total - len(missing)
                     progress(said, total)
-                if mine := claims.take(list(missing), chunk):
+                mine, stored = claims.take(list(missing), chunk)
+                if not mine and not stored and time.monotonic() - moved > _STALL_S:
+                    mine = list(missing)[:chunk]
+                if mine:
                     chosen, rejected = compute([missing[key] for key in mine])
-                    self.put(dict(zip(mine, zip(chosen, rejected, strict=True), strict=True)))
+                    fresh = dict(zip(mine, zip(chosen, rejected, strict=True), strict=True))
+                    self.put(fresh)  # (a NaN is not stored, but it is this trial's value: TRL stops on it)
                     claims.release(mine)
-                else:  # every pair left is another trial's to compute
+                    stored |= fresh
+                elif not stored:  # every pair left is another live trial's to compute
                     time.sleep(_POLL_S)
-                found |= self._found(list(missing))  # ours, just stored, and what other trials stored meanwhile
-                missing = {key: i for key, i in missing.items() if key not in found}
+                if stored:
+                    found |= stored
+                    moved = time.monotonic()
+                    missing = {key: i for key, i in missing.items() if key not in found}
+        if progress is not None:
+            progress(total, total)
         return found
-
-    def _found(self, keys: list[str]) -> dict[str, tuple[float, float]]:
-        """Those of `keys` that are stored now (without counting them as hits or misses)."""
-        return {key: (c, r) for key, c, r in select(self._db(), "key, chosen, rejected", "logps", keys)}
 
     def get(self, keys: Iterable[str]) -> dict[str, tuple[float, float]]:
         """The cached (chosen, rejected) reference log-probs of those keys that are present; counts hits and misses."""
         keys = list(keys)
-        found = {
-            key: (chosen, rejected)
-            for key, chosen, rejected in select(self._db(), "key, chosen, rejected", "logps", keys)
-        }
+        found = stored_values(self._db(), keys)
         self.hits += sum(key in found for key in keys)
         self.misses += sum(key not in found for key in keys)
         return found
@@ -268,16 +271,19 @@ class RefCache(StudyCache):
 
 
 _POLL_S = 0.5  # how often a trial waiting for other trials' pairs looks for them
+_STALL_S = 600.0  # a live trial that stores none of its claimed pairs for this long is stuck: compute them here
 CLAIMS_FOLDER = "claims"  # beside the cache file: one lock file per trial filling it now
 
 
 class Claims:
     """Which missing pairs the trials filling a study's cache at once are computing, so that each pair is computed
     by one of them: a row per claimed key names its owner, and each owner holds an exclusive flock on its own file
-    while it fills. The kernel drops that lock when the owner dies, however it dies (kill -9, the OOM killer), so
-    a trial finding the lock free takes the dead owner's claims over. Trials sharing a cache share a machine
-    (README: keep --output-dir on a local disk). Where the filesystem refuses locks, nothing is claimed and each
-    trial computes all it lacks, as before."""
+    while it fills. A pair is claimed until it is stored (stored, then released), and only a pair neither claimed
+    nor stored is claimed. The kernel drops the lock when its owner dies, however it dies (kill -9, the OOM
+    killer), so a trial finding it free takes the dead owner's claims over; a child forked without exec (a
+    DataLoader worker) holds it too, until it exits. Trials sharing a cache share a machine (README: keep
+    --output-dir on a local disk). Where the filesystem refuses locks, nothing is claimed and each trial computes
+    all it lacks."""
 
     TABLE = "claims (key TEXT PRIMARY KEY, owner TEXT NOT NULL)"
 
@@ -286,6 +292,7 @@ class Claims:
         self.owner, self.fd = uuid.uuid4().hex, None
 
     def __enter__(self) -> Claims:
+        self.conn.execute(f"CREATE TABLE IF NOT EXISTS {self.TABLE}")
         try:
             self.folder.mkdir(exist_ok=True)
             fd = os.open(self.folder / self.owner, os.O_RDWR | os.O_CREAT, 0o644)
@@ -297,7 +304,6 @@ class Claims:
             os.close(fd)
             return self
         self.fd = fd
-        self.conn.execute(f"CREATE TABLE IF NOT EXISTS {self.TABLE}")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -310,16 +316,26 @@ class Claims:
         os.close(self.fd)
         self.fd = None
 
-    def take(self, keys: list[str], most: int) -> list[str]:
-        """Claim up to `most` of `keys` (in their order) that no live trial has claimed; empty when every one has
-        been (the caller then waits for them)."""
+    def take(self, keys: list[str], most: int) -> tuple[list[str], dict[str, tuple[float, float]]]:
+        """Claim up to `most` of the missing `keys`, in their order, that are neither stored nor claimed by a live
+        trial; and the values of those found stored, by other trials since this one last looked. Both are empty
+        when every key left is another live trial's to compute."""
         if self.fd is None:
-            return keys[:most]
+            return keys[:most], {}
+        mine: list[str] = []
+        stored: dict[str, tuple[float, float]] = {}
         self.conn.execute("BEGIN IMMEDIATE")  # one claimer at a time: a pair is claimed once
         try:
-            claimed = dict(select(self.conn, "key, owner", "claims", keys))
-            dead = {owner for owner in set(claimed.values()) if not self._alive(owner)}
-            mine = [key for key in keys if key not in claimed or claimed[key] in dead][:most]
+            claimed = dict(self.conn.execute("SELECT key, owner FROM claims"))  # a few chunks' rows per live trial
+            if dead := {owner for owner in set(claimed.values()) if not self._alive(owner)}:
+                self.conn.execute(f"DELETE FROM claims WHERE owner IN ({','.join('?' * len(dead))})", list(dead))
+            live = {key for key, owner in claimed.items() if owner not in dead}
+            for start in range(0, len(keys), most):  # other trials' pairs come first: each goes longest first too
+                free = [key for key in keys[start : start + most] if key not in live]
+                stored |= stored_values(self.conn, free)
+                mine += [key for key in free if key not in stored][: most - len(mine)]
+                if len(mine) == most:
+                    break
             self.conn.executemany(
                 "INSERT OR REPLACE INTO claims (key, owner) VALUES (?, ?)", [(k, self.owner) for k in mine]
             )
@@ -330,7 +346,7 @@ class Claims:
         for owner in dead:
             with contextlib.suppress(OSError):
                 os.unlink(self.folder / owner)
-        return mine
+        return mine, stored
 
     def release(self, keys: list[str]) -> None:
         """Drop the claims of pairs now stored."""
@@ -345,7 +361,7 @@ class Claims:
         if owner == self.owner:
             return True
         try:
-            fd = os.open(self.folder / owner, os.O_RDWR)
+            fd = os.open(self.folder / owner, os.O_RDONLY)
         except FileNotFoundError:
             return False
         try:
@@ -355,3 +371,8 @@ class Claims:
         finally:
             os.close(fd)  # drops the lock just taken, if any
         return False
+
+
+def stored_values(conn: sqlite3.Connection, keys: list[str]) -> dict[str, tuple[float, float]]:
+    """The (chosen, rejected) values of those of `keys` that are stored."""
+    return {key: (chosen, rejected) for key, chosen, rejected in select(conn, "key, chosen, rejected", "logps", keys)}

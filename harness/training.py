@@ -431,7 +431,7 @@ def _trainer_class() -> type:
 
         def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
             if self.token_cache is None or not isinstance(dataset, Dataset) or not len(dataset):
-                if isinstance(dataset, Dataset):
+                if isinstance(dataset, Dataset) and len(dataset):
                     self._say(f"preparing {len(dataset):,} {dataset_name} pairs: chat template, tokens")
                 return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
             try:
@@ -497,7 +497,7 @@ def _trainer_class() -> type:
 
             progress = _pass_progress(self._say, name)
             if self.ref_cache is None:
-                progress(0, len(order))
+                self._say(f"reference log-probs of the {name} pairs: computing {len(order):,}")
                 chosen, rejected = precompute(list(range(len(order))))
             else:
                 keys = [keys[i] for i in order]
@@ -511,15 +511,14 @@ def _trainer_class() -> type:
 
 
 def _pass_progress(say: Callable[[str], None], name: str) -> Callable[[int, int], None]:
-    """progress(done, total) of a reference pass, said with the time left: the pairs go longest first, so the
-    pace so far overstates what is left."""
+    """progress(done, total) of a reference pass (done: by this trial and by others filling the cache beside it),
+    said with the time left at the pace so far; the pairs go longest first, so that pace tends to overstate it."""
     started = time.perf_counter()
 
     def progress(done: int, total: int) -> None:
         text = f"reference log-probs of the {name} pairs: {done:,}/{total:,} computed"
-        if done:
-            left = (time.perf_counter() - started) / done * (total - done)
-            text += f", at most about {duration(left)} left"
+        if 0 < done < total:
+            text += f", about {duration((time.perf_counter() - started) / done * (total - done))} left"
         say(text)
 
     return progress

@@ -7,6 +7,7 @@ model: 8 pairs, batches of 4, 2 steps, one held-out evaluation.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -208,29 +209,30 @@ def test_trials_opening_a_new_study_cache_at_once_all_get_it(tmp_path: Path) -> 
 _SHARERS = """
 import json, multiprocessing, os, signal, sys, time
 from pathlib import Path
+from harness import refcache
 from harness.refcache import RefCache
 
 PAIRS = 48
-folder = Path(sys.argv[1])
+folder, mode = Path(sys.argv[1]), sys.argv[2]
+refcache._STALL_S = 2.0  # (600 s in a study)
 
 
-def values(n):
-    return -1.0 * n, -2.0 * n
-
-
-def trial(name, ready, kill=False):
+def trial(name, ready, claimed=None):
     \"\"\"One trial's pass over the same pairs (each repeated once, as a mix cycling a small source does), a chunk
-    of 4 at a time; writes which pairs it computed and what it got.\"\"\"
+    of 4 at a time; writes which pairs it computed and what it got. With `claimed`, it sets that event once it has
+    claimed its first chunk, then dies (mode "killed") or hangs (mode "stuck") in its forward pass.\"\"\"
     cache = RefCache.open(folder, "same-reference")
     keys = [cache.key([n], [n], [n]) for n in list(range(PAIRS)) * 2]
     computed = []
 
     def compute(indices):
-        if kill:  # claimed, never stored: what kill -9 or the OOM killer leaves
-            os.kill(os.getpid(), signal.SIGKILL)
+        if claimed is not None:
+            claimed.set()
+            time.sleep(2.0 if mode == "killed" else 3600)  # the others meanwhile compute the rest, then wait
+            os.kill(os.getpid(), signal.SIGKILL)  # claimed, never stored: kill -9, the OOM killer
         time.sleep(0.1)  # a chunk's forward pass
         computed.extend(indices)
-        return zip(*(values(i % PAIRS) for i in indices))
+        return zip(*((-1.0 * (i % PAIRS), -2.0 * (i % PAIRS)) for i in indices))
 
     ready.wait()
     got = cache.fill(keys, compute, chunk=4)
@@ -239,28 +241,30 @@ def trial(name, ready, kill=False):
 
 if __name__ == "__main__":
     fork = multiprocessing.get_context("fork")  # cheap: harness.refcache is imported once
-    if sys.argv[2] == "share":
+    if mode == "share":
         ready = fork.Barrier(3)
         trials = [fork.Process(target=trial, args=(str(n), ready), daemon=True) for n in range(3)]
-    else:  # the first trial dies holding its first claim; the next, started after, computes every pair
-        killed = fork.Process(target=trial, args=("killed", fork.Barrier(1), True))
-        killed.start()
-        killed.join()
+    else:  # the first trial claims a chunk, then dies or hangs in it while the next computes the rest and waits
+        claimed = fork.Event()
+        first = fork.Process(target=trial, args=("first", fork.Barrier(1), claimed), daemon=True)
+        first.start()
+        claimed.wait(timeout=60)
         trials = [fork.Process(target=trial, args=("next", fork.Barrier(1)), daemon=True)]
     for t in trials:
         t.start()
     for t in trials:
-        t.join(timeout=60)  # a trial waiting for ever on a dead claim fails, not hangs (daemon: ended at exit)
+        t.join(timeout=60)  # a trial waiting for ever on a claim fails, not hangs (daemon: ended at exit)
     sys.exit(0 if all(t.exitcode == 0 for t in trials) else f"exit codes {[t.exitcode for t in trials]}")
 """
+EXPECTED = [[-1.0 * (n % 48) for n in range(96)], [-2.0 * (n % 48) for n in range(96)]]
 
 
-def _share(folder: Path, how: str) -> dict[str, dict]:
+def _share(folder: Path, mode: str) -> dict[str, dict]:
     import json
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", _SHARERS, str(folder), how], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", _SHARERS, str(folder), mode], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     return {p.stem: json.loads(p.read_text()) for p in folder.glob("*.json")}
 
@@ -269,19 +273,38 @@ def test_trials_filling_the_cache_at_once_share_the_pairs(tmp_path: Path) -> Non
     """The first trials of a `--parallel`/`--devices` study all lack every pair: each pair is computed by one of
     them (not by every one), the work is spread, and every trial gets every pair's values."""
     trials = _share(tmp_path, "share")
-    expected = [[-1.0 * (n % 48) for n in range(96)], [-2.0 * (n % 48) for n in range(96)]]
-    assert all(t["got"] == expected for t in trials.values())
+    assert all(t["got"] == EXPECTED for t in trials.values())
     computed = sorted(n for t in trials.values() for n in t["computed"])
     assert computed == list(range(48)), "each pair once, by one trial (a repeated pair: its first index)"
     assert sum(bool(t["computed"]) for t in trials.values()) >= 2, "the pass is shared"
     assert not list((tmp_path / "refcache" / "claims").iterdir()), "each trial removes its lock file"
 
 
-def test_a_trial_killed_during_its_claim_leaves_the_pairs_to_the_next(tmp_path: Path) -> None:
-    trials = _share(tmp_path, "killed")
-    assert "killed" not in trials  # it died in its first chunk, its claim stored, its lock dropped by the kernel
-    assert sorted(trials["next"]["computed"]) == list(range(48))
-    assert trials["next"]["got"][0] == [-1.0 * (n % 48) for n in range(96)]
+@pytest.mark.parametrize("mode", ["killed", "stuck"])
+def test_a_trial_that_dies_or_hangs_holding_a_claim_leaves_its_pairs_to_the_others(tmp_path: Path, mode: str) -> None:
+    """killed: its lock dropped by the kernel, the trial waiting for its chunk takes it over at once (and removes
+    the dead trial's lock file); stuck: alive but silent, its chunk is computed by the others after _STALL_S."""
+    trials = _share(tmp_path, mode)
+    assert list(trials) == ["next"]  # the first never finished
+    assert sorted(trials["next"]["computed"]) == list(range(48)) and trials["next"]["got"] == EXPECTED
+    if mode == "killed":
+        assert not list((tmp_path / "refcache" / "claims").iterdir())
+
+
+def test_a_pair_whose_value_cannot_be_stored_is_returned_not_retried(tmp_path: Path) -> None:
+    """A NaN (an fp16 overflow in the reference) is not stored (the column is NOT NULL), but the trial gets it, as
+    it got TRL's own value before the cache: TRL's NaN check stops the trial instead of the pass looping."""
+    cache = RefCache.open(tmp_path, "same-reference")
+    keys = [cache.key([n], [n], [n]) for n in range(3)]
+    calls: list[list[int]] = []
+
+    def compute(indices: list[int]) -> tuple[list[float], list[float]]:
+        calls.append(indices)
+        return [float("nan") if i == 1 else -1.0 for i in indices], [-2.0] * len(indices)
+
+    chosen, rejected = cache.fill(keys, compute, chunk=2)
+    assert calls == [[0, 1], [2]] and math.isnan(chosen[1]) and (chosen[0], rejected) == (-1.0, [-2.0] * 3)
+    assert set(cache.get(keys)) == {keys[0], keys[2]}
 
 
 def test_the_weights_fingerprint_tells_checkpoints_apart_from_a_sample(toy_model: tuple) -> None:
@@ -425,11 +448,13 @@ def test_a_reference_pass_cut_short_leaves_the_next_trial_the_chunks_it_finished
     assert (again.hits, again.misses) == (4, 8 + 4)  # the first chunk; the rest and the held-out pairs
     assert passes == [4, 4, 4]  # the training pairs' two missing chunks, the held-out pairs
     # what the sweep's live bar shows: a long pass's progress, and from its second chunk on the time left
-    assert [text.split(", at most about ")[0] for text in said] == [
+    assert [text.split(", about ")[0] for text in said] == [
         "preparing 12 train pairs: chat template, tokens",
         "preparing 4 eval pairs: chat template, tokens",
         "reference log-probs of the train pairs: 0/8 computed",
         "reference log-probs of the train pairs: 4/8 computed",
+        "reference log-probs of the train pairs: 8/8 computed",
         "reference log-probs of the eval pairs: 0/4 computed",
+        "reference log-probs of the eval pairs: 4/4 computed",
     ]
-    assert said[3].endswith(" s left") and not said[2].endswith("left")
+    assert said[3].endswith(" s left") and [text for text in said if text.endswith("left")] == [said[3]]
