@@ -129,7 +129,6 @@ def reference_pass(layout: str, pairs: int, rounds: int) -> None:
     import time
 
     from data_scale import hh_file
-    from datasets import Dataset
     from trl import DPOTrainer
 
     from harness import data, models, training
@@ -143,14 +142,7 @@ def reference_pass(layout: str, pairs: int, rounds: int) -> None:
         path = real_shape.save(folder / "model", **real_shape.LAYOUTS[layout])
         model, tokenizer = models.load(str(path), None, precision.weights)
         config = training.dpo_config({"max_steps": 1}, folder / "out", 0, mixed=precision.mixed, has_eval=False)
-        trainer = training._trainer_class()(
-            model=model,
-            args=config,
-            train_dataset=Dataset.from_list(rows),
-            processing_class=tokenizer,
-            ref_cache=None,
-            token_cache=None,
-        )
+        trainer = training.dpo_trainer(model, tokenizer, rows, config)
         prepared, collate, batch = trainer.train_dataset, trainer.data_collator, config.per_device_train_batch_size
         padded = {"TRL's order": 0, "longest first": 0}
         seconds = {name: 0.0 for name in padded}

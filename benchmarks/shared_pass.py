@@ -78,7 +78,6 @@ def wave(model: Path, pairs: Path, caches: list[Path], chunk: int) -> list[dict]
 
 def one_pass(model_path: Path, pairs: Path, cache_dir: Path, chunk: int) -> None:
     import torch
-    from datasets import Dataset
     from trl import DPOTrainer
 
     from harness import data, models, refcache, training
@@ -101,14 +100,7 @@ def one_pass(model_path: Path, pairs: Path, cache_dir: Path, chunk: int) -> None
 
     DPOTrainer._precompute_ref_logps = counted
     started = time.perf_counter()
-    training._trainer_class()(
-        model=model,
-        args=config,
-        train_dataset=Dataset.from_list(rows),
-        processing_class=tokenizer,
-        ref_cache=cache,
-        token_cache=None,
-    )
+    training.dpo_trainer(model, tokenizer, rows, config, ref_cache=cache)
     print(json.dumps({"seconds": time.perf_counter() - started, "computed": computed}))
 
 

@@ -38,14 +38,7 @@ def main() -> None:
         rows = data.load_source("hh", SourceSpec(path=str(folder / "hh.jsonl"))).train
         model, tokenizer = models.load(str(real_shape.save(folder / "model")))
         config = training.dpo_config({"max_steps": 1}, folder / "out", 0, has_eval=False)
-        trainer = training._trainer_class()(
-            model=model,
-            args=config,
-            train_dataset=Dataset.from_list(rows[:1]),
-            processing_class=tokenizer,
-            ref_cache=None,
-            token_cache=None,
-        )
+        trainer = training.dpo_trainer(model, tokenizer, rows[:1], config)
         settings = training.resolved_train_settings(config, list(tokcache.SETTINGS))
         times: dict[str, list[float]] = {"TRL": [], "cache, empty": [], "cache, full": []}
         for n in range(args.rounds):

@@ -350,17 +350,15 @@ def train_dpo(
     resume_from: a checkpoint of this same training (last_checkpoint): weights, optimizer, scheduler,
     RNG states and data position are restored, and training goes on from its step.
     """
-    from datasets import Dataset
-
     if ref_cache is not None and not config.precompute_ref_log_probs:
         raise ValueError("a reference cache needs precompute_ref_log_probs=True (dpo_config(precompute_ref=True))")
-    trainer = _trainer_class()(
-        model=model,
-        args=config,
-        train_dataset=Dataset.from_list(train_rows),
-        eval_dataset=Dataset.from_list(eval_rows) if eval_rows and config.eval_strategy != "no" else None,
-        processing_class=tokenizer,
-        peft_config=peft_config,
+    trainer = dpo_trainer(
+        model,
+        tokenizer,
+        train_rows,
+        config,
+        eval_rows,
+        peft_config,
         callbacks=[_Relay(on_log, on_eval, on_step), _clock_class()(*(trained_seconds(resume_from) or ()))],
         ref_cache=ref_cache,
         token_cache=token_cache,
@@ -373,6 +371,36 @@ def train_dpo(
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     _check_finite(trainer.model)
     return trainer.model
+
+
+def dpo_trainer(
+    model: Any,
+    tokenizer: Any,
+    train_rows: list[dict],
+    config: Any,
+    eval_rows: list[dict] | None = None,
+    peft_config: Any | None = None,
+    callbacks: list[Any] | None = None,
+    ref_cache: RefCache | None = None,
+    token_cache: TokenCache | None = None,
+    on_status: Callable[[str], None] | None = None,
+) -> Any:
+    """The harness's DPOTrainer on these pairs, built (TRL prepares the pairs and, with precompute, runs the
+    reference pass as it is built) but not trained; train_dpo's arguments."""
+    from datasets import Dataset
+
+    return _trainer_class()(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_list(train_rows),
+        eval_dataset=Dataset.from_list(eval_rows) if eval_rows and config.eval_strategy != "no" else None,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=callbacks,
+        ref_cache=ref_cache,
+        token_cache=token_cache,
+        on_status=on_status,
+    )
 
 
 def _check_finite(model: Any) -> None:

@@ -364,7 +364,6 @@ def test_the_reference_pass_goes_longest_first_and_gives_trls_values_in_order(
     """Long and short pairs interleaved, as in a real preference set: the harness's reference pass (with the
     study's cache or without) feeds TRL pairs of like length, so it pads fewer tokens, and returns TRL's own
     values for each pair, in the dataset's order."""
-    from datasets import Dataset
     from trl import DPOTrainer
 
     model, tokenizer = toy_model
@@ -375,14 +374,7 @@ def test_the_reference_pass_goes_longest_first_and_gives_trls_values_in_order(
         rows.append(pair | {"prompt": pair["prompt"][:-1] + [{"role": "user", "content": question}]})
     cache = study_cache(tmp_path / "study", toy_model_path)  # first: a new DPOConfig resets a built trainer's state
     config = training.dpo_config({"max_steps": 1, "per_device_train_batch_size": 4}, tmp_path, 0, has_eval=False)
-    trainer = training._trainer_class()(
-        model=model,
-        args=config,
-        train_dataset=Dataset.from_list(rows),
-        processing_class=tokenizer,
-        ref_cache=None,
-        token_cache=None,
-    )
+    trainer = training.dpo_trainer(model, tokenizer, rows, config)
     prepared, collate = trainer.train_dataset, trainer.data_collator
     padded: list[int] = []
 

@@ -44,10 +44,7 @@ def trainer(real_shape_model, tmp_path_factory) -> DPOTrainer:
     model, tokenizer = real_shape_model
     folder = tmp_path_factory.mktemp("trainer")
     config = training.dpo_config({"max_steps": 1, "per_device_train_batch_size": 2}, folder, 0, has_eval=False)
-    first = Dataset.from_list(pairs("conversational")[:1])
-    return training._trainer_class()(
-        model=model, args=config, train_dataset=first, processing_class=tokenizer, ref_cache=None, token_cache=None
-    )
+    return training.dpo_trainer(model, tokenizer, pairs("conversational")[:1], config)
 
 
 def prepare(trainer: DPOTrainer, rows: list[dict], config, cache: tokcache.TokenCache | None) -> Dataset:
