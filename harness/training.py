@@ -523,12 +523,11 @@ def _trainer_class() -> type:
                 )
                 return list(computed["ref_chosen_logps"]), list(computed["ref_rejected_logps"])
 
-            progress = _pass_progress(self._say, name)
             if self.ref_cache is None:
                 self._say(f"reference log-probs of the {name} pairs: computing {len(order):,}")
                 chosen, rejected = precompute(list(range(len(order))))
             else:
-                keys = [keys[i] for i in order]
+                keys, progress = [keys[i] for i in order], _pass_progress(self._say, name)
                 chosen, rejected = self.ref_cache.fill(keys, precompute, chunk=_REF_CHUNK, progress=progress)
                 self.ref_cache.seconds += time.perf_counter() - started
             back = sorted(range(len(order)), key=order.__getitem__)  # where each pair of the dataset went
