@@ -528,7 +528,14 @@ def _trainer_class() -> type:
                 chosen, rejected = precompute(list(range(len(order))))
             else:
                 keys, progress = [keys[i] for i in order], _pass_progress(self._say, name)
-                chosen, rejected = self.ref_cache.fill(keys, precompute, chunk=_REF_CHUNK, progress=progress)
+                try:
+                    chosen, rejected = self.ref_cache.fill(keys, precompute, chunk=_REF_CHUNK, progress=progress)
+                except sqlite3.Error as exc:  # a full disk, a read-only file: the trial goes on without the cache
+                    logger.warning(
+                        "the study's reference cache failed (%s); TRL computes every pair of this trial", exc
+                    )
+                    self._say(f"reference log-probs of the {name} pairs: computing {len(order):,} (cache failed)")
+                    chosen, rejected = precompute(list(range(len(order))))
                 self.ref_cache.seconds += time.perf_counter() - started
             back = sorted(range(len(order)), key=order.__getitem__)  # where each pair of the dataset went
             chosen, rejected = [chosen[n] for n in back], [rejected[n] for n in back]

@@ -8,6 +8,7 @@ model: 8 pairs, batches of 4, 2 steps, one held-out evaluation.
 from __future__ import annotations
 
 import math
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -398,6 +399,31 @@ def test_probes_read_the_references_log_probs_a_past_trial_stored(tmp_path: Path
     assert shorter.hits == 0, "pairs cut differently are other pairs"
     training = reference(tokenizer, tmp_path)  # TRL's values for the same reference live under other keys
     assert training.key(*[[1, 2]] * 3) != first.key(*[[1, 2]] * 3)
+
+    def full_disk(self: RefCache, values: dict) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    failing = reference(tokenizer, tmp_path / "full").for_scoring()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(RefCache, "put", full_disk)
+        assert probes.log_ratios(policy, model, tokenizer, pairs, cut, failing) == direct, "scored without the cache"
+
+
+def test_a_cache_that_cannot_be_written_leaves_the_reference_to_trl(
+    tmp_path: Path, toy_model_path: Path, rows: list[dict], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk or a read-only study folder costs the trial its cache, not its training (as the token cache)."""
+    pairs = (rows[:8], rows[8:12])
+    own = train(tmp_path / "own", toy_model_path, pairs)
+    cache = study_cache(tmp_path / "study", toy_model_path)
+
+    def full_disk(self: RefCache, values: dict) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(RefCache, "put", full_disk)
+    said: list[str] = []
+    assert_same_training(own, train(tmp_path / "cached", toy_model_path, pairs, cache, said=said))
+    assert "reference log-probs of the train pairs: computing 8 (cache failed)" in said
 
 
 def test_the_reference_pass_goes_longest_first_and_gives_trls_values_in_order(

@@ -12,7 +12,9 @@ A probe never guesses: a metric it cannot compute (no held-out pairs) is absent,
 
 from __future__ import annotations
 
+import logging
 import math
+import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -62,7 +64,11 @@ def reference_logps(
     if cache is None:
         return lm.pair_logps(ref, tokenizer, pairs)
     keys = [cache.key([c.start], c.ids, [r.start], r.ids) for c, r in pairs]
-    return cache.fill(keys, lambda missing: lm.pair_logps(ref, tokenizer, [pairs[i] for i in missing]))
+    try:
+        return cache.fill(keys, lambda missing: lm.pair_logps(ref, tokenizer, [pairs[i] for i in missing]))
+    except sqlite3.Error as exc:  # a full disk, a read-only file: scoring goes on without the cache
+        logging.getLogger("harness.scoring").warning("the study's reference cache failed (%s); computing all", exc)
+        return lm.pair_logps(ref, tokenizer, pairs)
 
 
 def accuracy(margins: Sequence[float]) -> float:
