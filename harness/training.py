@@ -475,7 +475,7 @@ def _trainer_class() -> type:
             keys = [cache.key(row) for row in dataset]
             have = cache.present(keys)
             todo = sorted({0} | {i for i, key in enumerate(keys) if key not in have})
-            if new := sum(key not in have for key in keys):
+            if new := len(todo) - (keys[0] in have):  # todo: the new pairs' rows, and the first row
                 cached = f" (the other {len(keys) - new:,} from the token cache)" if new < len(keys) else ""
                 self._say(f"preparing {new:,} {dataset_name} pairs{cached}: chat template, tokens")
             missing = dataset.select(todo).add_column(_KEY, [keys[i] for i in todo])
