@@ -15,23 +15,21 @@ A pair's key hashes everything its reference log-probs depend on:
 Storage: one SQLite file per study folder (outputs/<study>/refcache/refcache.db) in WAL mode; rows are
 only ever added (INSERT OR IGNORE: a pair stored twice keeps the first value, which equals the second), so
 the trial processes of `--parallel N` / `--devices` can read and write at once. Trials that lack the same
-pairs at once (a parallel study's first trials) split them (Claims): each pair is computed by one of them.
+pairs at once (a parallel study's first trials) split them (harness.sharing): each pair is computed by one of them.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
-import os
 import sqlite3
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
+
+from harness import sharing
 
 FOLDER = "refcache"
 _CHUNK = 500  # keys per SELECT: below SQLite's bound-parameter limit
@@ -203,7 +201,7 @@ class RefCache(StudyCache):
         compute(their indices), which are stored for the next trial; `chunk` indices at a time when given, each
         chunk stored once computed, so that a trial killed during a long pass leaves the next what it finished.
         Trials filling the cache at once (the first trials of `--parallel`/`--devices`) share the work: each
-        claims the missing pairs it computes (Claims), and waits for those another live trial is computing.
+        claims the missing pairs it computes (harness.sharing), and waits for those another live trial is computing.
         progress(computed, missing) is called whenever the count of pairs computed (here or by others) moves."""
         known = self.get(keys)
         missing: dict[str, int] = {}  # key -> its first index, in the caller's order (a key may repeat)
@@ -222,31 +220,15 @@ class RefCache(StudyCache):
         progress: Callable[[int, int], None] | None,
     ) -> dict[str, tuple[float, float]]:
         """The missing pairs' values: those this trial claims, computed and stored a chunk at a time, and those
-        other trials store meanwhile."""
-        found: dict[str, tuple[float, float]] = {}
-        total, said, slowest = len(missing), -1, 0.0
-        with Claims(self._db(), self.path.parent) as claims:
-            while missing:
-                if progress is not None and said != total - len(missing):
-                    said = total - len(missing)
-                    progress(said, total)
-                # a claim older than 10 min, or than 3 of this trial's slowest chunks, is stuck (a hung process)
-                mine, stored = claims.take(list(missing), chunk, stuck_after=max(_STALL_S, 3 * slowest))
-                if mine:
-                    started = time.monotonic()
-                    chosen, rejected = compute([missing[key] for key in mine])
-                    slowest = max(slowest, time.monotonic() - started)
-                    fresh = dict(zip(mine, zip(chosen, rejected, strict=True), strict=True))
-                    self.put(fresh)  # (a NaN is not stored, but it is this trial's value: TRL stops on it)
-                    claims.release(mine)  # after the store: a pair is always claimed or stored once claimed
-                    stored |= fresh
-                elif not stored:  # every pair left is another live trial's to compute
-                    time.sleep(_POLL_S)
-                found |= stored
-                missing = {key: i for key, i in missing.items() if key not in found}
-        if progress is not None:
-            progress(total, total)
-        return found
+        other trials store meanwhile (harness.sharing)."""
+
+        def computed(keys: list[str]) -> dict[str, tuple[float, float]]:
+            chosen, rejected = compute([missing[key] for key in keys])
+            fresh = dict(zip(keys, zip(chosen, rejected, strict=True), strict=True))
+            self.put(fresh)  # (a NaN is not stored, but it is this trial's value: TRL stops on it)
+            return fresh
+
+        return sharing.share(self._db(), self.path.parent, list(missing), computed, stored_values, chunk, progress)
 
     def get(self, keys: Iterable[str]) -> dict[str, tuple[float, float]]:
         """The cached (chosen, rejected) reference log-probs of those keys that are present; counts hits and misses."""
@@ -266,121 +248,6 @@ class RefCache(StudyCache):
 
     def metrics(self) -> dict[str, float]:
         return {"refcache.hits": self.hits, "refcache.misses": self.misses, "time.ref_s": self.seconds}
-
-
-_POLL_S = 0.5  # how often a trial waiting for other trials' pairs looks for them
-_STALL_S = 600.0  # a claim this old is taken over, even from a live trial (a hung process, a far slower device)
-CLAIMS_FOLDER = "claims"  # beside the cache file: one lock file per trial filling it now
-
-
-class Claims:
-    """Which missing pairs the trials filling a study's cache at once are computing, so that each pair is computed
-    by one of them: a row per claimed key names its owner and when it claimed it, and each owner holds an
-    exclusive flock on its own file while it fills. A pair is claimed until it is stored (stored, then released),
-    and only a pair neither claimed nor stored is claimed. The kernel drops the lock when its owner dies, however
-    it dies (kill -9, the OOM killer), so a trial finding it free takes the dead owner's claims over; a child
-    forked without exec (a DataLoader worker) holds it too, until it exits. A claim that a live owner has held too
-    long is taken over as well, by one trial, which then holds it afresh. Trials sharing a cache share a machine
-    (README: keep --output-dir on a local disk). Where the filesystem refuses locks, nothing is claimed and each
-    trial computes all it lacks."""
-
-    TABLE = "claims (key TEXT PRIMARY KEY, owner TEXT NOT NULL, since REAL NOT NULL)"
-
-    def __init__(self, conn: sqlite3.Connection, folder: Path):
-        self.conn, self.folder = conn, folder / CLAIMS_FOLDER
-        self.owner, self.fd = uuid.uuid4().hex, None
-
-    def __enter__(self) -> Claims:
-        self.conn.execute(f"CREATE TABLE IF NOT EXISTS {self.TABLE}")
-        try:
-            self.folder.mkdir(exist_ok=True)
-            fd = os.open(self.folder / self.owner, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError:
-            return self
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else holds it
-        except OSError:
-            os.close(fd)
-            return self
-        self.fd = fd
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.fd is None:
-            return
-        with contextlib.suppress(sqlite3.Error), self.conn:  # a failed store must not hide why the pass stopped
-            self.conn.execute("DELETE FROM claims WHERE owner = ?", (self.owner,))
-        with contextlib.suppress(OSError):
-            os.unlink(self.folder / self.owner)
-        os.close(self.fd)
-        self.fd = None
-
-    def take(
-        self, keys: list[str], most: int, stuck_after: float = _STALL_S
-    ) -> tuple[list[str], dict[str, tuple[float, float]]]:
-        """Claim up to `most` of the missing `keys`, in their order, that are not stored and not claimed (or
-        claimed by a dead trial, or over `stuck_after` seconds ago); and the values of those found stored, by
-        other trials since this one last looked. Both are empty when every key left is another live trial's to
-        compute."""
-        if self.fd is None:
-            return keys[:most], {}
-        mine: list[str] = []
-        stored: dict[str, tuple[float, float]] = {}
-        if self.conn.in_transaction:  # (BEGIN inside a transaction is an error)
-            self.conn.commit()
-        self.conn.execute("BEGIN IMMEDIATE")  # one claimer at a time: a pair is claimed once
-        try:
-            now = time.time()  # wall clock: the claims' times come from several processes
-            claimed = {key: (owner, since) for key, owner, since in self.conn.execute("SELECT * FROM claims")}
-            dead = {owner for owner, _ in claimed.values() if not self._alive(owner)}
-            if dead:
-                self.conn.execute(f"DELETE FROM claims WHERE owner IN ({','.join('?' * len(dead))})", list(dead))
-            held = {key for key, (owner, since) in claimed.items() if owner not in dead and now - since < stuck_after}
-            for start in range(0, len(keys), most):  # a block at a time, until `most` are found
-                free = [key for key in keys[start : start + most] if key not in held]
-                stored |= stored_values(self.conn, free)
-                mine += [key for key in free if key not in stored][: most - len(mine)]
-                if len(mine) == most:
-                    break
-            self.conn.executemany(
-                "INSERT OR REPLACE INTO claims (key, owner, since) VALUES (?, ?, ?)",
-                [(key, self.owner, now) for key in mine],
-            )
-            self.conn.commit()
-        except BaseException:
-            self.conn.rollback()
-            raise
-        for owner in dead:
-            with contextlib.suppress(OSError):
-                os.unlink(self.folder / owner)
-        return mine, stored
-
-    def release(self, keys: list[str]) -> None:
-        """Drop this trial's claims of pairs now stored (a pair taken over from it is the new owner's to drop)."""
-        if self.fd is not None:
-            with self.conn:
-                for start in range(0, len(keys), _CHUNK):
-                    chunk = keys[start : start + _CHUNK]
-                    self.conn.execute(
-                        f"DELETE FROM claims WHERE owner = ? AND key IN ({','.join('?' * len(chunk))})",
-                        [self.owner, *chunk],
-                    )
-
-    def _alive(self, owner: str) -> bool:
-        """Whether the trial that claimed as `owner` still fills the cache: its lock file is held."""
-        if owner == self.owner:
-            return True
-        try:
-            fd = os.open(self.folder / owner, os.O_RDONLY)
-        except FileNotFoundError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)  # drops the lock just taken, if any
-        return False
 
 
 def stored_values(conn: sqlite3.Connection, keys: list[str]) -> dict[str, tuple[float, float]]:

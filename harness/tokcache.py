@@ -11,7 +11,8 @@ tokenizer (harness.refcache.tokenizer_fingerprint: vocabulary, special tokens, c
 versions of TRL and of the libraries rendering and tokenizing (LIBRARIES), TRL's settings that shape the prepared
 rows (max_length and truncation_mode, which drop pairs), and today's date for a template that renders it. A pair
 TRL dropped is kept as dropped. Storage: outputs/<study>/tokcache/tokcache.db, SQLite in WAL mode like the
-reference cache; rows are only ever added.
+reference cache; rows are only ever added. Trials preparing the same pairs at once (a parallel study's first
+trials) split them, as they split the reference pass (harness.sharing).
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import sqlite3
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from harness import sharing
 from harness.refcache import StudyCache, select, tokenizer_fingerprint
 
 FOLDER = "tokcache"
@@ -62,10 +65,27 @@ class TokenCache(StudyCache):
 
     def present(self, keys: Sequence[str]) -> set[str]:
         """Those of `keys` the cache holds; counts hits and misses."""
-        found = {key for (key,) in select(self._db(), "key", "prepared", list(keys))}
+        found = _present(self._db(), list(keys)).keys()
         self.hits += sum(key in found for key in keys)
         self.misses += sum(key not in found for key in keys)
-        return found
+        return set(found)
+
+    def fill(
+        self,
+        missing: list[str],
+        prepare: Callable[[list[str]], None],
+        chunk: int,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        """Have every one of the `missing` keys stored: prepare(keys) prepares and stores those this trial claims,
+        `chunk` at a time; trials filling the cache at once (a parallel study's first trials) split them
+        (harness.sharing). progress(done, total) as the count of pairs stored (here or by others) moves."""
+
+        def prepared(keys: list[str]) -> dict[str, None]:
+            prepare(keys)
+            return dict.fromkeys(keys)
+
+        sharing.share(self._db(), self.path.parent, missing, prepared, _present, chunk, progress)
 
     def rows(self, keys: Sequence[str]) -> dict[str, dict | None]:
         """The prepared rows of those keys the cache holds (None: TRL dropped the pair)."""
@@ -81,6 +101,11 @@ class TokenCache(StudyCache):
 
     def metrics(self) -> dict[str, float]:
         return {"tokcache.hits": self.hits, "tokcache.misses": self.misses}
+
+
+def _present(conn: sqlite3.Connection, keys: list[str]) -> dict[str, None]:
+    """Those of `keys` stored (their rows are not read: a prepared row is big)."""
+    return {key: None for (key,) in select(conn, "key", "prepared", keys)}
 
 
 def _encode(row: dict | None) -> bytes:

@@ -415,6 +415,7 @@ def _check_finite(model: Any) -> None:
 _KEY = "__harness_key"  # a pair's cache key, carried through TRL's preparation of the missing pairs
 _CHUNK = 1000  # prepared rows to and from the token cache at a time
 _IDS = ["prompt_ids", "chosen_ids", "rejected_ids"]  # a prepared pair's token ids: the reference forward's input
+_TOKEN_CHUNK = 2000  # pairs TRL prepares at a time (per dataset_num_proc worker): the parallel study's share
 _REF_CHUNK = 1024  # pairs whose reference log-probs are stored together: a pass killed midway loses at most these
 
 
@@ -469,33 +470,45 @@ def _trainer_class() -> type:
                 return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
 
         def _prepare_with_cache(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
-            """Rows go to and from the cache a chunk at a time: as Python objects a prepared row (lists of token
-            ids) is several times its Arrow size."""
+            """The pairs the cache lacks are prepared by TRL a chunk at a time and stored, each chunk by one of the
+            trials lacking it (TokenCache.fill); then every row comes from the cache, in the dataset's order."""
             cache = self.token_cache
             keys = [cache.key(row) for row in dataset]
             have = cache.present(keys)
-            todo = sorted({0} | {i for i, key in enumerate(keys) if key not in have})
-            if new := len(todo) - (keys[0] in have):  # todo: the new pairs' rows, and the first row
-                cached = f" (the other {len(keys) - new:,} from the token cache)" if new < len(keys) else ""
-                self._say(f"preparing {new:,} {dataset_name} pairs{cached}: chat template, tokens")
-            missing = dataset.select(todo).add_column(_KEY, [keys[i] for i in todo])
-            prepared = super()._prepare_dataset(missing, processing_class, args, dataset_name)
-            made: set[str] = set()
-            for start in range(0, len(prepared), _CHUNK):
-                chunk = prepared.select(range(start, min(start + _CHUNK, len(prepared))))
-                fresh = {row.pop(_KEY): row for row in chunk.to_list()}
-                made |= fresh.keys()
-                cache.put({key: row for key, row in fresh.items() if key not in have})
-            known = made | have
-            cache.put({keys[i]: None for i in todo if keys[i] not in known})  # TRL dropped them
-            features = prepared.remove_columns(_KEY).features
+            missing: dict[str, int] = {}  # key -> its first index (a mix cycling a small source repeats pairs)
+            for i, key in enumerate(keys):
+                if key not in have:
+                    missing.setdefault(key, i)
+
+            def prepare(claimed: list[str]) -> Any:
+                rows = dataset.select([missing.get(key, 0) for key in claimed]).add_column(_KEY, claimed)
+                prepared = super(HarnessDPOTrainer, self)._prepare_dataset(rows, processing_class, args, dataset_name)
+                made: set[str] = set()
+                for start in range(0, len(prepared), _CHUNK):  # as Python objects a prepared row is big
+                    part = prepared.select(range(start, min(start + _CHUNK, len(prepared))))
+                    fresh = {row.pop(_KEY): row for row in part.to_list()}
+                    made |= fresh.keys()
+                    cache.put({key: row for key, row in fresh.items() if key in missing})
+                cache.put({key: None for key in claimed if key not in made and key in missing})  # TRL dropped them
+                return prepared
+
+            # the first pair is prepared here (and stored if new) whatever the cache holds: it types the set's columns
+            first = prepare([keys[0]]).remove_columns(_KEY)
+            features = first.features
+            if missing:
+                hits = sum(key in have for key in keys)
+                cached = f"; {hits:,} from the token cache" if hits else ""
+                progress = _pass_progress(
+                    self._say, f"preparing the {dataset_name} pairs (chat template, tokens{cached})", "prepared"
+                )
+                cache.fill(list(missing), prepare, _TOKEN_CHUNK * max(1, args.dataset_num_proc or 1), progress)
             parts = []
             for start in range(0, len(keys), _CHUNK):
                 chunk = keys[start : start + _CHUNK]
                 rows = cache.rows(chunk)
                 if kept := [rows[k] for k in chunk if rows[k] is not None]:  # a chunk TRL dropped whole adds nothing
                     parts.append(Dataset.from_list(kept, features=features))
-            return concatenate_datasets(parts) if parts else prepared.select([]).remove_columns(_KEY)
+            return concatenate_datasets(parts) if parts else first.select([])
 
         def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
             """TRL's precompute of the pairs' reference log-probs (only of those the study's cache lacks), the pairs
@@ -527,7 +540,8 @@ def _trainer_class() -> type:
                 self._say(f"reference log-probs of the {name} pairs: computing {len(order):,}")
                 chosen, rejected = precompute(list(range(len(order))))
             else:
-                keys, progress = [keys[i] for i in order], _pass_progress(self._say, name)
+                keys = [keys[i] for i in order]
+                progress = _pass_progress(self._say, f"reference log-probs of the {name} pairs", "computed")
                 try:
                     chosen, rejected = self.ref_cache.fill(keys, precompute, chunk=_REF_CHUNK, progress=progress)
                 except sqlite3.Error as exc:  # a full disk, a read-only file: the trial goes on without the cache
@@ -544,13 +558,14 @@ def _trainer_class() -> type:
     return HarnessDPOTrainer
 
 
-def _pass_progress(say: Callable[[str], None], name: str) -> Callable[[int, int], None]:
-    """progress(done, total) of a reference pass (done: by this trial and by others filling the cache beside it),
-    said with the time left at the pace so far; the pairs go longest first, so that pace tends to overstate it."""
+def _pass_progress(say: Callable[[str], None], what: str, verb: str) -> Callable[[int, int], None]:
+    """progress(done, total) of a pass over a set's pairs (done: by this trial and by others filling the study's
+    cache beside it), said with the time left at the pace so far (the reference pass goes longest first, so that
+    pace tends to overstate it)."""
     started = time.perf_counter()
 
     def progress(done: int, total: int) -> None:
-        text = f"reference log-probs of the {name} pairs: {done:,}/{total:,} computed"
+        text = f"{what}: {done:,}/{total:,} {verb}"
         if 0 < done < total:
             text += f", about {duration((time.perf_counter() - started) / done * (total - done))} left"
         say(text)

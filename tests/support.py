@@ -25,6 +25,31 @@ def missing_for_workers(why: str) -> None:
     pytest.skip(why)
 
 
+TEXTS = ["Hi 👋🏽 — naïve café", "  leading spaces", "ends with <|im_end|>", "मैंने", "a\r\nb\n\n\nc", "", "x " * 40]
+
+
+def messy_pairs(kind: str) -> list[dict]:
+    """Messy conversational pairs and the HH fixture's transcripts (several turns), or the same as plain text."""
+    messy = [
+        {
+            "prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": t}],
+            "chosen": [{"role": "assistant", "content": t[::-1] + " ok"}],
+            "rejected": [{"role": "assistant", "content": "no"}],
+        }
+        for t in TEXTS
+    ]
+    from harness import data
+    from harness.spec import SourceSpec
+
+    rows = messy + data.load_source("hh", SourceSpec(path=str(ROOT / "tests/fixtures/data/hh.jsonl"))).train
+    if kind == "plain":
+        text = lambda messages: "".join(f"{m['role']}: {m['content']}\n" for m in messages)  # noqa: E731
+        rows = [
+            {"prompt": text(r["prompt"]), "chosen": text(r["chosen"]), "rejected": text(r["rejected"])} for r in rows
+        ]
+    return rows
+
+
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 

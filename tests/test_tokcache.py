@@ -10,32 +10,10 @@ from pathlib import Path
 
 import pytest
 from datasets import Dataset
+from support import TEXTS, messy_pairs
 from trl import DPOTrainer
 
-from harness import data, tokcache, training
-from harness.spec import SourceSpec
-
-ROOT = Path(__file__).resolve().parents[1]
-TEXTS = ["Hi 👋🏽 — naïve café", "  leading spaces", "ends with <|im_end|>", "मैंने", "a\r\nb\n\n\nc", "", "x " * 40]
-
-
-def pairs(kind: str) -> list[dict]:
-    """Messy conversational pairs and the HH fixture's transcripts (several turns), or the same as plain text."""
-    messy = [
-        {
-            "prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": t}],
-            "chosen": [{"role": "assistant", "content": t[::-1] + " ok"}],
-            "rejected": [{"role": "assistant", "content": "no"}],
-        }
-        for t in TEXTS
-    ]
-    rows = messy + data.load_source("hh", SourceSpec(path=str(ROOT / "tests/fixtures/data/hh.jsonl"))).train
-    if kind == "plain":
-        text = lambda messages: "".join(f"{m['role']}: {m['content']}\n" for m in messages)  # noqa: E731
-        rows = [
-            {"prompt": text(r["prompt"]), "chosen": text(r["chosen"]), "rejected": text(r["rejected"])} for r in rows
-        ]
-    return rows
+from harness import tokcache, training
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +22,7 @@ def trainer(real_shape_model, tmp_path_factory) -> DPOTrainer:
     model, tokenizer = real_shape_model
     folder = tmp_path_factory.mktemp("trainer")
     config = training.dpo_config({"max_steps": 1, "per_device_train_batch_size": 2}, folder, 0, has_eval=False)
-    return training.dpo_trainer(model, tokenizer, pairs("conversational")[:1], config)
+    return training.dpo_trainer(model, tokenizer, messy_pairs("conversational")[:1], config)
 
 
 def prepare(trainer: DPOTrainer, rows: list[dict], config, cache: tokcache.TokenCache | None) -> Dataset:
@@ -54,16 +32,25 @@ def prepare(trainer: DPOTrainer, rows: list[dict], config, cache: tokcache.Token
     return trainer._prepare_dataset(Dataset.from_list(rows), trainer.processing_class, config, "train")
 
 
+def assert_progress(said: list[str], head: str, new: int) -> None:
+    """What the sweep's live bar showed while TRL prepared `new` pairs in chunks of 4: where it stands, with the
+    time left between the first and the last; then forgets it (for the next preparation)."""
+    assert said[0] == f"{head}: 0/{new} prepared" and said[-1] == f"{head}: {new}/{new} prepared"
+    assert len(said) > 2 and all(text.startswith(head) and text.endswith(" left") for text in said[1:-1]), said
+    said.clear()
+
+
 @pytest.mark.parametrize("max_length", [None, 40], ids=["whole", "max_length 40"])
 @pytest.mark.parametrize("kind", ["conversational", "plain"])
 def test_a_trials_pairs_come_back_as_trl_prepares_them(
     trainer, tmp_path: Path, kind: str, max_length, monkeypatch
 ) -> None:
     monkeypatch.setattr(training, "_CHUNK", 4)  # rows go to and from the cache in several chunks
+    monkeypatch.setattr(training, "_TOKEN_CHUNK", 4)  # and TRL prepares the new pairs in several
     config = training.dpo_config(
         {"max_steps": 1, "max_length": max_length, "truncation_mode": "keep_start"}, tmp_path, 0, has_eval=False
     )
-    rows = pairs(kind)
+    rows = messy_pairs(kind)
     settings = training.resolved_train_settings(config, list(tokcache.SETTINGS))
     cache = tokcache.open_for(tmp_path, trainer.processing_class, settings)
     said: list[str] = []  # what the sweep's live bar shows while TRL prepares the new pairs
@@ -71,7 +58,7 @@ def test_a_trials_pairs_come_back_as_trl_prepares_them(
     first = rows[::2]
     assert prepare(trainer, first, config, cache).to_list() == prepare(trainer, first, config, None).to_list()
     assert (cache.hits, cache.misses) == (0, len(first))
-    assert said == [f"preparing {len(first)} train pairs: chat template, tokens"]
+    assert_progress(said, "preparing the train pairs (chat template, tokens)", len(first))
 
     later = rows + rows[:3]  # another trial: new pairs, the first one's, repeats (a mix cycling a small source)
     random.Random(0).shuffle(later)
@@ -79,23 +66,22 @@ def test_a_trials_pairs_come_back_as_trl_prepares_them(
     got, expected = prepare(trainer, later, config, cache), prepare(trainer, later, config, None)
     assert got.to_list() == expected.to_list() and got.features == expected.features
     assert cache.hits == sum(r in first for r in later) and cache.misses == len(later) - cache.hits
-    assert said[1:] == [
-        f"preparing {cache.misses} train pairs (the other {cache.hits} from the token cache): chat template, tokens"
-    ]
+    head = f"preparing the train pairs (chat template, tokens; {cache.hits} from the token cache)"
+    assert_progress(said, head, len(rows) - len(first))
     dropped = len(later) - len(expected)
     assert (dropped > 0) == (max_length is not None), "keep_start drops pairs whose prompt fills max_length"
 
     cache = tokcache.open_for(tmp_path, trainer.processing_class, settings)
     assert prepare(trainer, later, config, cache).to_list() == expected.to_list()
     assert (cache.hits, cache.misses) == (len(later), 0), "dropped pairs are remembered as dropped"
-    assert len(said) == 2, "nothing to prepare, nothing said"
+    assert not said, "nothing to prepare, nothing said"
 
 
 def test_a_changed_tokenizer_template_or_max_length_misses(real_shape_model, tmp_path: Path) -> None:
     import copy
 
     _, tokenizer = real_shape_model
-    row = pairs("conversational")[0]
+    row = messy_pairs("conversational")[0]
     settings = {"max_length": 512, "truncation_mode": "keep_start"}
     tokcache.open_for(tmp_path, tokenizer, settings).put(
         {tokcache.open_for(tmp_path, tokenizer, settings).key(row): None}
@@ -119,7 +105,7 @@ def test_a_changed_tokenizer_template_or_max_length_misses(real_shape_model, tmp
 def test_a_cache_that_cannot_be_written_leaves_the_work_to_trl(trainer, tmp_path: Path) -> None:
     """A full disk or a read-only folder must not fail the trial: TRL prepares every pair itself."""
     config = training.dpo_config({"max_steps": 1}, tmp_path, 0, has_eval=False)
-    rows = pairs("conversational")
+    rows = messy_pairs("conversational")
     unusable = tokcache.TokenCache(tmp_path, "x")  # a folder where the database file should be
     assert prepare(trainer, rows, config, unusable).to_list() == prepare(trainer, rows, config, None).to_list()
 
@@ -161,7 +147,7 @@ def test_a_chunk_whose_pairs_trl_drops_whole_adds_nothing(trainer, tmp_path: Pat
     from harness.scoring.lm import prompt_ids
 
     monkeypatch.setattr(training, "_CHUNK", 4)
-    rows = pairs("conversational")
+    rows = messy_pairs("conversational")
     rows = [rows[i] for i in (0, 1, 2, 3, TEXTS.index("x " * 40))]
     lengths = [len(prompt_ids(trainer.processing_class, r["prompt"])) for r in rows]
     assert lengths[-1] > max(lengths[:4]) + 2
