@@ -289,11 +289,15 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
     fingerprint = refcache.tokenizer_fingerprint(tokenizer)  # one for both caches
     ref_cache = None  # opened on the base weights; it serves the probes' reference even where training cannot use it
     if spec.model.ref_cache:
-        ref_cache = _ref_cache(request, config, model, tokenizer, model_path, precision, dpo, fingerprint)
+        ref_cache = _study_cache(
+            "reference", lambda: _ref_cache(request, config, model, tokenizer, model_path, precision, dpo, fingerprint)
+        )
     tokens = None
     if spec.model.token_cache:
         settings = training.resolved_train_settings(dpo, list(tokcache.SETTINGS))
-        tokens = tokcache.open_for(Path(request.output_dir), tokenizer, settings, fingerprint)
+        tokens = _study_cache(
+            "token", lambda: tokcache.open_for(Path(request.output_dir), tokenizer, settings, fingerprint)
+        )
     lora = config["model"]["lora"]
     try:
         trained = training.train_dpo(
@@ -359,6 +363,20 @@ def run(request: TrialRequest, events: Any) -> TrialResult:
         tracker.log_dict(request.run_id, payload, name)
     tracker.log_dict(request.run_id, card.items, "scorecard_items.json")
     return TrialResult(COMPLETE, scores=card.metrics, seconds=seconds)
+
+
+def _study_cache(what: str, open_cache: Any) -> Any:
+    """open_cache(), or None with a warning in the trial's log where the study's cache cannot be opened (its folder
+    cannot be made: permissions, a file in its place): the trial goes on without it, as it does when the cache
+    fails later (a full disk)."""
+    import logging
+    import sqlite3
+
+    try:
+        return open_cache()
+    except (OSError, sqlite3.Error) as exc:
+        logging.getLogger("harness.trial").warning("the study's %s cache cannot be opened (%s); not used", what, exc)
+        return None
 
 
 def _ref_cache(

@@ -165,6 +165,23 @@ def test_a_sweep_with_both_caches_off_leaves_them_to_trl(ws: Workspace, write_sp
 
 
 @pytest.mark.slow
+def test_a_study_cache_that_cannot_be_opened_costs_the_trial_only_the_cache(ws: Workspace, write_spec) -> None:
+    """A file where a study cache's folder should be (or a folder the user may not write): the trial trains
+    and scores without that cache, and says why in its log."""
+    study_dir = ws.root / "outputs" / base_spec()["study"]
+    study_dir.mkdir(parents=True)
+    for name in ("refcache", "tokcache"):
+        (study_dir / name).write_text("not a folder")
+    done = ws.sweep(write_spec(base_spec(search__trials=1)))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [t.state for t in ws.study().trials] == [TrialState.COMPLETE]
+    metrics = ws.runs()[1][0].data.metrics
+    assert "time.train_s" in metrics and not any(k.startswith(("tokcache.", "refcache.")) for k in metrics)
+    log = (study_dir / "trial-000" / "trial.log").read_text()
+    assert "the study's reference cache cannot be opened" in log and "the study's token cache cannot be opened" in log
+
+
+@pytest.mark.slow
 def test_failing_trial_does_not_stop_the_sweep(ws: Workspace, write_spec) -> None:
     done = ws.sweep(write_spec(nan_spec(seed=31)))
     assert done.returncode == 0, done.stdout + done.stderr
