@@ -33,6 +33,7 @@ from harness import sharing
 
 FOLDER = "refcache"
 _CHUNK = 500  # keys per SELECT: below SQLite's bound-parameter limit
+CHUNK = 1024  # pairs computed and stored together: a pass killed midway loses at most these; trials split them
 
 
 def enabled(ref_cache: bool, train: dict[str, Any]) -> bool:
@@ -198,7 +199,7 @@ class RefCache(StudyCache):
         progress: Callable[[int, int], None] | None = None,
     ) -> tuple[list[float], list[float]]:
         """The (chosen, rejected) reference log-probs of every key: cached ones, and for the rest
-        compute(their indices), which are stored for the next trial; `chunk` indices at a time when given, each
+        compute(their indices), which are stored for the next trial; `chunk` (default CHUNK) indices at a time, each
         chunk stored once computed, so that a trial killed during a long pass leaves the next what it finished.
         Trials filling the cache at once (the first trials of `--parallel`/`--devices`) share the work: each
         claims the missing pairs it computes (harness.sharing), and waits for those another live trial is computing.
@@ -209,7 +210,7 @@ class RefCache(StudyCache):
             if key not in known:
                 missing.setdefault(key, i)
         if missing:  # (a study's later trials lack none: no claims, no lock file)
-            known |= self._compute(missing, compute, chunk or len(missing), progress)
+            known |= self._compute(missing, compute, chunk or CHUNK, progress)
         return [known[key][0] for key in keys], [known[key][1] for key in keys]
 
     def _compute(

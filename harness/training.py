@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness import refcache
 from harness.progress import duration
 
 if TYPE_CHECKING:
@@ -416,7 +417,7 @@ _KEY = "__harness_key"  # a pair's cache key, carried through TRL's preparation 
 _CHUNK = 1000  # prepared rows to and from the token cache at a time
 _IDS = ["prompt_ids", "chosen_ids", "rejected_ids"]  # a prepared pair's token ids: the reference forward's input
 _TOKEN_CHUNK = 2000  # pairs TRL prepares at a time (per dataset_num_proc worker): the parallel study's share
-_REF_CHUNK = 1024  # pairs whose reference log-probs are stored together: a pass killed midway loses at most these
+_REF_CHUNK = refcache.CHUNK  # pairs whose reference log-probs are stored together (tests set it smaller)
 
 
 @functools.cache

@@ -276,6 +276,17 @@ def test_probes_read_the_references_log_probs_a_past_trial_stored(tmp_path: Path
     def full_disk(self: RefCache, values: dict) -> None:
         raise sqlite3.OperationalError("database or disk is full")
 
+    stored: list[int] = []  # a long held-out set's pass goes in chunks, as training's: parallel trials split them
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(refcache, "CHUNK", 4)
+        patch.setattr(
+            RefCache, "put", lambda self, values, put=RefCache.put: stored.append(len(values)) or put(self, values)
+        )
+        probes.log_ratios(
+            policy, model, tokenizer, pairs, cut, reference(tokenizer, tmp_path / "chunked").for_scoring()
+        )
+    assert stored == [4, 2]
+
     failing = reference(tokenizer, tmp_path / "full").for_scoring()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(RefCache, "put", full_disk)
