@@ -29,24 +29,29 @@ def share(
     stored: Lookup,
     chunk: int,
     progress: Callable[[int, int], None] | None = None,
+    seconds: float | None = None,
 ) -> dict[str, Any]:
     """The values of the `missing` keys (in the cache `conn`, whose folder is `folder`): those this trial claims,
     `chunk` at a time, go to compute(keys), which computes and stores them and returns their values; the others
-    are read as other trials store them (stored(conn, keys)). progress(done, total) is called whenever the count
-    of entries done (here or by others) moves."""
+    are read as other trials store them (stored(conn, keys)). With `seconds`, later chunks grow to what this
+    trial computes in about that time at its pace so far (for a compute with a fixed cost per call, paid rarely
+    then). progress(done, total) is called whenever the count of entries done (here or by others) moves."""
     found: dict[str, Any] = {}
-    total, said, slowest = len(missing), -1, 0.0
+    total, said, slowest, size = len(missing), -1, 0.0, chunk
     with Claims(conn, folder, stored) as claims:
         while missing:
             if progress is not None and said != total - len(missing):
                 said = total - len(missing)
                 progress(said, total)
             # a claim older than 10 min, or than 3 of this trial's slowest chunks, is stuck (a hung process)
-            mine, seen = claims.take(missing, chunk, stuck_after=max(_STALL_S, 3 * slowest))
+            mine, seen = claims.take(missing, size, stuck_after=max(_STALL_S, 3 * slowest))
             if mine:
                 started = time.monotonic()
                 fresh = compute(mine)
-                slowest = max(slowest, time.monotonic() - started)
+                took = time.monotonic() - started
+                slowest = max(slowest, took)
+                if seconds is not None:
+                    size = max(chunk, round(len(mine) * seconds / max(took, 1e-3)))
                 claims.release(mine)  # after the store: an entry is always claimed or stored once claimed
                 seen |= fresh
             elif not seen:  # every entry left is another live trial's to compute
@@ -90,6 +95,8 @@ class Claims:
             return self
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else holds it
+            if os.fstat(fd).st_ino != os.stat(self.folder / self.owner).st_ino:  # another's _sweep removed it
+                raise OSError("lock file removed before it was locked")  # (only if the clock jumped a minute)
         except OSError:
             os.close(fd)
             return self

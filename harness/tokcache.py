@@ -33,6 +33,9 @@ FOLDER = "tokcache"
 SETTINGS = ("max_length", "truncation_mode")  # DPOConfig fields TRL's dataset preparation reads
 LIBRARIES = ("trl", "transformers", "tokenizers", "jinja2")  # whose versions shape a prepared row
 DROPPED = b""  # the value of a pair TRL dropped
+# each call of TRL's preparation costs about a second before its first pair (datasets hashes the tokenizer, a real
+# vocabulary's 150k tokens, to fingerprint its map): chunks of this many seconds keep that a few percent
+CHUNK_SECONDS = 30.0
 
 
 def open_for(study_dir: Path, tokenizer: Any, settings: dict[str, Any], fingerprint: str | None = None) -> TokenCache:
@@ -78,14 +81,15 @@ class TokenCache(StudyCache):
         progress: Callable[[int, int], None] | None = None,
     ) -> None:
         """Have every one of the `missing` keys stored: prepare(keys) prepares and stores those this trial claims,
-        `chunk` at a time; trials filling the cache at once (a parallel study's first trials) split them
-        (harness.sharing). progress(done, total) as the count of pairs stored (here or by others) moves."""
+        `chunk` at first, then about CHUNK_SECONDS' worth at a time; trials filling the cache at once (a parallel
+        study's first trials) split them (harness.sharing). progress(done, total) as the count of pairs stored
+        (here or by others) moves."""
 
         def prepared(keys: list[str]) -> dict[str, None]:
             prepare(keys)
             return dict.fromkeys(keys)
 
-        sharing.share(self._db(), self.path.parent, missing, prepared, _present, chunk, progress)
+        sharing.share(self._db(), self.path.parent, missing, prepared, _present, chunk, progress, CHUNK_SECONDS)
 
     def rows(self, keys: Sequence[str]) -> dict[str, dict | None]:
         """The prepared rows of those keys the cache holds (None: TRL dropped the pair)."""

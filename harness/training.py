@@ -466,7 +466,11 @@ def _trainer_class() -> type:
                 return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
             try:
                 return self._prepare_with_cache(dataset, processing_class, args, dataset_name)
-            except (sqlite3.Error, TypeError) as exc:  # a full disk, a read-only folder, a value JSON cannot hold
+            except (
+                sqlite3.Error,
+                TypeError,
+                ValueError,
+            ) as exc:  # a full disk, a read-only folder, a value JSON cannot hold
                 logger.warning("the study's token cache failed (%s); TRL prepares every pair of this trial", exc)
                 return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
 
@@ -484,6 +488,8 @@ def _trainer_class() -> type:
             def prepare(claimed: list[str]) -> Any:
                 rows = dataset.select([missing.get(key, 0) for key in claimed]).add_column(_KEY, claimed)
                 prepared = super(HarnessDPOTrainer, self)._prepare_dataset(rows, processing_class, args, dataset_name)
+                if _KEY not in prepared.column_names or not set(prepared[_KEY]) <= set(claimed):
+                    raise ValueError("TRL's preparation did not keep each pair's key")  # (a TRL change): no cache
                 made: set[str] = set()
                 for start in range(0, len(prepared), _CHUNK):  # as Python objects a prepared row is big
                     part = prepared.select(range(start, min(start + _CHUNK, len(prepared))))
@@ -494,8 +500,7 @@ def _trainer_class() -> type:
                 return prepared
 
             # the first pair is prepared here (and stored if new) whatever the cache holds: it types the set's columns
-            first = prepare([keys[0]]).remove_columns(_KEY)
-            features = first.features
+            first = prepare([keys[0]]).remove_columns(_KEY).select([])
             if missing:
                 hits = sum(key in have for key in keys)
                 cached = f"; {hits:,} from the token cache" if hits else ""
@@ -503,13 +508,13 @@ def _trainer_class() -> type:
                     self._say, f"preparing the {dataset_name} pairs (chat template, tokens{cached})", "prepared"
                 )
                 cache.fill(list(missing), prepare, _TOKEN_CHUNK * max(1, args.dataset_num_proc or 1), progress)
-            parts = []
+            parts = [first]  # no rows: its types, where a part's own (from its rows alone) say less (empty lists)
             for start in range(0, len(keys), _CHUNK):
                 chunk = keys[start : start + _CHUNK]
                 rows = cache.rows(chunk)
                 if kept := [rows[k] for k in chunk if rows[k] is not None]:  # a chunk TRL dropped whole adds nothing
-                    parts.append(Dataset.from_list(kept, features=features))
-            return concatenate_datasets(parts) if parts else first.select([])
+                    parts.append(Dataset.from_list(kept))
+            return concatenate_datasets(parts)
 
         def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
             """TRL's precompute of the pairs' reference log-probs (only of those the study's cache lacks), the pairs

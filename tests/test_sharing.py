@@ -227,3 +227,30 @@ def test_trials_preparing_the_same_pairs_at_once_split_them(tmp_path: Path, real
     assert len(counts) == unique and counts[first] == 3 and set(counts.values()) == {1, 3}, "each pair once"
     assert sum(len(t["prepared"]) > 1 for t in trials) >= 2, "the preparation is shared"
     assert not list((tmp_path / "study" / tokcache.FOLDER / sharing.CLAIMS_FOLDER).iterdir())
+
+
+def test_chunks_grow_to_the_seconds_asked_at_the_trials_own_pace(tmp_path: Path, monkeypatch) -> None:
+    """A compute with a fixed cost per call (TRL's preparation hashes the tokenizer first: ~1 s for a real
+    vocabulary) is called rarely: after the first chunk, each is what the trial computes in about `seconds` at
+    its pace so far. Here 1 s a call and 0.01 s a pair, 3 s asked."""
+    from types import SimpleNamespace
+
+    clock = [0.0]
+    monkeypatch.setattr(sharing, "time", SimpleNamespace(monotonic=lambda: clock[0], time=time.time, sleep=time.sleep))
+    cache = RefCache.open(tmp_path, "same-reference")
+    sizes: list[int] = []
+
+    def compute(keys: list[str]) -> dict[str, tuple[float, float]]:
+        sizes.append(len(keys))
+        clock[0] += 1.0 + 0.01 * len(keys)
+        fresh = dict.fromkeys(keys, (-1.0, -2.0))
+        cache.put(fresh)
+        return fresh
+
+    keys = [f"pair {n}" for n in range(100)]
+    found = sharing.share(cache._db(), tmp_path / "refcache", keys, compute, refcache.stored_values, 4, seconds=3.0)
+    assert sizes == [4, 12, 32, 52] and found == dict.fromkeys(keys, (-1.0, -2.0))
+    sizes.clear()
+    more = [f"pair {n}" for n in range(100, 120)]
+    sharing.share(cache._db(), tmp_path / "refcache", more, compute, refcache.stored_values, 4)
+    assert sizes == [4] * 5, "without seconds, chunks stay as asked (the reference pass: 1,024 pairs)"

@@ -6,6 +6,7 @@ change. On the real-vocabulary fixture (byte-level BPE, ChatML, special tokens) 
 from __future__ import annotations
 
 import random
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,60 @@ def test_a_cache_that_cannot_be_written_leaves_the_work_to_trl(trainer, tmp_path
     rows = messy_pairs("conversational")
     unusable = tokcache.TokenCache(tmp_path, "x")  # a folder where the database file should be
     assert prepare(trainer, rows, config, unusable).to_list() == prepare(trainer, rows, config, None).to_list()
+
+
+@pytest.mark.parametrize("failure", ["disk full midway", "key lost by TRL"])
+def test_a_cache_failing_midway_leaves_the_work_to_trl(trainer, tmp_path: Path, monkeypatch, failure: str) -> None:
+    """A store failing after some chunks were stored (a disk filling up), or TRL's preparation losing the pairs'
+    keys (a TRL change): TRL prepares every pair itself, and no claim nor lock file is left behind."""
+    monkeypatch.setattr(training, "_TOKEN_CHUNK", 4)
+    config = training.dpo_config({"max_steps": 1}, tmp_path, 0, has_eval=False)
+    rows = messy_pairs("conversational")
+    expected = prepare(trainer, rows, config, None)
+    cache = tokcache.open_for(tmp_path, trainer.processing_class, {})
+    if failure == "disk full midway":
+        puts, put = [], tokcache.TokenCache.put
+
+        def filling(self: tokcache.TokenCache, values: dict) -> None:
+            puts.append(len(values))
+            if len(puts) == 4:  # the first row, a chunk (rows, dropped), then a full disk
+                raise sqlite3.OperationalError("database or disk is full")
+            put(self, values)
+
+        monkeypatch.setattr(tokcache.TokenCache, "put", filling)
+    else:
+        trls = DPOTrainer._prepare_dataset
+
+        def keyless(self: DPOTrainer, dataset: Dataset, *args) -> Dataset:  # noqa: ANN002
+            if len(dataset) > 1 and training._KEY in dataset.column_names:  # the first row's call keeps it
+                dataset = dataset.remove_columns(training._KEY)
+            return trls(self, dataset, *args)
+
+        monkeypatch.setattr(DPOTrainer, "_prepare_dataset", keyless)
+    got = prepare(trainer, rows, config, cache)
+    assert got.to_list() == expected.to_list() and got.features == expected.features
+    assert cache._db().execute("SELECT count(*) FROM claims").fetchone() == (0,)
+    assert not list((tmp_path / tokcache.FOLDER / "claims").iterdir())
+
+
+def test_a_first_pair_with_an_empty_prompt_does_not_mistype_the_set(trainer, tmp_path: Path, monkeypatch) -> None:
+    """A plain-text pair with no prompt, on a tokenizer without BOS: its prompt_ids are empty, so its columns alone
+    say nothing of their type; the set comes back typed as TRL types it, from the cache (no second preparation)."""
+    config = training.dpo_config({"max_steps": 1}, tmp_path, 0, has_eval=False)
+    rows = [{"prompt": "", "chosen": "hello there", "rejected": "bye"}, *messy_pairs("plain")[:5]]
+    expected = prepare(trainer, rows, config, None)
+    assert expected[0]["prompt_ids"] == []
+    calls, trls = [], DPOTrainer._prepare_dataset
+
+    def counted(self: DPOTrainer, dataset: Dataset, *args) -> Dataset:  # noqa: ANN002
+        calls.append(len(dataset))
+        return trls(self, dataset, *args)
+
+    monkeypatch.setattr(DPOTrainer, "_prepare_dataset", counted)
+    for _ in range(2):  # the study's first trial, then a later one
+        got = prepare(trainer, rows, config, tokcache.open_for(tmp_path, trainer.processing_class, {}))
+        assert got.to_list() == expected.to_list() and got.features == expected.features
+    assert calls == [1, len(rows) - 1, 1], "the first row types (and fills) the set; no fallback to TRL's whole pass"
 
 
 def test_a_template_that_renders_the_date_is_keyed_by_the_day(real_shape_model, tmp_path: Path, monkeypatch) -> None:
