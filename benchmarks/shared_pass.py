@@ -10,7 +10,7 @@ reference pass; that is what is timed. "shared": one study cache, so the process
 The processes run one torch thread each, so N processes share N cores as N trials share N devices. Prints,
 per side, the slowest process's pass (the first wave waits for it) and the pairs done in all. The chunk is
 scaled to the set (--chunk; reference: 8 pairs of 96, as 1,024 of a 12k-pair set; tokens: 500 of 4,000, as
-2,000 of a 16k-pair set), so that the pass has chunks to split.
+2,000 of a 16k-pair set, and the seconds its chunks grow to likewise), so that the pass has chunks to split.
 
     .venv/bin/python benchmarks/shared_pass.py [--what reference] [--processes 2] [--pairs 96] [--chunk 8]
     .venv/bin/python benchmarks/shared_pass.py --what tokens [--pairs 4000] [--chunk 500]
@@ -95,6 +95,7 @@ def one_pass(what: str, model_path: Path, pairs: Path, cache_dir: Path, chunk: i
 
     torch.set_num_threads(1)
     training._REF_CHUNK = training._TOKEN_CHUNK = chunk
+    tokcache.CHUNK_SECONDS *= chunk / 2000  # the chunks' growth scaled down with the set, as their first size
     rows = data.load_source("hh", SourceSpec(path=str(pairs))).train
     model, tokenizer = models.load(str(model_path))
     reference = what == "reference"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import math
 import os
 import sqlite3
 import time
@@ -35,7 +36,8 @@ def share(
     `chunk` at a time, go to compute(keys), which computes and stores them and returns their values; the others
     are read as other trials store them (stored(conn, keys)). With `seconds`, later chunks grow to what this
     trial computes in about that time at its pace so far (for a compute with a fixed cost per call, paid rarely
-    then). progress(done, total) is called whenever the count of entries done (here or by others) moves."""
+    then), but not past its share of what is left among the trials filling the cache now. progress(done, total)
+    is called whenever the count of entries done (here or by others) moves."""
     found: dict[str, Any] = {}
     total, said, slowest, size = len(missing), -1, 0.0, chunk
     with Claims(conn, folder, stored) as claims:
@@ -50,8 +52,9 @@ def share(
                 fresh = compute(mine)
                 took = time.monotonic() - started
                 slowest = max(slowest, took)
-                if seconds is not None:
-                    size = max(chunk, round(len(mine) * seconds / max(took, 1e-3)))
+                if seconds is not None:  # (and no more than this trial's share of what is left: an even end)
+                    share_left = math.ceil((len(missing) - len(mine)) / claims.fillers())
+                    size = max(chunk, min(round(len(mine) * seconds / max(took, 1e-3)), share_left))
                 claims.release(mine)  # after the store: an entry is always claimed or stored once claimed
                 seen |= fresh
             elif not seen:  # every entry left is another live trial's to compute
@@ -159,6 +162,15 @@ class Claims:
                 self.conn.executemany(
                     "DELETE FROM claims WHERE owner = ? AND key = ?", [(self.owner, key) for key in keys]
                 )
+
+    def fillers(self) -> int:
+        """How many trials fill the cache now (their lock files held), this one included."""
+        if self.fd is None:
+            return 1
+        try:
+            return max(1, sum(self._alive(path.name) for path in self.folder.iterdir()))
+        except OSError:
+            return 1
 
     def _sweep(self) -> None:
         """Remove the lock files of trials killed while they held no claim (a dead owner's claims lead the trial

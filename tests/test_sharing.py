@@ -254,3 +254,11 @@ def test_chunks_grow_to_the_seconds_asked_at_the_trials_own_pace(tmp_path: Path,
     more = [f"pair {n}" for n in range(100, 120)]
     sharing.share(cache._db(), tmp_path / "refcache", more, compute, refcache.stored_values, 4)
     assert sizes == [4] * 5, "without seconds, chunks stay as asked (the reference pass: 1,024 pairs)"
+
+    sizes.clear()  # another trial fills the cache too (its lock file held): no chunk past half of what is left
+    other = os.open(tmp_path / "refcache" / sharing.CLAIMS_FOLDER / "other", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(other, fcntl.LOCK_EX)
+    keys = [f"pair {n}" for n in range(200, 300)]
+    sharing.share(cache._db(), tmp_path / "refcache", keys, compute, refcache.stored_values, 4, seconds=3.0)
+    os.close(other)
+    assert sizes == [4, 12, 32, 26, 13, 7, 4, 2], "an even end: the last chunks shrink"
