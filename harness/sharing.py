@@ -36,7 +36,7 @@ def share(
     `chunk` at a time, go to compute(keys), which computes and stores them and returns their values; the others
     are read as other trials store them (stored(conn, keys)). With `seconds`, later chunks grow to what this
     trial computes in about that time at its pace so far (for a compute with a fixed cost per call, paid rarely
-    then), but not past its share of what is left among the trials filling the cache now. progress(done, total)
+    then), but not past its share of what is left among the trials computing the same keys. progress(done, total)
     is called whenever the count of entries done (here or by others) moves."""
     found: dict[str, Any] = {}
     total, said, slowest, size = len(missing), -1, 0.0, chunk
@@ -53,7 +53,8 @@ def share(
                 took = time.monotonic() - started
                 slowest = max(slowest, took)
                 if seconds is not None:  # (and no more than this trial's share of what is left: an even end)
-                    share_left = math.ceil((len(missing) - len(mine)) / claims.fillers())
+                    left = len(missing) - len(mine) - claims.held_elsewhere
+                    share_left = math.ceil(max(left, 0) / (claims.sharers + 1))
                     size = max(chunk, min(round(len(mine) * seconds / max(took, 1e-3)), share_left))
                 claims.release(mine)  # after the store: an entry is always claimed or stored once claimed
                 seen |= fresh
@@ -88,6 +89,7 @@ class Claims:
     def __init__(self, conn: sqlite3.Connection, folder: Path, stored: Lookup):
         self.conn, self.folder, self.stored = conn, folder / CLAIMS_FOLDER, stored
         self.owner, self.fd = uuid.uuid4().hex, None
+        self.sharers = self.held_elsewhere = 0  # as the last take saw them: live trials computing the caller's keys
 
     def __enter__(self) -> Claims:
         self.conn.execute(f"CREATE TABLE IF NOT EXISTS {self.TABLE}")
@@ -102,6 +104,8 @@ class Claims:
                 raise OSError("lock file removed before it was locked")  # (only if the clock jumped a minute)
         except OSError:
             os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(self.folder / self.owner)
             return self
         self.fd = fd
         self._sweep()
@@ -136,6 +140,9 @@ class Claims:
             if dead:
                 self.conn.execute(f"DELETE FROM claims WHERE owner IN ({','.join('?' * len(dead))})", list(dead))
             held = {key for key, (owner, since) in claimed.items() if owner not in dead and now - since < stuck_after}
+            wanted = set(keys)
+            elsewhere = [claimed[key][0] for key in held & wanted if claimed[key][0] != self.owner]
+            self.sharers, self.held_elsewhere = len(set(elsewhere)), len(elsewhere)
             for start in range(0, len(keys), most):  # a block at a time, until `most` are found
                 free = [key for key in keys[start : start + most] if key not in held]
                 stored |= self.stored(self.conn, free)
@@ -162,15 +169,6 @@ class Claims:
                 self.conn.executemany(
                     "DELETE FROM claims WHERE owner = ? AND key = ?", [(self.owner, key) for key in keys]
                 )
-
-    def fillers(self) -> int:
-        """How many trials fill the cache now (their lock files held), this one included."""
-        if self.fd is None:
-            return 1
-        try:
-            return max(1, sum(self._alive(path.name) for path in self.folder.iterdir()))
-        except OSError:
-            return 1
 
     def _sweep(self) -> None:
         """Remove the lock files of trials killed while they held no claim (a dead owner's claims lead the trial

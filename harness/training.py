@@ -469,7 +469,7 @@ def _trainer_class() -> type:
             except (
                 sqlite3.Error,
                 TypeError,
-                ValueError,
+                _Unusable,
             ) as exc:  # a full disk, a read-only folder, a value JSON cannot hold
                 logger.warning("the study's token cache failed (%s); TRL prepares every pair of this trial", exc)
                 return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
@@ -489,7 +489,7 @@ def _trainer_class() -> type:
                 rows = dataset.select([missing.get(key, 0) for key in claimed]).add_column(_KEY, claimed)
                 prepared = super(HarnessDPOTrainer, self)._prepare_dataset(rows, processing_class, args, dataset_name)
                 if _KEY not in prepared.column_names or not set(prepared[_KEY]) <= set(claimed):
-                    raise ValueError("TRL's preparation did not keep each pair's key")  # (a TRL change): no cache
+                    raise _Unusable("TRL's preparation did not keep each pair's key")
                 made: set[str] = set()
                 for start in range(0, len(prepared), _CHUNK):  # as Python objects a prepared row is big
                     part = prepared.select(range(start, min(start + _CHUNK, len(prepared))))
@@ -501,6 +501,7 @@ def _trainer_class() -> type:
 
             # the first pair is prepared here (and stored if new) whatever the cache holds: it types the set's columns
             first = prepare([keys[0]]).remove_columns(_KEY).select([])
+            features = _prepared_features(first.features, dataset.features)
             if missing:
                 hits = sum(key in have for key in keys)
                 cached = f"; {hits:,} from the token cache" if hits else ""
@@ -508,13 +509,16 @@ def _trainer_class() -> type:
                     self._say, f"preparing the {dataset_name} pairs (chat template, tokens{cached})", "prepared"
                 )
                 cache.fill(list(missing), prepare, _TOKEN_CHUNK * max(1, args.dataset_num_proc or 1), progress)
-            parts = [first]  # no rows: its types, where a part's own (from its rows alone) say less (empty lists)
-            for start in range(0, len(keys), _CHUNK):
-                chunk = keys[start : start + _CHUNK]
-                rows = cache.rows(chunk)
-                if kept := [rows[k] for k in chunk if rows[k] is not None]:  # a chunk TRL dropped whole adds nothing
-                    parts.append(Dataset.from_list(kept))
-            return concatenate_datasets(parts)
+            parts = []
+            try:
+                for start in range(0, len(keys), _CHUNK):
+                    chunk = keys[start : start + _CHUNK]
+                    rows = cache.rows(chunk)
+                    if kept := [rows[k] for k in chunk if rows[k] is not None]:  # a chunk TRL dropped whole: nothing
+                        parts.append(Dataset.from_list(kept, features=features))
+                return concatenate_datasets(parts) if parts else first.cast(features)
+            except ValueError as exc:  # (pyarrow's cast errors among them): rows these types cannot hold
+                raise _Unusable(f"the cached rows do not fit the set's types: {exc}") from exc
 
         def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
             """TRL's precompute of the pairs' reference log-probs (only of those the study's cache lacks), the pairs
@@ -562,6 +566,24 @@ def _trainer_class() -> type:
             return dataset.add_column("ref_chosen_logps", chosen).add_column("ref_rejected_logps", rejected)
 
     return HarnessDPOTrainer
+
+
+class _Unusable(Exception):
+    """The token cache cannot give this set back as TRL prepares it (a TRL change, an unforeseen type): TRL
+    prepares the whole set itself. TRL's own errors are not this: they stop the trial, as without the cache."""
+
+
+def _prepared_features(first: Any, given: Any) -> Any:
+    """The prepared set's column types from its first row's (`first`): TRL keeps the given columns' types, typed
+    over the whole set (a key only some messages carry is there); the token ids it adds are lists of int64,
+    though one row's may be empty (typed null)."""
+    from datasets import Features, List, Value
+
+    features = Features({name: given.get(name, kind) for name, kind in first.items()})
+    for name in _IDS:
+        if features.get(name) == List(Value("null")):
+            features[name] = List(Value("int64"))
+    return features
 
 
 def _pass_progress(say: Callable[[str], None], what: str, verb: str) -> Callable[[int, int], None]:

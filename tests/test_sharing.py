@@ -255,10 +255,33 @@ def test_chunks_grow_to_the_seconds_asked_at_the_trials_own_pace(tmp_path: Path,
     sharing.share(cache._db(), tmp_path / "refcache", more, compute, refcache.stored_values, 4)
     assert sizes == [4] * 5, "without seconds, chunks stay as asked (the reference pass: 1,024 pairs)"
 
-    sizes.clear()  # another trial fills the cache too (its lock file held): no chunk past half of what is left
+    # another live trial holds the last 10 of this trial's keys, and stores them during its second chunk: no chunk
+    # past this trial's share (half, then all) of what neither has claimed
+    sizes.clear()
     other = os.open(tmp_path / "refcache" / sharing.CLAIMS_FOLDER / "other", os.O_RDWR | os.O_CREAT)
     fcntl.flock(other, fcntl.LOCK_EX)
     keys = [f"pair {n}" for n in range(200, 300)]
-    sharing.share(cache._db(), tmp_path / "refcache", keys, compute, refcache.stored_values, 4, seconds=3.0)
+    cache._db().executemany("INSERT INTO claims VALUES (?, 'other', ?)", [(k, time.time()) for k in keys[-10:]])
+    cache._db().commit()
+
+    def beside(keys_now: list[str]) -> dict[str, tuple[float, float]]:
+        if len(sizes) == 1:  # this trial's second chunk: the other trial stores its pairs meanwhile
+            cache.put(dict.fromkeys(keys[-10:], (-1.0, -2.0)))
+            with cache._db() as db:
+                db.execute("DELETE FROM claims WHERE owner = 'other'")
+        return compute(keys_now)
+
+    found = sharing.share(cache._db(), tmp_path / "refcache", keys, beside, refcache.stored_values, 4, seconds=30.0)
     os.close(other)
-    assert sizes == [4, 12, 32, 26, 13, 7, 4, 2], "an even end: the last chunks shrink"
+    assert sizes == [4, 43, 22, 21] and found == dict.fromkeys(keys, (-1.0, -2.0))
+    sizes.clear()
+    sharing.share(
+        cache._db(),
+        tmp_path / "refcache",
+        [f"pair {n}" for n in range(300, 400)],
+        compute,
+        refcache.stored_values,
+        4,
+        seconds=30.0,
+    )
+    assert sizes == [4, 96], "alone, the second chunk takes all that is left"

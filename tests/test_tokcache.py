@@ -145,13 +145,26 @@ def test_a_cache_failing_midway_leaves_the_work_to_trl(trainer, tmp_path: Path, 
     assert not list((tmp_path / tokcache.FOLDER / "claims").iterdir())
 
 
-def test_a_first_pair_with_an_empty_prompt_does_not_mistype_the_set(trainer, tmp_path: Path, monkeypatch) -> None:
-    """A plain-text pair with no prompt, on a tokenizer without BOS: its prompt_ids are empty, so its columns alone
-    say nothing of their type; the set comes back typed as TRL types it, from the cache (no second preparation)."""
+def awkward(case: str) -> list[dict]:
+    """Sets whose first row, or one part of the set, alone would type a column otherwise than the whole set does."""
+    if case == "empty first prompt":  # plain text, a tokenizer without BOS: the first row's prompt_ids are []
+        return [{"prompt": "", "chosen": "hello there", "rejected": "bye"}, *messy_pairs("plain")[:5]]
+    rows = messy_pairs("conversational")[:10]
+    at = 0 if case == "a message's key in the first row only" else 9
+    rows[at] = rows[at] | {"prompt": [m | {"name": "Ann"} for m in rows[at]["prompt"]]}  # ShareGPT's "name"
+    return rows
+
+
+@pytest.mark.parametrize(
+    "case", ["empty first prompt", "a message's key in the first row only", "a message's key in a later part only"]
+)
+def test_a_set_comes_back_typed_as_trl_types_it(trainer, tmp_path: Path, monkeypatch, case: str) -> None:
+    """The set's types are its own, whatever its first row or a part of it says alone; from the cache, without
+    a second preparation (a fallback to TRL's whole pass would hide a cache that never serves)."""
+    monkeypatch.setattr(training, "_CHUNK", 4)  # rows come back in parts of 4
     config = training.dpo_config({"max_steps": 1}, tmp_path, 0, has_eval=False)
-    rows = [{"prompt": "", "chosen": "hello there", "rejected": "bye"}, *messy_pairs("plain")[:5]]
+    rows = awkward(case)
     expected = prepare(trainer, rows, config, None)
-    assert expected[0]["prompt_ids"] == []
     calls, trls = [], DPOTrainer._prepare_dataset
 
     def counted(self: DPOTrainer, dataset: Dataset, *args) -> Dataset:  # noqa: ANN002
