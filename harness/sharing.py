@@ -54,7 +54,7 @@ def share(
                 slowest = max(slowest, took)
                 if seconds is not None:  # (and no more than this trial's share of what is left: an even end)
                     left = len(missing) - len(mine) - claims.held_elsewhere
-                    share_left = math.ceil(max(left, 0) / (claims.sharers + 1))
+                    share_left = math.ceil(max(left, 0) / (len(claims.sharers) + 1))
                     size = max(chunk, min(round(len(mine) * seconds / max(took, 1e-3)), share_left))
                 claims.release(mine)  # after the store: an entry is always claimed or stored once claimed
                 seen |= fresh
@@ -89,7 +89,8 @@ class Claims:
     def __init__(self, conn: sqlite3.Connection, folder: Path, stored: Lookup):
         self.conn, self.folder, self.stored = conn, folder / CLAIMS_FOLDER, stored
         self.owner, self.fd = uuid.uuid4().hex, None
-        self.sharers = self.held_elsewhere = 0  # as the last take saw them: live trials computing the caller's keys
+        self.sharers: set[str] = set()  # live trials seen claiming the caller's keys (between chunks too)
+        self.held_elsewhere = 0  # the caller's keys they held at the last take
 
     def __enter__(self) -> Claims:
         self.conn.execute(f"CREATE TABLE IF NOT EXISTS {self.TABLE}")
@@ -142,7 +143,10 @@ class Claims:
             held = {key for key, (owner, since) in claimed.items() if owner not in dead and now - since < stuck_after}
             wanted = set(keys)
             elsewhere = [claimed[key][0] for key in held & wanted if claimed[key][0] != self.owner]
-            self.sharers, self.held_elsewhere = len(set(elsewhere)), len(elsewhere)
+            self.sharers = {
+                owner for owner in self.sharers | set(elsewhere) if owner not in dead and self._alive(owner)
+            }
+            self.held_elsewhere = len(elsewhere)
             for start in range(0, len(keys), most):  # a block at a time, until `most` are found
                 free = [key for key in keys[start : start + most] if key not in held]
                 stored |= self.stored(self.conn, free)
