@@ -466,11 +466,8 @@ def _trainer_class() -> type:
                 return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
             try:
                 return self._prepare_with_cache(dataset, processing_class, args, dataset_name)
-            except (
-                sqlite3.Error,
-                TypeError,
-                _Unusable,
-            ) as exc:  # a full disk, a read-only folder, a value JSON cannot hold
+            # a full disk, a read-only folder, a value JSON cannot hold, rows the set's types cannot hold
+            except (sqlite3.Error, TypeError, _Unusable) as exc:
                 logger.warning("the study's token cache failed (%s); TRL prepares every pair of this trial", exc)
                 return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
 
